@@ -1,0 +1,58 @@
+"""What a backend is. Backends raise only `BackendError` subclasses (and
+`InvalidName`): foreign exceptions (aiohttp, botocore, OSError) are mapped at
+the boundary, inside the backend.
+
+Names handed to a backend are already stripped of its mount prefix by the
+router, and the `Fetched.name` it answers with is that same (stripped) name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from secretd.model import Fetched, SecretName
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A source of secrets."""
+
+    name: str
+
+    async def fetch(
+        self,
+        name: SecretName,
+        *,
+        version_id: str | None = None,
+        stage: str | None = None,
+    ) -> Fetched:
+        """One version: `version_id`, else `stage`, else current.
+
+        Raises BackendNotFound when the secret or version does not exist (or was
+        deleted), BackendError subclasses for everything else.
+        """
+        ...
+
+    async def current_versions(self, names: Sequence[SecretName]) -> Mapping[SecretName, str]:
+        """The current version id of each name that exists (absent = not found).
+        Batched where the backend can; cheaper than `fetch`."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class WatchableBackend(Backend, Protocol):
+    """A backend that tells us when something changes (the file store)."""
+
+    def changes(self) -> AsyncIterator[SecretName]:
+        """Yields a name (stripped) whenever that secret may have changed."""
+        ...
+
+
+@runtime_checkable
+class ListableBackend(Backend, Protocol):
+    """A backend that can enumerate its names cheaply (the file store)."""
+
+    async def list_names(self, prefix: str = "") -> Sequence[SecretName]: ...

@@ -1,0 +1,1 @@
+"""The command line: argparse, exit codes, and the only place that prints."""

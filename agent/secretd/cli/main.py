@@ -1,0 +1,68 @@
+"""`secretd` entry point: builds the parser from each command module and maps
+errors to exit codes (0 ok, 1 runtime failure, 2 usage/config error).
+
+Each command module exposes `register(subparsers)`, adding its subcommands with
+`set_defaults(run=callable)`; `run(args) -> int` does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from secretd import __version__
+from secretd.errors import SecretdError
+
+Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one line (its default), kept for clarity."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"secretd: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="secretd", description="A per-host secrets agent.")
+    parser.add_argument("--version", action="version", version=f"secretd {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub: argparse._SubParsersAction[argparse.ArgumentParser]
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for register in _registrars():
+        register(sub)
+    return parser
+
+
+def _registrars() -> list[Registrar]:
+    # Imported here so `secretd --help` stays fast and a broken optional module
+    # cannot take the whole CLI down at import time.
+    from secretd.cli import agent_cmds, client_cmds, store_cmds
+
+    return [agent_cmds.register, store_cmds.register, client_cmds.register]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except SecretdError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"secretd: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"secretd: internal error ({type(exc).__name__}); run with --debug", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
