@@ -22,7 +22,8 @@ def check_private_file(
     error: type[SecretdError] = ConfigError,
 ) -> os.stat_result:
     """Refuse `path` unless it is a regular file (not a symlink) owned by root or
-    us that no one else can write, and - when `secret` - no one else can read.
+    us (any owner when we are root) that no group or other can write, and - when
+    `secret` - no group or other can read.
 
     Returns its stat result. Raises `error` with a message saying what to fix.
     """
@@ -36,7 +37,9 @@ def check_private_file(
         raise error(f"{what} {path}: is a symlink; point the config at the real file")
     if not stat.S_ISREG(st.st_mode):
         raise error(f"{what} {path}: not a regular file")
-    if st.st_uid not in (0, os.geteuid()):
+    # Root may check files of the service user (e.g. `secretd check` before start);
+    # anyone else trusts only root's files and its own.
+    if os.geteuid() != 0 and st.st_uid not in (0, os.geteuid()):
         raise error(f"{what} {path}: owned by uid {st.st_uid}; chown it to root or this user")
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o022:
