@@ -67,7 +67,7 @@ def test_service_exposure_is_at_most_1_5() -> None:
 
 def test_service_keeps_peer_credentials_working() -> None:
     text = (PACKAGING / "systemd/secretd.service").read_text()
-    assert "PrivateUsers=" not in text
+    assert not re.search(r"^PrivateUsers=", text, re.M)
     assert "Type=notify" in text and "ExecReload=/bin/kill -HUP $MAINPID" in text
     assert "WatchdogSec=" in text
 
