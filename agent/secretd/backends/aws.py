@@ -1,0 +1,288 @@
+"""AWS Secrets Manager backend over aiobotocore (the optional `secretd[aws]` extra).
+
+- Credentials: botocore's full default chain (environment, shared files and
+  profiles, SSO, web identity, ECS/EC2 metadata); `profile`, `region` and
+  `endpoint_url` from `[backends.NAME]`.
+- `fetch`: GetSecretValue by VersionId or VersionStage (current/previous/pending
+  <-> AWSCURRENT/AWSPREVIOUS/AWSPENDING; custom labels pass through).
+  SecretString is the value's UTF-8 bytes, SecretBinary the raw bytes.
+- `fetch_many`: BatchGetSecretValue, 20 names a call; falls back to one
+  GetSecretValue per name when the credentials may not call the batch API.
+- `current_versions`: ListSecrets-based, see aws_versions.py.
+- Every call runs under `asyncio.timeout(config.timeout)` and a semaphore of
+  `max_concurrency`. botocore's own retries are off (one attempt each), so the
+  only backoff is ours: throttling (a 400 with a throttling code, or any 429)
+  is retried with full jitter within the timeout; an outage is raised at once
+  and the cache's refresh backoff takes it from there. No double backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import structlog
+
+from secretd.backends.aws_answers import Asked, parse_secret_value
+from secretd.backends.aws_errors import code_to_error, is_throttle, map_error
+from secretd.backends.aws_versions import VersionLister
+from secretd.config.schema import AwsBackendConfig
+from secretd.errors import BackendAuthError, BackendError, BadBackendAnswer, ConfigError
+from secretd.model import Fetched, SecretName
+
+log = structlog.get_logger(__name__)
+
+BATCH_SIZE = 20  # BatchGetSecretValue's SecretIdList limit
+THROTTLE_ATTEMPTS = 5
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 2.0
+MAX_REMEMBERED_ARNS = 100_000
+
+
+async def open_backend(
+    name: str,
+    config: AwsBackendConfig,
+    *,
+    max_secret_bytes: int,
+    rng: random.Random | None = None,
+) -> AwsBackend:
+    """Create the aiobotocore client inside the running loop and wrap it."""
+    try:
+        from aiobotocore.config import AioConfig
+        from aiobotocore.session import AioSession
+        from botocore.exceptions import BotoCoreError
+    except ImportError:
+        raise ConfigError(
+            f"backend {name!r}: type = 'aws' needs aiobotocore; install secretd[aws]"
+        ) from None
+    client_config = AioConfig(
+        connect_timeout=min(config.timeout, 5.0),
+        read_timeout=config.timeout,
+        retries={"mode": "standard", "total_max_attempts": 1},
+        max_pool_connections=config.max_concurrency,
+        user_agent_extra="secretd",
+    )
+    stack = AsyncExitStack()
+    try:
+        session = AioSession(profile=config.profile)
+        client = await stack.enter_async_context(
+            session.create_client(
+                "secretsmanager",
+                region_name=config.region,
+                endpoint_url=config.endpoint_url,
+                config=client_config,
+            )
+        )
+    except (BotoCoreError, ValueError) as exc:
+        await stack.aclose()
+        raise ConfigError(f"backend {name!r}: cannot set up the AWS client: {exc}") from None
+    return AwsBackend(
+        name,
+        client=client,
+        timeout=config.timeout,
+        max_concurrency=config.max_concurrency,
+        max_secret_bytes=max_secret_bytes,
+        rng=rng or random.Random(),  # noqa: S311 - jitter, not cryptography
+        closer=stack,
+    )
+
+
+class AwsBackend:
+    """Reads AWS Secrets Manager through one aiobotocore client."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        client: Any,
+        timeout: float,
+        max_concurrency: int,
+        max_secret_bytes: int,
+        rng: random.Random,
+        closer: AsyncExitStack | None = None,
+    ) -> None:
+        self.name = name
+        self._client = client
+        self._timeout = timeout
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._max_secret_bytes = max_secret_bytes
+        self._rng = rng
+        self._closer = closer
+        self._arns: dict[SecretName, str] = {}
+        self._batch_allowed = True
+        self._lister = VersionLister(self._call, backend=name, remember_arn=self._remember_arn)
+        # Real HTTP requests sent, per operation (retries included): for status and benches.
+        self.api_calls: collections.Counter[str] = collections.Counter()
+        client.meta.events.register("before-send.secrets-manager", self._count_request)
+
+    async def fetch(
+        self,
+        name: SecretName,
+        *,
+        version_id: str | None = None,
+        stage: str | None = None,
+    ) -> Fetched:
+        asked = Asked(name, version_id=version_id, stage=None if version_id else stage)
+        params: dict[str, Any] = {"SecretId": name}
+        if asked.version_id is not None:
+            params["VersionId"] = asked.version_id
+        elif asked.stage is not None:
+            params["VersionStage"] = asked.label
+        where = f"aws backend {self.name!r}: secret {name!r}"
+        answer = await self._call(
+            "get_secret_value", where, version_asked=version_id is not None, **params
+        )
+        return self._parse(answer, asked)
+
+    async def current_versions(self, names: Sequence[SecretName]) -> Mapping[SecretName, str]:
+        """Current version ids via ListSecrets (absent: not found or scheduled for deletion)."""
+        return await self._lister.current_versions(names)
+
+    async def fetch_many(
+        self, names: Iterable[SecretName]
+    ) -> dict[SecretName, Fetched | BackendError]:
+        """The current version of each name, BATCH_SIZE names per BatchGetSecretValue call.
+
+        Every name gets an answer: its Fetched or the BackendError for it alone.
+        """
+        unique = list(dict.fromkeys(names))
+        chunks = [unique[i : i + BATCH_SIZE] for i in range(0, len(unique), BATCH_SIZE)]
+        results: dict[SecretName, Fetched | BackendError] = {}
+        async with asyncio.TaskGroup() as group:
+            for chunk in chunks:
+                group.create_task(self._fetch_chunk(chunk, results))
+        return results
+
+    def arn_for(self, name: SecretName) -> str | None:
+        """The ARN AWS last reported for `name` (None until it was read or listed)."""
+        return self._arns.get(name)
+
+    async def aclose(self) -> None:
+        if self._closer is not None:
+            closer, self._closer = self._closer, None
+            await closer.aclose()
+
+    async def _fetch_chunk(
+        self, chunk: list[SecretName], results: dict[SecretName, Fetched | BackendError]
+    ) -> None:
+        if self._batch_allowed:
+            try:
+                results.update(await self._batch(chunk))
+                return
+            except BackendAuthError:
+                # Credentials may lack secretsmanager:BatchGetSecretValue: read one by one.
+                self._batch_allowed = False
+                log.warning("aws.batch_refused", backend=self.name)
+            except BackendError as exc:
+                results.update(dict.fromkeys(chunk, exc))
+                return
+        for name in chunk:
+            try:
+                results[name] = await self.fetch(name)
+            except BackendError as exc:
+                results[name] = exc
+
+    async def _batch(self, chunk: list[SecretName]) -> dict[SecretName, Fetched | BackendError]:
+        where = f"aws backend {self.name!r}: batch of {len(chunk)} secrets"
+        wanted = set(chunk)
+        results: dict[SecretName, Fetched | BackendError] = {}
+        params: dict[str, Any] = {"SecretIdList": chunk}
+        for _ in range(BATCH_SIZE):  # pages; AWS answers a 20-name list in one
+            answer = await self._call("batch_get_secret_value", where, **params)
+            self._take_batch_values(answer.get("SecretValues", []), wanted, results)
+            self._take_batch_errors(answer.get("Errors", []), wanted, results)
+            token = answer.get("NextToken")
+            if not isinstance(token, str) or not token or wanted.issubset(results):
+                break
+            params["NextToken"] = token
+        for name in wanted.difference(results):
+            results[name] = BadBackendAnswer(
+                f"aws backend {self.name!r}: secret {name!r}: the batch answer left it out"
+            )
+        return results
+
+    def _take_batch_values(
+        self,
+        values: object,
+        wanted: set[SecretName],
+        results: dict[SecretName, Fetched | BackendError],
+    ) -> None:
+        if not isinstance(values, list):
+            return
+        for item in values:
+            name = item.get("Name") if isinstance(item, dict) else None
+            if name not in wanted:
+                continue  # not ours to take; a missing name is reported below
+            secret = SecretName(name)
+            try:
+                results[secret] = self._parse(item, Asked(secret))
+            except BackendError as exc:
+                results[secret] = exc
+
+    def _take_batch_errors(
+        self,
+        errors: object,
+        wanted: set[SecretName],
+        results: dict[SecretName, Fetched | BackendError],
+    ) -> None:
+        if not isinstance(errors, list):
+            return
+        for item in errors:
+            if not isinstance(item, dict) or item.get("SecretId") not in wanted:
+                continue
+            secret = SecretName(item["SecretId"])
+            code = item.get("ErrorCode")
+            message = str(item.get("Message", "")).lower()
+            results[secret] = code_to_error(
+                code if isinstance(code, str) else "Unknown",
+                400,
+                f"aws backend {self.name!r}: secret {secret!r}",
+                deleted="deleted" in message or "deletion" in message,
+            )
+
+    def _parse(self, answer: object, asked: Asked) -> Fetched:
+        fetched, arn = parse_secret_value(
+            answer, asked, backend=self.name, max_secret_bytes=self._max_secret_bytes
+        )
+        if arn is not None:
+            self._remember_arn(asked.name, arn)
+        return fetched
+
+    def _remember_arn(self, name: SecretName, arn: str) -> None:
+        if len(self._arns) >= MAX_REMEMBERED_ARNS and name not in self._arns:
+            self._arns.clear()  # rare and harmless: ARNs come back with the next read
+        self._arns[name] = arn
+
+    async def _call(
+        self, op: str, where: str, *, version_asked: bool = False, **params: Any
+    ) -> dict[str, Any]:
+        """One operation: bounded in time, throttling retried with full jitter."""
+        try:
+            async with asyncio.timeout(self._timeout), self._slots:
+                return await self._attempts(op, params)
+        except Exception as exc:
+            raise map_error(exc, where, version_asked=version_asked) from None
+
+    async def _attempts(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
+        method = getattr(self._client, op)
+        for attempt in range(THROTTLE_ATTEMPTS):
+            try:
+                answer = await method(**params)
+            except Exception as exc:
+                if not is_throttle(exc) or attempt == THROTTLE_ATTEMPTS - 1:
+                    raise
+                delay = self._rng.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+                log.info("aws.throttled", backend=self.name, op=op, retry_in=round(delay, 3))
+                await asyncio.sleep(delay)
+                continue
+            if not isinstance(answer, dict):
+                raise BadBackendAnswer(f"aws backend {self.name!r}: {op} answered no object")
+            return answer
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _count_request(self, event_name: str = "", **_: Any) -> None:
+        self.api_calls[event_name.rsplit(".", 1)[-1]] += 1

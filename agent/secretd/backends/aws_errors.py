@@ -1,0 +1,131 @@
+"""Maps botocore/aiohttp failures to secretd's BackendError tree.
+
+    ResourceNotFoundException, a deleted or scheduled-for-deletion secret
+    (InvalidRequestException "...deleted" / "...marked for deletion"),
+    a malformed VersionId asked for explicitly       -> BackendNotFound
+    ThrottlingException & co., any HTTP 429          -> throttled (retried by the caller, then
+                                                        BackendUnavailable)
+    AccessDenied, bad/expired credentials, no creds  -> BackendAuthError
+    connect/read timeouts                             -> BackendTimeout
+    anything else from botocore, aiohttp, the OS      -> BackendUnavailable
+    an answer botocore could not parse               -> BadBackendAnswer
+
+Messages name the backend, the operation, the secret and AWS's error code;
+never AWS's free-text message (it is not ours to vouch for) and never a value.
+botocore is imported lazily: this module loads without the `secretd[aws]` extra.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from secretd.errors import (
+    BackendAuthError,
+    BackendError,
+    BackendNotFound,
+    BackendTimeout,
+    BackendUnavailable,
+    BadBackendAnswer,
+)
+
+THROTTLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "ThrottledException",
+        "SlowDown",
+    }
+)
+AUTH_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "AccessDenied",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "IncompleteSignature",
+        "InvalidClientTokenId",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "MissingAuthenticationToken",
+        "SignatureDoesNotMatch",
+    }
+)
+_VERSION_CODES = frozenset({"ValidationException", "InvalidParameterException"})
+
+
+def error_code(exc: BaseException) -> tuple[str, int] | None:
+    """(AWS error code, HTTP status) of a botocore ClientError, else None."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    error = response.get("Error")
+    meta = response.get("ResponseMetadata")
+    code = error.get("Code") if isinstance(error, dict) else None
+    status = meta.get("HTTPStatusCode") if isinstance(meta, dict) else None
+    return (
+        code if isinstance(code, str) else "Unknown",
+        status if isinstance(status, int) else 0,
+    )
+
+
+def is_throttle(exc: BaseException) -> bool:
+    """Throttling, whether AWS says it with a 400 and a code or with a 429."""
+    found = error_code(exc)
+    return found is not None and (found[0] in THROTTLE_CODES or found[1] == 429)
+
+
+def is_deleted_message(exc: BaseException) -> bool:
+    """InvalidRequestException saying the secret is deleted or marked for deletion."""
+    response: Any = getattr(exc, "response", None)
+    try:
+        message = str(response["Error"].get("Message", "")).lower()
+    except (TypeError, KeyError, AttributeError):
+        return False
+    return "deleted" in message or "deletion" in message
+
+
+def code_to_error(code: str, status: int, where: str, *, deleted: bool) -> BackendError:
+    """The BackendError for one AWS error code (also used for BatchGetSecretValue's Errors)."""
+    if code == "ResourceNotFoundException":
+        return BackendNotFound(f"{where}: no such secret or version")
+    if code == "InvalidRequestException" and deleted:
+        return BackendNotFound(f"{where}: the secret is deleted or scheduled for deletion")
+    if code in AUTH_CODES:
+        return BackendAuthError(f"{where}: AWS refused our credentials ({code})")
+    if code in THROTTLE_CODES or status == 429:
+        return BackendUnavailable(f"{where}: throttled by AWS ({code}); gave up after retries")
+    return BackendUnavailable(f"{where}: AWS answered {code} (HTTP {status})")
+
+
+def map_error(exc: Exception, where: str, *, version_asked: bool) -> BackendError:
+    """Any exception from one aiobotocore call as a BackendError naming `where`."""
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return BackendTimeout(f"{where}: no answer in time")
+    found = error_code(exc)
+    if found is not None:
+        code, status = found
+        if version_asked and code in _VERSION_CODES:
+            return BackendNotFound(f"{where}: AWS has no such version ({code})")
+        return code_to_error(code, status, where, deleted=is_deleted_message(exc))
+    return _map_transport(exc, where)
+
+
+def _map_transport(exc: Exception, where: str) -> BackendError:
+    from botocore import exceptions as bce
+
+    kind = type(exc).__name__
+    if isinstance(exc, bce.ConnectTimeoutError | bce.ReadTimeoutError):
+        return BackendTimeout(f"{where}: AWS did not answer in time ({kind})")
+    if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
+        return BackendAuthError(f"{where}: no usable AWS credentials ({kind})")
+    if isinstance(exc, bce.ResponseParserError):
+        return BadBackendAnswer(f"{where}: AWS's answer could not be parsed")
+    if isinstance(exc, bce.BotoCoreError | OSError):
+        return BackendUnavailable(f"{where}: cannot reach AWS ({kind})")
+    return BackendUnavailable(f"{where}: request failed ({kind})")
