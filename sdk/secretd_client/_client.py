@@ -1,0 +1,317 @@
+"""`Client` (blocking) and `AsyncClient` (asyncio): the agent's API over its
+Unix socket. Both share request building and parsing in `_wire`.
+
+    with Client() as client:
+        password = client.get("db/app", field="password").value
+        for secret in client.watch("api/stripe"):   # long-poll, reconnects
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from secretd_client import _wire
+from secretd_client._cache import ThreadedCache, WatchCache
+from secretd_client._errors import (
+    AgentUnavailable,
+    BackendUnavailable,
+    ProtocolError,
+    RateLimited,
+    RequestTimeout,
+    SecretdClientError,
+    ServerError,
+)
+from secretd_client._models import Health, Secret, SecretInfo
+from secretd_client._socket import resolve_socket
+from secretd_client._transport import BASE_URL, check_size, mapped_errors
+
+__all__ = ["AsyncClient", "Client"]
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_WAIT = 30.0
+# Errors a watch rides out by reconnecting; anything else (forbidden, not found,
+# invalid name) will not heal by retrying and ends the watch.
+RETRYABLE: tuple[type[SecretdClientError], ...] = (
+    AgentUnavailable,
+    RequestTimeout,
+    ProtocolError,
+    RateLimited,
+    ServerError,
+    BackendUnavailable,
+)
+ErrorHook = Callable[[SecretdClientError], None]
+
+
+def _early(elapsed: float, wait: float) -> bool:
+    """A long-poll that returned the same version well before `wait` is a peer
+    answering too eagerly: back off instead of spinning."""
+    return elapsed < min(wait / 2, 1.0)
+
+
+def _settled(response: httpx.Response, body: bytearray) -> httpx.Response:
+    """A fully read copy of a streamed response (already decoded)."""
+    content_type = response.headers.get("content-type", "application/octet-stream")
+    return httpx.Response(
+        response.status_code, headers={"content-type": content_type}, content=bytes(body)
+    )
+
+
+class Client:
+    """A blocking client. `cache=True` keeps every current-version `get` in
+    memory, refreshed by a background watch (a thread with its own loop)."""
+
+    def __init__(
+        self,
+        socket: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        cache: bool = False,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.socket = resolve_socket(socket)
+        self._timeout = timeout
+        self._http = httpx.Client(
+            transport=transport or httpx.HTTPTransport(uds=self.socket),
+            base_url=BASE_URL,
+            timeout=timeout,
+        )
+        self._cache: ThreadedCache | None = None
+        if cache:
+            self._cache = ThreadedCache(self._async_twin(transport), timeout=timeout)
+
+    def _async_twin(self, transport: httpx.BaseTransport | None) -> Callable[[], AsyncClient]:
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            raise TypeError("cache=True needs a transport that also serves asyncio")
+        socket, timeout = self.socket, self._timeout
+        return lambda: AsyncClient(socket, timeout=timeout, transport=transport)
+
+    def get(
+        self,
+        name: str,
+        *,
+        field: str | None = None,
+        stage: str | None = None,
+        version: str | None = None,
+        refresh: bool = False,
+    ) -> Secret:
+        """The current version of `name` (or `stage`/`version`); `field` selects
+        one key of a JSON-object value; `refresh` asks the backend now."""
+        if self._cache is not None and stage is None and version is None and not refresh:
+            _wire.check_name(name)
+            return self._cache.get(name, field)
+        params = _wire.secret_params(field=field, stage=stage, version=version, refresh=refresh)
+        return self._fetch(name, params, None)
+
+    def list(self, prefix: str = "") -> builtins.list[SecretInfo]:
+        """Names the caller may read, with version and age; never values."""
+        params = {"prefix": prefix} if prefix else {}
+        response = self._send("/v1/secrets", params, None)
+        return _wire.parse_list(response, "list")
+
+    def health(self) -> Health:
+        return _wire.parse_health(self._send("/v1/health", {}, None), "health")
+
+    def watch(
+        self,
+        name: str,
+        *,
+        field: str | None = None,
+        wait: float = DEFAULT_WAIT,
+        index: str | None = None,
+        backoff: _wire.Backoff | None = None,
+    ) -> Iterator[Secret]:
+        """Yield the current version, then each new one as it becomes current.
+
+        Long-polls with `wait`; reconnects with jittered backoff while the agent
+        is away or a backend is down. Ends with an exception for errors that
+        retrying cannot fix (Forbidden, NotFound, InvalidName). With `index`,
+        the first yield is the first version different from it.
+        """
+        _wire.check_name(name)
+        _wire.secret_params(field=field, wait=wait)
+        return self._watch(name, field, wait, index, backoff or _wire.Backoff())
+
+    def _watch(
+        self, name: str, field: str | None, wait: float, index: str | None, backoff: _wire.Backoff
+    ) -> Iterator[Secret]:
+        rng, attempt = random.Random(), 0  # noqa: S311 - jitter, not secrecy
+        while True:
+            started = time.monotonic()
+            try:
+                if index is None:
+                    secret = self._fetch(name, _wire.secret_params(field=field), None)
+                else:
+                    params = _wire.secret_params(field=field, wait=wait, index=index)
+                    secret = self._fetch(name, params, wait)
+            except RETRYABLE:
+                time.sleep(backoff.delay(attempt, rng))
+                attempt += 1
+                continue
+            if secret.version_id != index:
+                attempt, index = 0, secret.version_id
+                yield secret
+            elif _early(time.monotonic() - started, wait):
+                time.sleep(backoff.delay(attempt, rng))
+                attempt += 1
+
+    def _fetch(self, name: str, params: dict[str, str], wait: float | None) -> Secret:
+        response = self._send(_wire.secret_path(name), params, wait)
+        return _wire.parse_secret(response, name)
+
+    def _send(self, path: str, params: dict[str, str], wait: float | None) -> httpx.Response:
+        timeout = httpx.Timeout(self._timeout, read=self._timeout + (wait or 0))
+        with mapped_errors(self.socket):
+            request = self._http.build_request("GET", path, params=params, timeout=timeout)
+            response = self._http.send(request, stream=True)
+            try:
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    check_size(len(body), self.socket)
+            finally:
+                response.close()
+        return _settled(response, body)
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The asyncio client; the same methods as `Client`, awaited. `cache=True`
+    keeps current-version reads in memory, refreshed by watch tasks."""
+
+    def __init__(
+        self,
+        socket: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        cache: bool = False,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.socket = resolve_socket(socket)
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(
+            transport=transport or httpx.AsyncHTTPTransport(uds=self.socket),
+            base_url=BASE_URL,
+            timeout=timeout,
+        )
+        self._cache = WatchCache(self) if cache else None
+
+    async def get(
+        self,
+        name: str,
+        *,
+        field: str | None = None,
+        stage: str | None = None,
+        version: str | None = None,
+        refresh: bool = False,
+    ) -> Secret:
+        """See `Client.get`."""
+        if self._cache is not None and stage is None and version is None and not refresh:
+            _wire.check_name(name)
+            return await self._cache.get(name, field)
+        params = _wire.secret_params(field=field, stage=stage, version=version, refresh=refresh)
+        return await self._fetch(name, params, None)
+
+    async def list(self, prefix: str = "") -> builtins.list[SecretInfo]:
+        params = {"prefix": prefix} if prefix else {}
+        return _wire.parse_list(await self._send("/v1/secrets", params, None), "list")
+
+    async def health(self) -> Health:
+        return _wire.parse_health(await self._send("/v1/health", {}, None), "health")
+
+    def watch(
+        self,
+        name: str,
+        *,
+        field: str | None = None,
+        wait: float = DEFAULT_WAIT,
+        index: str | None = None,
+        backoff: _wire.Backoff | None = None,
+    ) -> AsyncIterator[Secret]:
+        """See `Client.watch`; iterate with `async for`."""
+        _wire.check_name(name)
+        _wire.secret_params(field=field, wait=wait)
+        return self._follow(name, field, wait, index, backoff or _wire.Backoff(), None)
+
+    async def _follow(
+        self,
+        name: str,
+        field: str | None,
+        wait: float,
+        index: str | None,
+        backoff: _wire.Backoff,
+        on_error: ErrorHook | None,
+    ) -> AsyncIterator[Secret]:
+        """The watch loop; `on_error` hears each retried failure (the cache
+        marks its entry stale)."""
+        rng, attempt = random.Random(), 0  # noqa: S311 - jitter, not secrecy
+        while True:
+            started = time.monotonic()
+            try:
+                if index is None:
+                    secret = await self._fetch(name, _wire.secret_params(field=field), None)
+                else:
+                    params = _wire.secret_params(field=field, wait=wait, index=index)
+                    secret = await self._fetch(name, params, wait)
+            except RETRYABLE as exc:
+                if on_error is not None:
+                    on_error(exc)
+                await asyncio.sleep(backoff.delay(attempt, rng))
+                attempt += 1
+                continue
+            if secret.version_id != index:
+                attempt, index = 0, secret.version_id
+                yield secret
+            elif _early(time.monotonic() - started, wait):
+                await asyncio.sleep(backoff.delay(attempt, rng))
+                attempt += 1
+
+    async def _fetch(self, name: str, params: dict[str, str], wait: float | None) -> Secret:
+        response = await self._send(_wire.secret_path(name), params, wait)
+        return _wire.parse_secret(response, name)
+
+    async def _send(self, path: str, params: dict[str, str], wait: float | None) -> httpx.Response:
+        timeout = httpx.Timeout(self._timeout, read=self._timeout + (wait or 0))
+        with mapped_errors(self.socket):
+            request = self._http.build_request("GET", path, params=params, timeout=timeout)
+            response = await self._http.send(request, stream=True)
+            try:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    check_size(len(body), self.socket)
+            finally:
+                await response.aclose()
+        return _settled(response, body)
+
+    async def aclose(self) -> None:
+        if self._cache is not None:
+            await self._cache.aclose()
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()

@@ -1,0 +1,62 @@
+"""Mapping httpx's transport failures onto the client's errors, and a bounded
+body read (a misbehaving peer cannot make the client buffer without limit)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from secretd_client._errors import (
+    AgentUnavailable,
+    ProtocolError,
+    RequestTimeout,
+    SecretdClientError,
+)
+
+# The agent caps a value at 64 MiB; base64 and JSON framing add a third.
+MAX_RESPONSE_BYTES = 96 * 1024 * 1024
+BASE_URL = "http://secretd"
+
+
+@contextmanager
+def mapped_errors(socket: str) -> Iterator[None]:
+    """Re-raise httpx transport errors as SecretdClientError naming the socket."""
+    try:
+        yield
+    except httpx.ConnectTimeout:
+        raise AgentUnavailable(f"timed out connecting to the agent at {socket}") from None
+    except httpx.TimeoutException:
+        raise RequestTimeout(f"the agent at {socket} did not answer in time") from None
+    except httpx.ConnectError as exc:
+        reason = _reason(exc)
+        raise AgentUnavailable(f"cannot reach the agent at {socket}: {reason}") from None
+    except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.CloseError):
+        raise AgentUnavailable(f"the connection to the agent at {socket} broke") from None
+    except httpx.DecodingError:
+        raise ProtocolError(f"the agent at {socket} sent an undecodable body") from None
+    except httpx.HTTPError as exc:
+        raise SecretdClientError(
+            f"request to the agent at {socket} failed ({type(exc).__name__})"
+        ) from None
+
+
+def check_size(size: int, socket: str) -> None:
+    if size > MAX_RESPONSE_BYTES:
+        raise ProtocolError(f"the agent at {socket} sent an oversized answer")
+
+
+def _reason(exc: httpx.ConnectError) -> str:
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, FileNotFoundError):
+        return "no such socket (is the agent running?)"
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused (is the agent running?)"
+    if isinstance(cause, PermissionError):
+        return "permission denied"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return "connection failed"
