@@ -1,0 +1,92 @@
+"""Version and stage rules (SPEC §1), as pure functions over `SecretRecord`.
+
+- Exactly one version is `current`. When another becomes current, the old
+  current becomes `previous` and the old previous loses that stage.
+- A stage label sits on at most one version; putting it on a new version moves it.
+- `put` makes the new version current, unless its stage is `pending`; a custom
+  label goes on the new version, which also becomes current.
+- `promote` makes a version current (and takes `pending` off it).
+- History is bounded: every version holding a stage is kept, plus the
+  `MAX_UNSTAGED_VERSIONS` newest holding none; older ones are dropped, and with
+  them their wrapped data keys.
+"""
+
+from __future__ import annotations
+
+from secretd.errors import NotFound, UsageError
+from secretd.model import CURRENT, PENDING, PREVIOUS, SecretName
+from secretd.store.format import STAGE_LABEL, SealedVersion, SecretRecord
+
+MAX_UNSTAGED_VERSIONS = 10
+MAX_CUSTOM_STAGES = 16
+
+
+def check_put_stage(stage: str | None) -> str | None:
+    """Validate `--stage`: None/current, pending, or a custom label (not previous)."""
+    if stage is None or stage == CURRENT:
+        return None
+    if stage == PREVIOUS:
+        raise UsageError("'previous' is set automatically; put a version as current or pending")
+    if STAGE_LABEL.fullmatch(stage) is None:
+        raise UsageError("a stage label is 1-64 characters of A-Z a-z 0-9 _ . -")
+    return stage
+
+
+def add_version(
+    record: SecretRecord | None, name: SecretName, new: SealedVersion, stage: str | None
+) -> SecretRecord:
+    """`record` with `new` added under `stage` (already checked by check_put_stage)."""
+    if record is None:
+        if stage == PENDING:
+            raise UsageError(
+                f"secret {name!r} has no versions yet; its first version must be current"
+            )
+        stages = (
+            {CURRENT: new.version_id}
+            if stage is None
+            else {CURRENT: new.version_id, stage: new.version_id}
+        )
+        return SecretRecord(name, 1, (new,), stages)
+    if record.version(new.version_id) is not None:
+        raise UsageError(f"secret {name!r} already has version {new.version_id}")
+    stages = dict(record.stages)
+    if stage is not None:
+        custom = {s for s in stages if s not in (CURRENT, PREVIOUS, PENDING)}
+        if stage not in stages and stage != PENDING and len(custom) >= MAX_CUSTOM_STAGES:
+            raise UsageError(f"secret {name!r} already has {MAX_CUSTOM_STAGES} custom stages")
+        stages[stage] = new.version_id
+    if stage != PENDING:
+        _make_current(stages, new.version_id)
+    grown = SecretRecord(name, record.generation + 1, (*record.versions, new), stages)
+    return prune(grown)
+
+
+def promote(record: SecretRecord, version_id: str) -> SecretRecord:
+    """`record` with `version_id` current. Unchanged (same generation) if it already is."""
+    if record.version(version_id) is None:
+        raise NotFound(f"secret {record.name!r} has no version {version_id!r}")
+    if record.stages[CURRENT] == version_id:
+        return record
+    stages = dict(record.stages)
+    _make_current(stages, version_id)
+    if stages.get(PENDING) == version_id:
+        del stages[PENDING]
+    return prune(SecretRecord(record.name, record.generation + 1, record.versions, stages))
+
+
+def _make_current(stages: dict[str, str], version_id: str) -> None:
+    old = stages.get(CURRENT)
+    if old is not None and old != version_id:
+        stages[PREVIOUS] = old
+    stages[CURRENT] = version_id
+
+
+def prune(record: SecretRecord) -> SecretRecord:
+    """Drop unstaged versions beyond the newest MAX_UNSTAGED_VERSIONS."""
+    staged = set(record.stages.values())
+    unstaged = [v.version_id for v in record.versions if v.version_id not in staged]
+    drop = set(unstaged[: max(0, len(unstaged) - MAX_UNSTAGED_VERSIONS)])
+    if not drop:
+        return record
+    kept = tuple(v for v in record.versions if v.version_id not in drop)
+    return SecretRecord(record.name, record.generation, kept, dict(record.stages))
