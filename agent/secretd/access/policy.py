@@ -1,0 +1,187 @@
+"""Access decisions: which caller may read which secret (SPEC §4).
+
+Rules only ever allow; no matching rule means deny. A rule allows a read when
+the secret name matches one of its `secrets` globs AND the caller matches one
+of its identities:
+
+- Unix-socket callers match `uids`, `gids` (primary or supplementary),
+  `users`/`groups` (resolved to ids once, at construction), or `units`.
+- TCP callers (token holders, no peer credentials) match only rules with
+  `tcp = true`. A rule with `tcp = true` and uids/units serves both kinds.
+
+Name globs, compiled to regexes at construction:
+
+- `*` matches any run of characters within one segment (never `/`);
+- `**` must be a whole segment and matches zero or more whole segments, so
+  `a/**/b` matches `a/b` and `a/x/y/b`, and `**/b` matches `b`. A trailing
+  `/**` means "everything below" and needs at least one segment: `db/**`
+  matches `db/a` and `db/a/b` but not `db` itself (as in gitignore).
+- every other character is literal. A glob that could never match a valid
+  name (a character names cannot hold, an empty, `.` or `..` segment) is a
+  configuration error rather than a silent dead rule.
+
+Unit globs use fnmatch semantics (`*`, `?`, `[...]`) on unit names, with `*`
+never crossing `/`, so `*.service` does not match a user-manager unit such as
+`user@1000.service/x.service` (see access/identity.py).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import grp
+import pwd
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from secretd.config.schema import AllowRule
+from secretd.errors import ConfigError
+from secretd.model import Caller, SecretName, name_problem
+
+_GLOB_CHARS = re.compile(r"[A-Za-z0-9/_+=.@\-*]+")
+# Wildcards expand to name characters only, never '/', NUL or newline: the
+# regexes stay right even if an unvalidated string ever reached them.
+_SEGMENT_CHAR = r"[A-Za-z0-9_+=.@\-]"
+_SEGMENT = _SEGMENT_CHAR + "+"
+
+
+def compile_name_glob(glob: str) -> re.Pattern[str]:
+    """The regex (for `fullmatch`) of one `secrets` glob; ConfigError if malformed."""
+    if not glob or _GLOB_CHARS.fullmatch(glob) is None:
+        raise ConfigError(
+            f"allow rule glob {glob!r}: may only contain name characters "
+            "(A-Z a-z 0-9 / _ + = . @ -) and '*'"
+        )
+    parts = glob.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise ConfigError(
+                f"allow rule glob {glob!r}: empty, '.' or '..' segments never match a name"
+            )
+        if "**" in part and part != "**":
+            raise ConfigError(f"allow rule glob {glob!r}: '**' must be a whole segment")
+    parts = _collapse_double_stars(parts)
+    return re.compile("".join(_segment_regexes(parts)))
+
+
+def _collapse_double_stars(parts: list[str]) -> list[str]:
+    collapsed: list[str] = []
+    for part in parts:
+        if part == "**" and collapsed and collapsed[-1] == "**":
+            continue
+        collapsed.append(part)
+    return collapsed
+
+
+def _segment_regexes(parts: list[str]) -> list[str]:
+    pieces: list[str] = []
+    last = len(parts) - 1
+    for index, part in enumerate(parts):
+        if part == "**":
+            if index == 0 and last == 0:
+                pieces.append(f"{_SEGMENT}(?:/{_SEGMENT})*")
+            elif index == 0:
+                pieces.append(f"(?:{_SEGMENT}/)*")
+            elif index == last:
+                pieces.append(f"(?:/{_SEGMENT})+")
+            else:
+                pieces.append(f"(?:/{_SEGMENT})*")
+            continue
+        leading_star = index == 1 and parts[0] == "**"
+        separator = "" if index == 0 or leading_star else "/"
+        literal = f"{_SEGMENT_CHAR}*".join(re.escape(chunk) for chunk in part.split("*"))
+        pieces.append(separator + literal)
+    return pieces
+
+
+def compile_unit_glob(glob: str) -> tuple[re.Pattern[str], ...]:
+    """Per-`/`-part fnmatch regexes of one `units` glob."""
+    if not glob or any(not part for part in glob.split("/")):
+        raise ConfigError(f"allow rule unit glob {glob!r}: empty unit name or '/' part")
+    return tuple(re.compile(fnmatch.translate(part)) for part in glob.split("/"))
+
+
+def _unit_matches(glob: tuple[re.Pattern[str], ...], unit: str) -> bool:
+    parts = unit.split("/")
+    if len(parts) != len(glob):
+        return False
+    return all(p.match(part) is not None for p, part in zip(glob, parts, strict=True))
+
+
+def _resolve_user(name: str) -> int:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        raise ConfigError(f"allow rule: unknown user {name!r}") from None
+
+
+def _resolve_group(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(f"allow rule: unknown group {name!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """One `[[allow]]` rule with names resolved and globs compiled."""
+
+    names: re.Pattern[str]
+    uids: frozenset[int]
+    gids: frozenset[int]
+    units: tuple[tuple[re.Pattern[str], ...], ...]
+    tcp: bool
+
+    @classmethod
+    def from_config(cls, rule: AllowRule) -> CompiledRule:
+        names = "|".join(f"(?:{compile_name_glob(g).pattern})" for g in rule.secrets)
+        return cls(
+            names=re.compile(names),
+            uids=frozenset(rule.uids) | {_resolve_user(u) for u in rule.users},
+            gids=frozenset(rule.gids) | {_resolve_group(g) for g in rule.groups},
+            units=tuple(compile_unit_glob(u) for u in rule.units),
+            tcp=rule.tcp,
+        )
+
+    def admits(self, caller: Caller) -> bool:
+        """Whether the caller is one of this rule's identities."""
+        if caller.tcp:
+            return self.tcp
+        if caller.uid is not None and caller.uid in self.uids:
+            return True
+        if caller.gid is not None and caller.gid in self.gids:
+            return True
+        if not self.gids.isdisjoint(caller.extra_gids):
+            return True
+        unit = caller.unit
+        return unit is not None and any(_unit_matches(u, unit) for u in self.units)
+
+    def covers(self, name: str) -> bool:
+        return self.names.fullmatch(name) is not None
+
+
+def _valid(name: str) -> bool:
+    # SecretName validated itself on construction; plain strings are checked here.
+    return type(name) is SecretName or name_problem(name) is None
+
+
+class Policy:
+    """Default-deny access rules, compiled once; decisions are pure and fast."""
+
+    def __init__(self, rules: Sequence[AllowRule]) -> None:
+        self._rules = tuple(CompiledRule.from_config(rule) for rule in rules)
+
+    def allows(self, caller: Caller, name: SecretName) -> bool:
+        """Whether some rule lets `caller` read `name`."""
+        if not _valid(name):
+            return False
+        return any(rule.covers(name) and rule.admits(caller) for rule in self._rules)
+
+    def readable_filter(self, caller: Caller) -> Callable[[SecretName], bool]:
+        """A fast predicate for listing: the caller's rules are picked once."""
+        mine = [rule for rule in self._rules if rule.admits(caller)]
+
+        def readable(name: SecretName) -> bool:
+            return _valid(name) and any(rule.covers(name) for rule in mine)
+
+        return readable

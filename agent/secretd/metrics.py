@@ -1,0 +1,186 @@
+"""Prometheus metrics on a private registry (served at `GET /metrics`).
+
+Metrics never carry a value, and names only where the operator already wrote
+them down:
+
+    secretd_reads_total{result}                      API reads: ok, stale, or an error code
+    secretd_cache_lookups_total{result}              hit, miss, stale, negative
+    secretd_backend_calls_total{backend,op,result}   op: fetch|versions|list; result: ok|error
+    secretd_backend_call_seconds{backend,op}         histogram
+    secretd_refreshes_total{backend,result}          changed, unchanged, error, not_found
+    secretd_renders_total{result}                    ok, unchanged, error
+    secretd_connections_open                         open API connections (gauge)
+    secretd_connections_total                        accepted API connections
+    secretd_cached_secrets                           cache entries
+    secretd_secret_age_max_seconds                   the oldest cached secret's age
+    secretd_secret_age_seconds{secret}               per secret, declared/used (pinned) ones only
+    secretd_hardening{feature}                       1 when a hardening step worked, else 0
+
+Per-secret labels are limited to pinned names (declared in the config or used
+by a template or credential): a name somebody merely asked for - perhaps one
+they were denied, perhaps a probe - must not become a label anyone who can
+scrape /metrics can read, and must not grow the label set without bound.
+Every label value is checked against a fixed vocabulary (results, ops) or a
+plain-identifier pattern (backend names); anything else is counted as "other".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from secretd.errors import SecretdError
+from secretd.model import SecretName, name_problem
+
+__all__ = ["CONTENT_TYPE", "AgedEntry", "Metrics"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+OTHER = "other"
+LOOKUP_RESULTS = frozenset({"hit", "miss", "stale", "negative"})
+BACKEND_OPS = frozenset({"fetch", "versions", "list"})
+REFRESH_RESULTS = frozenset({"changed", "unchanged", "error", "not_found"})
+RENDER_RESULTS = frozenset({"ok", "unchanged", "error"})
+_PLAIN_LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class AgedEntry(Protocol):
+    """What `set_secret_ages` needs of a cache entry (cache.entries.EntryInfo fits)."""
+
+    @property
+    def name(self) -> SecretName: ...
+
+    @property
+    def age_seconds(self) -> float: ...
+
+    @property
+    def pinned(self) -> bool: ...
+
+
+def _error_codes() -> frozenset[str]:
+    codes: set[str] = set()
+    pending: list[type[SecretdError]] = [SecretdError]
+    while pending:
+        cls = pending.pop()
+        codes.add(cls.code)
+        pending.extend(cls.__subclasses__())
+    return frozenset(codes)
+
+
+def _label(value: object, allowed: frozenset[str] | None = None) -> str:
+    """A safe label value: from `allowed` when given, else a plain identifier."""
+    if type(value) is not str:
+        raise TypeError(f"a metric label must be str, not {type(value).__name__}")
+    if allowed is not None:
+        return value if value in allowed else OTHER
+    return value if _PLAIN_LABEL.fullmatch(value) else OTHER
+
+
+class Metrics:
+    """The agent's metrics; implements observe.CacheObserver."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._read_results = frozenset({"ok", "stale"}) | _error_codes()
+        reg = self.registry
+        self._reads = Counter("secretd_reads", "API secret reads", ["result"], registry=reg)
+        self._lookups = Counter("secretd_cache_lookups", "Cache lookups", ["result"], registry=reg)
+        self._backend_calls = Counter(
+            "secretd_backend_calls", "Backend calls", ["backend", "op", "result"], registry=reg
+        )
+        self._backend_seconds = Histogram(
+            "secretd_backend_call_seconds",
+            "Backend call latency",
+            ["backend", "op"],
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._refreshes = Counter(
+            "secretd_refreshes", "Secret refreshes", ["backend", "result"], registry=reg
+        )
+        self._renders = Counter("secretd_renders", "Template renders", ["result"], registry=reg)
+        # A gauge cannot share the family name `secretd_connections` with the
+        # counter behind `secretd_connections_total`, hence `_open`.
+        self._open = Gauge("secretd_connections_open", "Open API connections", registry=reg)
+        self._accepted = Counter("secretd_connections", "Accepted API connections", registry=reg)
+        self._init_cache_gauges(reg)
+
+    def _init_cache_gauges(self, reg: CollectorRegistry) -> None:
+        self._entries = Gauge("secretd_cached_secrets", "Cached secrets", registry=reg)
+        self._age_max = Gauge(
+            "secretd_secret_age_max_seconds", "Age of the oldest cached secret", registry=reg
+        )
+        self._age = Gauge(
+            "secretd_secret_age_seconds",
+            "Age of each declared or used secret since its backend last confirmed it",
+            ["secret"],
+            registry=reg,
+        )
+        self._hardening = Gauge(
+            "secretd_hardening",
+            "Hardening steps that worked (1) or failed (0)",
+            ["feature"],
+            registry=reg,
+        )
+
+    # CacheObserver
+
+    def cache_lookup(self, result: str) -> None:
+        self._lookups.labels(_label(result, LOOKUP_RESULTS)).inc()
+
+    def backend_call(self, backend: str, op: str, seconds: float, ok: bool) -> None:
+        backend_label, op_label = _label(backend), _label(op, BACKEND_OPS)
+        outcome = "ok" if ok else "error"
+        self._backend_calls.labels(backend_label, op_label, outcome).inc()
+        self._backend_seconds.labels(backend_label, op_label).observe(max(0.0, float(seconds)))
+
+    def secret_refreshed(
+        self, name: SecretName, backend: str, version_id: str | None, result: str
+    ) -> None:
+        self._refreshes.labels(_label(backend), _label(result, REFRESH_RESULTS)).inc()
+
+    # API, render and composition
+
+    def read(self, result: str) -> None:
+        """One API read ended with `result`: "ok", "stale" or an error `code`."""
+        self._reads.labels(_label(result, self._read_results)).inc()
+
+    def connection_opened(self) -> None:
+        self._open.inc()
+        self._accepted.inc()
+
+    def connection_closed(self) -> None:
+        self._open.dec()
+
+    def render(self, template: str, result: str) -> None:
+        """One render of `template` (its destination) ended with `result`.
+
+        The template is not a label: health and `secretd status` say which one."""
+        self._renders.labels(_label(result, RENDER_RESULTS)).inc()
+
+    def set_secret_ages(self, entries: Iterable[AgedEntry]) -> None:
+        """Replace the age gauges from a cache snapshot (call before `exposition`)."""
+        self._age.clear()
+        count, oldest = 0, 0.0
+        for entry in entries:
+            count += 1
+            age = max(0.0, float(entry.age_seconds))
+            oldest = max(oldest, age)
+            if entry.pinned and name_problem(entry.name) is None:
+                self._age.labels(str(entry.name)).set(age)
+        self._entries.set(count)
+        self._age_max.set(oldest)
+
+    def set_hardening(self, features: Mapping[str, bool | None]) -> None:
+        """Record which hardening steps worked; None (not attempted) is left out."""
+        for feature, worked in features.items():
+            if worked is not None:
+                self._hardening.labels(_label(feature)).set(1 if worked else 0)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format; serve it with `CONTENT_TYPE`."""
+        return generate_latest(self.registry)
