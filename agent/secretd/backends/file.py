@@ -1,0 +1,218 @@
+"""The file backend: serves the envelope-encrypted file store (store/) to the cache.
+
+Reading, verifying and decrypting are blocking work, so they run in a thread
+under `asyncio.timeout(config.timeout)`. Errors are mapped at this boundary:
+
+    NotFound (no secret, version or stage)      -> BackendNotFound
+    StoreError (tampered, unknown key id, ...)  -> BadBackendAnswer (the cache keeps the last good)
+    TooLarge (over limits.max_secret_bytes)      -> BadBackendAnswer
+    OSError (permissions, I/O)                   -> BackendUnavailable
+    timeout                                      -> BackendTimeout
+
+Each record carries a generation that grows with every write; a record whose
+generation goes backwards while the agent runs (a replayed or restored older
+file) is refused until the agent restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import stat
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+
+from secretd.backends.file_watch import WatchTuning, watch_paths
+from secretd.config import FileBackendConfig
+from secretd.errors import (
+    BackendNotFound,
+    BackendTimeout,
+    BackendUnavailable,
+    BadBackendAnswer,
+    ConfigError,
+    NotFound,
+    StoreError,
+    TooLarge,
+)
+from secretd.model import CURRENT, Fetched, SecretName
+from secretd.store.keyfile import Keyring
+from secretd.store.store import FileStore
+
+log = structlog.get_logger(__name__)
+
+_StatKey = tuple[int, int, int]
+_T = TypeVar("_T")
+
+
+async def open_backend(
+    name: str, config: FileBackendConfig, *, max_secret_bytes: int
+) -> FileBackend:
+    """Open the store at `config.path` with its keyring (key_file, else the one
+    recorded by `store init`, plus old_key_files). Raises ConfigError."""
+    store = FileStore(config.path, max_secret_bytes=max_secret_bytes)
+    try:
+        keyring = await asyncio.to_thread(_open_keyring, store, config)
+    except StoreError as exc:
+        raise ConfigError(f"backend {name!r}: {exc.message}") from None
+    except OSError as exc:
+        raise ConfigError(f"backend {name!r}: {config.path}: {exc.strerror}") from None
+    return FileBackend(name, store, keyring, timeout=config.timeout)
+
+
+def _open_keyring(store: FileStore, config: FileBackendConfig) -> Keyring:
+    store.layout.require_store()
+    for directory in (store.root, store.layout.secrets_dir):
+        st = directory.stat(follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode) or st.st_mode & 0o002:
+            raise StoreError(f"{directory}: must be a directory others cannot write (chmod o-w)")
+    return store.keyring(config.key_file, config.old_key_files)
+
+
+class FileBackend:
+    """A WatchableBackend and ListableBackend over one store directory."""
+
+    def __init__(
+        self,
+        name: str,
+        store: FileStore,
+        keyring: Keyring,
+        *,
+        timeout: float = 10.0,
+        tuning: WatchTuning | None = None,
+    ) -> None:
+        self.name = name
+        self._store = store
+        self._keyring = keyring
+        self._timeout = timeout
+        self._tuning = tuning or WatchTuning()
+        self._stop = asyncio.Event()
+        self._generations: dict[SecretName, int] = {}
+        self._index: dict[str, tuple[_StatKey, SecretName]] = {}  # file name -> name
+
+    @contextlib.contextmanager
+    def _mapped(self, what: str) -> Iterator[None]:
+        """Map store and OS errors to BackendError subclasses."""
+        try:
+            yield
+        except NotFound as exc:
+            raise BackendNotFound(exc.message) from None
+        except (StoreError, TooLarge) as exc:
+            raise BadBackendAnswer(f"file backend {self.name!r}: {exc.message}") from None
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"file backend {self.name!r}: {what}: {exc.strerror or type(exc).__name__}"
+            ) from None
+
+    async def _call(self, what: str, fn: Callable[[], _T]) -> _T:
+        if self._stop.is_set():
+            raise BackendUnavailable(f"file backend {self.name!r} is closed")
+        try:
+            async with asyncio.timeout(self._timeout):
+                with self._mapped(what):
+                    return await asyncio.to_thread(fn)
+        except TimeoutError:
+            raise BackendTimeout(
+                f"file backend {self.name!r}: {what} took longer than {self._timeout:g}s"
+            ) from None
+
+    async def fetch(
+        self, name: SecretName, *, version_id: str | None = None, stage: str | None = None
+    ) -> Fetched:
+        name = SecretName(name)
+
+        def read() -> tuple[Fetched, int]:
+            version, generation = self._store.open_version(
+                name, self._keyring, version_id=version_id, stage=stage
+            )
+            return Fetched(name, version), generation
+
+        fetched, generation = await self._call(f"reading secret {name!r}", read)
+        if generation < self._generations.get(name, 0):
+            # A reader that opened the file just before a rename can see the older
+            # one: read again before calling it a rollback.
+            fetched, generation = await self._call(f"reading secret {name!r}", read)
+        self._note_generation(name, generation)
+        return fetched
+
+    def _note_generation(self, name: SecretName, generation: int) -> None:
+        seen = self._generations.get(name, 0)
+        if generation < seen:
+            raise BadBackendAnswer(
+                f"file backend {self.name!r}: secret {name!r} went back from generation "
+                f"{seen} to {generation} (an older file was put back?); restart the agent "
+                "to accept it"
+            )
+        self._generations[name] = generation
+
+    async def current_versions(self, names: Sequence[SecretName]) -> Mapping[SecretName, str]:
+        def read() -> dict[SecretName, tuple[str, int]]:
+            found: dict[SecretName, tuple[str, int]] = {}
+            for raw in names:
+                name = SecretName(raw)
+                record = self._store.read_record(name, self._keyring)
+                if record is not None:
+                    found[name] = (record.stages[CURRENT], record.generation)
+            return found
+
+        found = await self._call("reading current versions", read)
+        for name, (_vid, generation) in found.items():
+            self._note_generation(name, generation)
+        return {name: vid for name, (vid, _generation) in found.items()}
+
+    async def list_names(self, prefix: str = "") -> Sequence[SecretName]:
+        names = await self._call("listing secrets", self._scan)
+        return sorted(n for n in names if n.startswith(prefix))
+
+    def _scan(self) -> list[SecretName]:
+        """Every readable record's name, reading only files that changed since last time."""
+        seen: dict[str, tuple[_StatKey, SecretName]] = {}
+        for path in self._store.layout.record_files():
+            name = self._name_of(path)
+            if name is not None:
+                seen[path.name] = self._index[path.name]
+        self._index = seen
+        return [name for _key, name in seen.values()]
+
+    def _name_of(self, path: Path) -> SecretName | None:
+        try:
+            st = path.stat(follow_symlinks=False)
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = self._index.get(path.name)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            name = self._store.name_of(path)
+        except FileNotFoundError:
+            return None
+        except (StoreError, OSError) as exc:
+            log.warning("store.record_skipped", backend=self.name, path=str(path), error=str(exc))
+            cached = self._index.get(path.name)
+            return cached[1] if cached is not None else None
+        self._index[path.name] = (key, name)
+        return name
+
+    async def changes(self) -> AsyncIterator[SecretName]:
+        """Yield the name of every record that was written, replaced or removed."""
+        await self._call("listing secrets", self._scan)  # learn names for later deletions
+        async for batch in watch_paths(self._store.layout.secrets_dir, self._stop, self._tuning):
+            names: dict[SecretName, None] = {}
+            for path, deleted in batch:
+                name = await asyncio.to_thread(self._changed_name, path, deleted)
+                if name is not None:
+                    names[name] = None
+            for name in names:
+                yield name
+
+    def _changed_name(self, path: Path, deleted: bool) -> SecretName | None:
+        if deleted:
+            cached = self._index.pop(path.name, None)
+            return cached[1] if cached is not None else None
+        return self._name_of(path)
+
+    async def aclose(self) -> None:
+        """Stop watchers and wipe the keys. Idempotent."""
+        if not self._stop.is_set():
+            self._stop.set()
+            self._keyring.close()
