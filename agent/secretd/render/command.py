@@ -30,7 +30,8 @@ log = structlog.get_logger(__name__)
 
 OUTPUT_CAP = 64 * 1024
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL to the group
-DRAIN_AFTER_EXIT = 1.0  # how long to keep reading output once the command exited
+DRAIN_AFTER_EXIT = 1.0
+EXIT_POLL = 0.02  # how long to keep reading output once the command exited
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -88,7 +89,7 @@ async def run_command(
     timed_out = False
     try:
         async with asyncio.timeout(limit):
-            await proc.wait()
+            await _exited(proc)
     except TimeoutError:
         timed_out = True
         await _kill_group(proc, grace)
@@ -98,6 +99,7 @@ async def run_command(
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         await _finish_reading(reader)
+        _close_pipes(proc)
     returncode = None if timed_out else proc.returncode
     return CommandResult(
         returncode, timed_out, time.monotonic() - started, collector.kept(), collector.total
@@ -108,17 +110,36 @@ async def _kill_group(proc: asyncio.subprocess.Process, grace: float) -> None:
     _signal_group(proc.pid, signal.SIGTERM)
     try:
         async with asyncio.timeout(grace):
-            await proc.wait()
+            await _exited(proc)
     except TimeoutError:
         pass
     # SIGKILL the group even when the leader went: children it left keep the group alive.
     _signal_group(proc.pid, signal.SIGKILL)
-    await proc.wait()
+    await _exited(proc)
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> None:
+    """Wait until the child itself has exited.
+
+    Not `proc.wait()`: on Python 3.11 that also waits for every pipe to close,
+    so a background grandchild holding stdout would make a finished command
+    look hung. The child watcher sets `returncode` as soon as it reaps the child.
+    """
+    while proc.returncode is None:
+        await asyncio.sleep(EXIT_POLL)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _close_pipes(proc: asyncio.subprocess.Process) -> None:
+    """Drop our end of the output pipe. A grandchild that still holds the other
+    end gets EPIPE/SIGPIPE on its next write rather than keeping us waiting."""
+    transport = getattr(proc, "_transport", None)  # asyncio keeps no public handle
+    if transport is not None:
+        transport.close()
 
 
 async def _finish_reading(reader: asyncio.Task[None]) -> None:
