@@ -102,7 +102,7 @@ async def test_invalid_name_in_template() -> None:
 
 
 async def test_missing_field_names_secret_and_field() -> None:
-    with pytest.raises(RenderError, match="db/app.*nofield"):
+    with pytest.raises(RenderError, match=r"db/app.*nofield"):
         await render("{{ secret('db/app', field='nofield') }}")
 
 

@@ -125,7 +125,7 @@ async def _exited(proc: asyncio.subprocess.Process) -> None:
     so a background grandchild holding stdout would make a finished command
     look hung. The child watcher sets `returncode` as soon as it reaps the child.
     """
-    while proc.returncode is None:
+    while proc.returncode is None:  # noqa: ASYNC110 - no event exists for this
         await asyncio.sleep(EXIT_POLL)
 
 
