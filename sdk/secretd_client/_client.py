@@ -33,7 +33,7 @@ from secretd_client._errors import (
 )
 from secretd_client._models import Health, Secret, SecretInfo
 from secretd_client._socket import resolve_socket
-from secretd_client._transport import BASE_URL, check_size, mapped_errors
+from secretd_client._transport import BASE_URL, check_size, mapped_errors, unix_transport
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -81,7 +81,7 @@ class Client:
         self.socket = resolve_socket(socket)
         self._timeout = timeout
         self._http = httpx.Client(
-            transport=transport or httpx.HTTPTransport(uds=self.socket),
+            transport=transport or unix_transport(self.socket),
             base_url=BASE_URL,
             timeout=timeout,
         )

@@ -3,10 +3,14 @@ body read (a misbehaving peer cannot make the client buffer without limit)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import socket as socketlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import httpcore
 import httpx
+from httpcore._backends.sync import SyncStream
 
 from secretd_client._errors import (
     AgentUnavailable,
@@ -40,6 +44,41 @@ def mapped_errors(socket: str) -> Iterator[None]:
         raise SecretdClientError(
             f"request to the agent at {socket} failed ({type(exc).__name__})"
         ) from None
+
+
+def unix_transport(path: str) -> httpx.HTTPTransport:
+    """A blocking transport over the Unix socket at `path`.
+
+    httpcore's blocking backend leaks the socket when connect() fails (the
+    agent is down); this one closes it. Should httpx change its internals, the
+    stock pool stays in place and only that leak comes back.
+    """
+    transport = httpx.HTTPTransport(uds=path)
+    if isinstance(getattr(transport, "_pool", None), httpcore.ConnectionPool):
+        transport._pool = httpcore.ConnectionPool(uds=path, network_backend=_ClosingBackend())
+    return transport
+
+
+class _ClosingBackend(httpcore.SyncBackend):
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+        try:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            sock.settimeout(timeout)
+            sock.connect(path)
+        except TimeoutError as exc:
+            sock.close()
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        except OSError as exc:
+            sock.close()
+            raise httpcore.ConnectError(str(exc)) from exc
+        return SyncStream(sock)
 
 
 def check_size(size: int, socket: str) -> None:
