@@ -24,6 +24,7 @@ manager can never pass for the system unit `x.service`.
 from __future__ import annotations
 
 import array
+import errno
 import os
 import platform
 import re
@@ -130,16 +131,26 @@ def effective_ids_from_status(text: str) -> tuple[int, int] | None:
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of a connected AF_UNIX peer, via SO_PEERCRED."""
+    """(pid, uid, gid) of a connected AF_UNIX peer, via SO_PEERCRED.
+
+    Raises OSError when there are none: the kernel answers an unconnected or
+    non-Unix socket with uid/gid -1 rather than an error, and that must never
+    become an identity.
+    """
+    if sock.family != socket.AF_UNIX:
+        raise OSError(errno.EINVAL, "peer credentials need an AF_UNIX socket")
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     pid, uid, gid = _UCRED.unpack(raw)
+    if uid < 0 or gid < 0:
+        raise OSError(errno.ENOTCONN, "the socket has no peer credentials")
     return pid, uid, gid
 
 
 def peer_caller(sock: socket.socket, *, proc_root: Path = Path("/proc")) -> Caller:
     """The `Caller` on the other end of the connected AF_UNIX socket `sock`.
 
-    `proc_root` exists for tests that lay out sample `/proc` files.
+    `proc_root` exists for tests that lay out sample `/proc` files. Raises
+    OSError when the socket carries no peer credentials (close it).
     """
     pid, uid, gid = peer_credentials(sock)
     groups = _peer_groups(sock)
