@@ -1,0 +1,55 @@
+"""`build_app(deps)`: the aiohttp application behind the Unix socket (and TCP).
+
+Routes (SPEC §4), all GET only (aiohttp answers other methods 405, reshaped to
+the JSON error form by the error middleware):
+
+    /v1/secrets/{name}   read one secret            api.secrets
+    /v1/secrets          list readable names        api.secrets
+    /v1/health           health document            api.health
+    /metrics             Prometheus text            api.health
+
+The AWS-compatible routes (`/secretsmanager/get`, `/ping`) are added by
+`api.aws_compat.add_routes(app, deps)` at the marked seam below.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from secretd.api.deps import ApiDeps
+from secretd.api.errors import Handler, error_middleware
+from secretd.api.health import HealthRoutes
+from secretd.api.secrets import SecretRoutes
+from secretd.errors import InvalidRequest
+
+__all__ = ["DEPS_KEY", "ApiDeps", "build_app"]
+
+DEPS_KEY = web.AppKey("secretd_deps", ApiDeps)
+# Read routes take no body; anything bigger is refused before it is buffered.
+CLIENT_MAX_SIZE = 1024
+
+
+@web.middleware
+async def no_body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Read routes take no body: refuse one (and close) rather than drain it."""
+    if request.body_exists or "Transfer-Encoding" in request.headers:
+        raise InvalidRequest("read routes take no request body")
+    return await handler(request)
+
+
+def build_app(deps: ApiDeps) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, no_body_middleware],
+        client_max_size=CLIENT_MAX_SIZE,
+        handler_args=None,
+    )
+    app[DEPS_KEY] = deps
+    secrets = SecretRoutes(deps)
+    health = HealthRoutes(deps)
+    app.router.add_get("/v1/secrets", secrets.list, allow_head=False)
+    app.router.add_get("/v1/secrets/{name:.+}", secrets.read, allow_head=False)
+    app.router.add_get("/v1/health", health.health, allow_head=False)
+    app.router.add_get("/metrics", health.metrics, allow_head=False)
+    # Seam for area 7: `aws_compat.add_routes(app, deps)` (/secretsmanager/get, /ping)
+    # is called here once api/aws_compat.py lands.
+    return app

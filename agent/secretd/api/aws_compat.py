@@ -1,0 +1,284 @@
+"""AWS Secrets Manager Agent compatible routes (SPEC §5), for secrets of any backend.
+
+    GET /secretsmanager/get?secretId=NAME[&versionId=ID][&versionStage=STAGE][&refreshNow=true]
+    GET /ping                                   -> 200 "healthy"
+
+A success is GetSecretValue's shape, keys in the AWS agent's order: `ARN`,
+`Name`, `VersionId`, `SecretString` (UTF-8 values) or `SecretBinary` (base64),
+`VersionStages` (AWSCURRENT/AWSPREVIOUS/AWSPENDING, then custom labels),
+`CreatedDate` as epoch seconds with milliseconds in a string ("1569534789.046").
+`ARN` is AWS's own for secrets an AWS backend served; for other backends a
+stable `arn:aws:secretsmanager:local:000000000000:secret:NAME`, which is also
+accepted back as a secretId. A stale answer (SPEC §7) adds `X-Secretd-Stale: true`.
+
+Errors are the AWS agent's: query mistakes are a 400 with a plain-text reason
+("unknown parameter: x", "missing parameter secretId", "invalid refreshNow
+value"; a repeated parameter is refused too, SPEC §4); everything else is a
+Coral JSON body `{"__type":"...", "message":"..."}`:
+
+    invalid name or label                 400 InvalidParameterException
+    not allowed by [[allow]] (no backend asked)   400 AccessDeniedException
+    no such secret / version / stage      400 ResourceNotFoundException
+    per-caller backend request limit      429 ThrottlingException
+    backend timed out                     504 TimeoutError
+    backend unreachable, nothing usable   502 ConnectionError
+    anything else                         500 {"__type":"InternalFailure"}
+
+Access is checked exactly as for /v1/secrets (same caller, rules, audit lines,
+metrics), before any backend is asked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from aiohttp import web
+from multidict import MultiMapping
+
+from secretd.api.deps import ApiDeps
+from secretd.api.secrets import request_caller
+from secretd.backends.aws_stages import from_aws_stage, to_aws_labels
+from secretd.errors import (
+    BackendError,
+    BackendNotFound,
+    BackendTimeout,
+    Forbidden,
+    InvalidName,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    SecretdError,
+)
+from secretd.model import CachedSecret, Caller, SecretName
+
+ArnLookup = Callable[[SecretName], "str | None"]
+
+LOCAL_ARN_PREFIX = "arn:aws:secretsmanager:local:000000000000:secret:"
+PARAMS = frozenset({"secretId", "versionId", "versionStage", "refreshNow"})
+_LABEL = re.compile(r"[A-Za-z0-9_.@+=\-]{1,256}")
+_VERSION_ID = re.compile(r"[A-Za-z0-9_.@+=:/\-]{1,256}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def add_routes(app: web.Application, deps: ApiDeps, *, arn_lookup: ArnLookup | None = None) -> None:
+    """Add GET /secretsmanager/get and GET /ping to `app`.
+
+    `arn_lookup(name)` gives the real ARN of a secret an AWS backend served
+    (see `aws_arn_lookup`); without it every ARN is the local form.
+    """
+    routes = AwsCompatRoutes(deps, arn_lookup or (lambda _name: None))
+    app.router.add_get("/secretsmanager/get", routes.get_secret_value, allow_head=False)
+    app.router.add_get("/ping", ping, allow_head=False)
+
+
+async def ping(request: web.Request) -> web.Response:
+    return web.Response(text="healthy")
+
+
+class AwsError(Exception):
+    """An AWS-agent-shaped error answer."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+
+    def response(self) -> web.Response:
+        if self.kind == "InternalFailure":
+            body = b'{"__type":"InternalFailure"}'
+        else:  # byte for byte the AWS agent's form, space included
+            body = (
+                b'{"__type":'
+                + orjson.dumps(self.kind)
+                + b', "message":'
+                + orjson.dumps(self.message)
+                + b"}"
+            )
+        return web.Response(
+            status=self.status, body=body, content_type="application/json", headers=_NO_STORE
+        )
+
+
+class QueryError(Exception):
+    """A malformed query: the AWS agent answers these 400 in plain text."""
+
+
+class AwsCompatRoutes:
+    """The /secretsmanager/get handler bound to its dependencies."""
+
+    def __init__(self, deps: ApiDeps, arn_lookup: ArnLookup) -> None:
+        self._deps = deps
+        self._arn_lookup = arn_lookup
+
+    async def get_secret_value(self, request: web.Request) -> web.Response:
+        try:
+            query = parse_query(request.query)
+        except QueryError as exc:
+            return web.Response(status=400, text=str(exc), headers=_NO_STORE)
+        try:
+            caller = request_caller(request, self._deps)
+            name = self._authorized(caller, query)
+            secret = await self._read(caller, name, query)
+        except AwsError as exc:
+            return exc.response()
+        headers = dict(_NO_STORE)
+        if secret.stale:
+            headers["X-Secretd-Stale"] = "true"
+        body = orjson.dumps(self.document(secret))
+        return web.Response(body=body, content_type="application/json", headers=headers)
+
+    def document(self, secret: CachedSecret) -> dict[str, str | list[str]]:
+        version = secret.version
+        document: dict[str, str | list[str]] = {
+            "ARN": self._arn_lookup(secret.name) or LOCAL_ARN_PREFIX + secret.name,
+            "Name": secret.name,
+            "VersionId": version.version_id,
+        }
+        text = version.value.text()
+        if text is not None:
+            document["SecretString"] = text
+        else:
+            document["SecretBinary"] = version.value.b64()
+        document["VersionStages"] = to_aws_labels(version.stages)
+        document["CreatedDate"] = epoch_millis(version.created_at)
+        return document
+
+    def _authorized(self, caller: Caller, query: Query) -> SecretName:
+        try:
+            name = SecretName(query.secret_id)
+        except InvalidName as exc:
+            raise AwsError(400, "InvalidParameterException", exc.message) from None
+        if not self._deps.policy.allows(caller, name):
+            self._deps.audit.record(
+                "deny", secret=name, version_id=None, caller=caller, result="deny"
+            )
+            self._deps.metrics.read("forbidden")
+            raise AwsError(400, "AccessDeniedException", f"not allowed to read {name}")
+        return name
+
+    async def _read(self, caller: Caller, name: SecretName, query: Query) -> CachedSecret:
+        cache = self._deps.cache
+        stage = from_aws_stage(query.stage) if query.stage is not None else None
+        try:
+            if query.refresh or query.version_id or stage or not cache.is_cached(name):
+                self._deps.limiter.take(caller)  # these reach a backend: limited per caller
+            secret = await cache.read(
+                name,
+                stage=None if query.version_id else stage,
+                version_id=query.version_id,
+                refresh=query.refresh,
+            )
+            if query.version_id and stage and stage not in secret.version.stages:
+                raise NotFound(f"version of {name} has no stage {query.stage}")
+        except SecretdError as exc:
+            self._record(caller, name, None, exc.code)
+            raise as_aws_error(exc, query) from None
+        result = "stale" if secret.stale else "ok"
+        self._record(caller, name, secret.version.version_id, result)
+        return secret
+
+    def _record(
+        self, caller: Caller, name: SecretName, version_id: str | None, result: str
+    ) -> None:
+        self._deps.audit.record(
+            "read", secret=name, version_id=version_id, caller=caller, result=result, api="aws"
+        )
+        self._deps.metrics.read(result)
+
+
+class Query:
+    """The parsed /secretsmanager/get parameters."""
+
+    __slots__ = ("refresh", "secret_id", "stage", "version_id")
+
+    def __init__(
+        self, secret_id: str, version_id: str | None, stage: str | None, refresh: bool
+    ) -> None:
+        self.secret_id, self.version_id, self.stage, self.refresh = (
+            secret_id,
+            version_id,
+            stage,
+            refresh,
+        )
+
+
+def parse_query(query: MultiMapping[str]) -> Query:
+    """The AWS agent's parameters; unknown, repeated or malformed ones raise QueryError."""
+    values: dict[str, str] = {}
+    for key, value in query.items():
+        if key not in PARAMS:
+            shown = key if len(key) <= 40 and key.isprintable() else "(unprintable)"
+            raise QueryError(f"unknown parameter: {shown}")
+        if key in values:
+            raise QueryError(f"duplicate parameter: {key}")
+        values[key] = value
+    secret_id = values.get("secretId", "")
+    if not secret_id:
+        raise QueryError("missing parameter secretId")
+    if secret_id.startswith(LOCAL_ARN_PREFIX):
+        secret_id = secret_id.removeprefix(LOCAL_ARN_PREFIX)
+    refresh = values.get("refreshNow", "false").lower()
+    if refresh not in ("true", "1", "false", "0"):
+        raise QueryError("invalid refreshNow value")
+    version_id, stage = values.get("versionId"), values.get("versionStage")
+    if version_id is not None and _VERSION_ID.fullmatch(version_id) is None:
+        raise QueryError("invalid versionId value")
+    if stage is not None and _LABEL.fullmatch(stage) is None:
+        raise QueryError("invalid versionStage value")
+    return Query(secret_id, version_id, stage, refresh in ("true", "1"))
+
+
+def as_aws_error(exc: SecretdError, query: Query) -> AwsError:
+    """A secretd error as the AWS agent would report the matching AWS failure."""
+    if isinstance(exc, NotFound | BackendNotFound):
+        if query.version_id is not None:
+            what = f"secret value for VersionId: {query.version_id}"
+        elif query.stage is not None:
+            what = f"secret value for staging label: {query.stage}"
+        else:
+            what = "secret"
+        return AwsError(400, "ResourceNotFoundException", f"Secrets Manager can't find the {what}.")
+    if isinstance(exc, Forbidden):
+        return AwsError(400, "AccessDeniedException", exc.message)
+    if isinstance(exc, InvalidName | InvalidRequest):
+        return AwsError(400, "InvalidParameterException", exc.message)
+    if isinstance(exc, RateLimited):
+        return AwsError(429, "ThrottlingException", "Rate exceeded")
+    if isinstance(exc, BackendTimeout):
+        return AwsError(504, "TimeoutError", "Timeout")
+    if isinstance(exc, BackendError):
+        return AwsError(502, "ConnectionError", "Read Error")
+    return AwsError(500, "InternalFailure", "")
+
+
+def epoch_millis(moment: datetime) -> str:
+    """'1569534789.046': epoch seconds with exactly three decimals (truncated)."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    millis = (aware - _EPOCH) // timedelta(milliseconds=1)
+    seconds, rest = divmod(millis, 1000)
+    return f"{seconds}.{rest:03d}"
+
+
+def aws_arn_lookup(
+    route: Callable[[SecretName], tuple[object, SecretName]],
+) -> ArnLookup:
+    """An `arn_lookup` from the router: the AWS backend's ARN for names it serves.
+
+    Pass `router.route`. Names no backend serves, and non-AWS backends, give None.
+    """
+
+    def lookup(name: SecretName) -> str | None:
+        try:
+            backend, stripped = route(name)
+        except SecretdError:
+            return None
+        arn_for = getattr(backend, "arn_for", None)
+        if arn_for is None:
+            return None
+        arn = arn_for(stripped)
+        return arn if isinstance(arn, str) else None
+
+    return lookup

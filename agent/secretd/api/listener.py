@@ -1,0 +1,331 @@
+"""The Unix socket and the guarded aiohttp site that serves on it.
+
+Creating the socket (SPEC §4, §10): bind to a temporary name in the target
+directory, set mode and group, listen, then rename over the final path, so no
+client ever sees the socket with the wrong permissions. A socket file left by a
+dead agent (connect -> ECONNREFUSED) is replaced; a live agent's is never
+stolen. An inherited (socket-activated) socket is adopted as is.
+
+Serving: `GuardedSite` wraps aiohttp's protocol factory to count connections
+(metrics), to answer a fast `503` and close beyond `max_connections`, and to
+remember each connection's socket so the caller's identity is read from
+SO_PEERCRED once per connection. The header-read deadline against slowloris is
+aiohttp's own: since 3.10 its keep-alive timer is armed at connection_made and
+closes a connection that has not completed a request within `keepalive_timeout`
+(trickling bytes does not extend it); we pass our idle timeout there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import grp
+import os
+import secrets
+import socket
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from secretd.errors import ConfigError, SecretdError
+from secretd.model import Caller
+
+log = structlog.get_logger(__name__)
+
+MIN_BACKLOG = 1024
+REFUSE_LINGER = 0.5
+_SUN_PATH_MAX = 107  # 108 bytes including the terminating NUL
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: application/json\r\nConnection: close\r\nContent-Length: 81\r\n\r\n"
+    b'{"error":{"code":"too_many_connections","message":"connection limit reached"}}\r\n'
+)
+
+
+class ListenerError(SecretdError):
+    """The socket cannot be created (in use by a live agent, not a socket, ...)."""
+
+
+class UnixListener:
+    """A listening Unix socket that we created (and remove on close) or adopted."""
+
+    def __init__(self, sock: socket.socket, path: Path | None, inode: int | None) -> None:
+        self.sock = sock
+        self.path = path
+        self._inode = inode
+
+    @classmethod
+    def create(
+        cls, path: Path, *, mode: int, group: str | None, backlog: int = MIN_BACKLOG
+    ) -> UnixListener:
+        gid = _group_id(group)
+        _check_path_free(path)
+        tmp = path.parent / f".secretd-{secrets.token_hex(6)}.sock"
+        if len(os.fsencode(tmp)) > _SUN_PATH_MAX or len(os.fsencode(path)) > _SUN_PATH_MAX:
+            raise ConfigError(f"agent.socket {path}: path too long for a Unix socket (max 107)")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.bind(os.fsdecode(tmp))
+            # Before listen(): until then connect() is refused, so nobody can slip in.
+            tmp.chmod(mode)
+            if gid is not None:
+                os.chown(tmp, -1, gid, follow_symlinks=False)
+            sock.listen(max(backlog, MIN_BACKLOG))
+            tmp.rename(path)
+            inode = os.lstat(path).st_ino
+        except OSError as exc:
+            sock.close()
+            tmp.unlink(missing_ok=True)
+            raise ListenerError(f"agent.socket {path}: cannot create ({exc.strerror})") from None
+        except BaseException:
+            sock.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        sock.setblocking(False)
+        log.info("socket.created", path=str(path), mode=f"{mode:04o}", group=group)
+        return cls(sock, path, inode)
+
+    @classmethod
+    def adopt(cls, sock: socket.socket) -> UnixListener:
+        """An already bound and listening socket (systemd socket activation)."""
+        sock.setblocking(False)
+        return cls(sock, None, None)
+
+    def close(self) -> None:
+        """Close, and remove the socket file if it is still the one we created."""
+        self.sock.close()
+        if self.path is None:
+            return
+        try:
+            if os.lstat(self.path).st_ino == self._inode:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _group_id(group: str | None) -> int | None:
+    if group is None:
+        return None
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"agent.socket_group: no such group {group!r}") from None
+
+
+def _check_path_free(path: Path) -> None:
+    """Refuse a path holding a non-socket or a live agent's socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise ConfigError(
+                f"agent.socket {path}: directory {path.parent} does not exist"
+            ) from None
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ListenerError(f"agent.socket {path}: exists and is not a socket; remove it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(os.fsdecode(path))
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            log.info("socket.stale_replaced", path=str(path))
+            return
+        raise ListenerError(f"agent.socket {path}: cannot probe ({exc.strerror})") from None
+    finally:
+        probe.close()
+    raise ListenerError(f"agent.socket {path}: another agent is serving on it; stop it first")
+
+
+class ConnectionObserver(Protocol):
+    """Told when connections open and close (metrics.Metrics implements it)."""
+
+    def connection_opened(self) -> None: ...
+
+    def connection_closed(self) -> None: ...
+
+
+class ConnectionTracker:
+    """Open connections, their sockets and each one's caller (read once, lazily)."""
+
+    def __init__(
+        self,
+        *,
+        identify: Callable[[socket.socket], Caller],
+        observer: ConnectionObserver,
+        max_connections: int,
+    ) -> None:
+        self._identify = identify
+        self._observer = observer
+        self.max_connections = max_connections
+        self._open: dict[RequestHandler, tuple[Any, Caller | None]] = {}
+        self.reserved = 0
+        self.refused = 0
+
+    def reserve(self) -> bool:
+        """Claim a slot for a connection being accepted; False when full."""
+        if self.reserved >= self.max_connections:
+            self.refused += 1
+            return False
+        self.reserved += 1
+        return True
+
+    def opened(self, handler: RequestHandler, transport: asyncio.BaseTransport) -> None:
+        self._open[handler] = (transport.get_extra_info("socket"), None)
+        self._observer.connection_opened()
+
+    def closed(self, handler: RequestHandler) -> None:
+        self.reserved -= 1
+        if self._open.pop(handler, None) is not None:
+            self._observer.connection_closed()
+
+    def caller(self, handler: object) -> Caller | None:
+        """The peer of the connection `handler` serves, or None when not ours."""
+        if not isinstance(handler, RequestHandler):
+            return None
+        entry = self._open.get(handler)
+        if entry is None:
+            return None
+        sock, caller = entry
+        if caller is None:
+            caller = self._identify(sock)
+            self._open[handler] = (sock, caller)
+        return caller
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+
+class _Tracked(asyncio.Protocol):
+    """Delegates to aiohttp's RequestHandler and reports open/close to the tracker."""
+
+    def __init__(self, inner: RequestHandler, tracker: ConnectionTracker) -> None:
+        self._inner = inner
+        self._tracker = tracker
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._tracker.opened(self._inner, transport)
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._inner.connection_lost(exc)
+        finally:
+            self._tracker.closed(self._inner)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        self._inner.eof_received()
+        return None
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class _Refuse(asyncio.Protocol):
+    """Beyond the connection cap: a canned 503, then close. No parsing, no waiting.
+
+    Closing a Unix socket with unread bytes makes the peer's read fail with
+    ECONNRESET (the 503 would be lost), so the request is read and discarded
+    first, for at most `REFUSE_LINGER` seconds."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.write(_REFUSAL)
+        self._timer = asyncio.get_running_loop().call_later(REFUSE_LINGER, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        self._transport.close()
+
+    def eof_received(self) -> bool | None:
+        return None  # close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()
+
+
+class GuardedSite(web.BaseSite):
+    """An aiohttp site on an existing listening socket, with a connection cap."""
+
+    __slots__ = ("_backlog_sock", "_tracker")
+
+    def __init__(
+        self, runner: web.BaseRunner, sock: socket.socket, *, tracker: ConnectionTracker
+    ) -> None:
+        super().__init__(runner, backlog=max(MIN_BACKLOG, tracker.max_connections))
+        self._backlog_sock = sock
+        self._tracker = tracker
+
+    @property
+    def name(self) -> str:
+        return f"http://unix:{self._backlog_sock.getsockname()!r}:"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        tracker = self._tracker
+
+        def factory() -> asyncio.Protocol:
+            if not tracker.reserve():
+                return _Refuse()
+            return _Tracked(server(), tracker)
+
+        loop = asyncio.get_running_loop()
+        if self._backlog_sock.family == socket.AF_UNIX:
+            self._server = await loop.create_unix_server(
+                factory, sock=self._backlog_sock, backlog=self._backlog
+            )
+        else:
+            self._server = await loop.create_server(
+                factory, sock=self._backlog_sock, backlog=self._backlog
+            )
+
+
+# Header and line caps: names are at most 512 characters (1,536 percent-encoded).
+MAX_LINE_SIZE = 4096
+MAX_FIELD_SIZE = 4096
+MAX_HEADERS = 32
+SHUTDOWN_GRACE = 1.0
+
+
+async def start_serving(
+    app: web.Application,
+    socks: list[socket.socket],
+    *,
+    tracker: ConnectionTracker,
+    idle_timeout: float,
+) -> web.AppRunner:
+    """Start `app` on every listening socket in `socks`; `runner.cleanup()` stops it."""
+    runner = web.AppRunner(
+        app,
+        access_log=None,  # requests are audited; aiohttp's access log adds nothing
+        keepalive_timeout=idle_timeout,
+        max_line_size=MAX_LINE_SIZE,
+        max_field_size=MAX_FIELD_SIZE,
+        max_headers=MAX_HEADERS,
+        lingering_time=0,  # never drain an unwanted body: close instead
+        handler_cancellation=True,  # a long-poll ends when its client goes away
+        shutdown_timeout=SHUTDOWN_GRACE,
+    )
+    await runner.setup()
+    try:
+        for sock in socks:
+            await GuardedSite(runner, sock, tracker=tracker).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
