@@ -240,7 +240,9 @@ def as_aws_error(exc: SecretdError, query: Query) -> AwsError:
             what = f"secret value for staging label: {query.stage}"
         else:
             what = "secret"
-        return AwsError(400, "ResourceNotFoundException", f"Secrets Manager can't find the {what}.")
+        return AwsError(
+            400, "ResourceNotFoundException", f"Secrets Manager can't find the specified {what}."
+        )
     if isinstance(exc, Forbidden):
         return AwsError(400, "AccessDeniedException", exc.message)
     if isinstance(exc, InvalidName | InvalidRequest):

@@ -1,0 +1,306 @@
+"""/secretsmanager/get and /ping on the real API app, over a real Unix socket and
+the guarded loopback TCP socket, reading through the in-memory cache fake."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import shutil
+import socket
+import struct
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from secretd.api.app import build_app
+from secretd.api.aws_compat import LOCAL_ARN_PREFIX, add_routes, epoch_millis
+from secretd.api.deps import ApiDeps, ServingState
+from secretd.api.listener import ConnectionTracker, UnixListener, start_serving
+from secretd.api.tcp import bind_tcp, install_tcp_guard
+from secretd.errors import BackendTimeout, BackendUnavailable
+from secretd.events import Hub
+from secretd.model import Caller, SecretName
+from tests.fakes.api_deps import CountingLimiter, CountingMetrics, ListAudit, MemoryCache
+
+TOKEN = b"compat-token-0123456789"
+CANARY = b"canary-value-7f3a9"
+NOT_FOUND = (
+    b'{"__type":"ResourceNotFoundException", '
+    b'"message":"Secrets Manager can\'t find the specified secret."}'
+)
+
+
+@dataclass
+class PrefixPolicy:
+    """uid 0 may read `app/`, `blob`, `json`; TCP callers only `tcp/`."""
+
+    def allows(self, caller: Caller, name: SecretName) -> bool:
+        if caller.tcp:
+            return name.startswith("tcp/")
+        return caller.uid == 0 and name.startswith(("app/", "blob", "json"))
+
+    def readable_filter(self, caller: Caller) -> Callable[[SecretName], bool]:
+        return lambda name: self.allows(caller, name)
+
+
+@dataclass
+class Served:
+    unix: Path
+    port: int
+    cache: MemoryCache
+    audit: ListAudit
+    metrics: CountingMetrics
+    limiter: CountingLimiter
+
+    async def raw(self, request: bytes, *, tcp: bool = False) -> tuple[int, bytes, bytes]:
+        async with asyncio.timeout(10):
+            if tcp:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            else:
+                reader, writer = await asyncio.open_unix_connection(str(self.unix))
+            writer.write(request)
+            data = await reader.read(-1)
+            writer.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), head, body
+
+    async def get(
+        self, target: str, *, tcp: bool = False, headers: bytes = b""
+    ) -> tuple[int, bytes, bytes]:
+        host = f"127.0.0.1:{self.port}".encode()
+        request = b"GET " + target.encode() + b" HTTP/1.1\r\nHost: " + host + b"\r\n"
+        return await self.raw(request + headers + b"Connection: close\r\n\r\n", tcp=tcp)
+
+
+def _peer(sock: Any) -> Caller:
+    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return Caller(uid=uid, gid=gid, pid=pid)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    tmp = Path(tempfile.mkdtemp(prefix="sdaws", dir="/tmp"))
+    hub = Hub()
+    cache = MemoryCache(hub)
+    audit, metrics, limiter = ListAudit(), CountingMetrics(), CountingLimiter()
+    tracker = ConnectionTracker(identify=_peer, observer=metrics, max_connections=64)
+    deps = ApiDeps(
+        cache=cache,
+        hub=hub,
+        policy=PrefixPolicy(),
+        audit=audit,
+        metrics=metrics,
+        limiter=limiter,
+        identify=lambda request: tracker.caller(request.protocol),
+        state=ServingState(ready=True),
+    )
+    tcp_sock = bind_tcp("127.0.0.1:0")
+    port = tcp_sock.getsockname()[1]
+    app = build_app(deps)
+    add_routes(app, deps)
+    install_tcp_guard(app, f"127.0.0.1:{port}", TOKEN)
+    listener = UnixListener.create(tmp / "s.sock", mode=0o660, group=None)
+    runner = await start_serving(app, [listener.sock, tcp_sock], tracker=tracker, idle_timeout=5)
+    try:
+        yield Served(tmp / "s.sock", port, cache, audit, metrics, limiter)
+    finally:
+        await runner.cleanup()
+        listener.close()
+        tcp_sock.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def test_current_version_in_the_aws_agent_shape(served: Served) -> None:
+    vid = served.cache.put("app/db", b'{"password":"s3cret"}')
+    status, head, body = await served.get("/secretsmanager/get?secretId=app/db")
+    assert status == 200
+    assert b"application/json" in head.lower()
+    document = orjson.loads(body)
+    assert list(document) == [
+        "ARN",
+        "Name",
+        "VersionId",
+        "SecretString",
+        "VersionStages",
+        "CreatedDate",
+    ]
+    assert document == {
+        "ARN": LOCAL_ARN_PREFIX + "app/db",
+        "Name": "app/db",
+        "VersionId": vid,
+        "SecretString": '{"password":"s3cret"}',
+        "VersionStages": ["AWSCURRENT"],
+        "CreatedDate": "1767225600.000",  # the fake's 2026-01-01T00:00:00Z
+    }
+    assert served.audit.lines[-1]["result"] == "ok"
+
+
+async def test_binary_values_are_base64_secret_binary(served: Served) -> None:
+    served.cache.put("blob", b"\x00\xff\xfe binary")
+    status, _, body = await served.get("/secretsmanager/get?secretId=blob")
+    document = orjson.loads(body)
+    assert status == 200 and "SecretString" not in document
+    assert base64.b64decode(document["SecretBinary"]) == b"\x00\xff\xfe binary"
+
+
+async def test_stages_and_versions(served: Served) -> None:
+    first = served.cache.put("app/db", b"one")
+    second = served.cache.put("app/db", b"two")
+    _, _, body = await served.get("/secretsmanager/get?secretId=app/db&versionStage=AWSPREVIOUS")
+    document = orjson.loads(body)
+    assert (document["VersionId"], document["VersionStages"]) == (first, ["AWSPREVIOUS"])
+    _, _, body = await served.get(f"/secretsmanager/get?secretId=app/db&versionId={first}")
+    assert orjson.loads(body)["SecretString"] == "one"
+    target = f"/secretsmanager/get?secretId=app/db&versionId={second}&versionStage=AWSCURRENT"
+    assert orjson.loads((await served.get(target))[2])["SecretString"] == "two"
+    target = f"/secretsmanager/get?secretId=app/db&versionId={first}&versionStage=AWSCURRENT"
+    status, _, body = await served.get(target)
+    assert status == 400 and orjson.loads(body)["__type"] == "ResourceNotFoundException"
+
+
+async def test_missing_secret_is_the_aws_not_found_body(served: Served) -> None:
+    status, _, body = await served.get("/secretsmanager/get?secretId=app/none")
+    assert (status, body) == (400, NOT_FOUND)
+    status, _, body = await served.get("/secretsmanager/get?secretId=app/none&versionId=abc")
+    assert status == 400
+    assert orjson.loads(body)["message"].endswith("for VersionId: abc.")
+
+
+async def test_denied_before_any_backend_read_and_audited(served: Served) -> None:
+    served.cache.put("other/x", CANARY, cached=False)
+    reads = served.cache.backend_reads
+    for name in ("other/x", "other/absent"):
+        status, _, body = await served.get(f"/secretsmanager/get?secretId={name}&refreshNow=true")
+        assert status == 400
+        assert orjson.loads(body)["__type"] == "AccessDeniedException"
+    assert served.cache.backend_reads == reads
+    assert [line["event"] for line in served.audit.lines] == ["deny", "deny"]
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("secretId=app/db&abc=1", b"unknown parameter: abc"),
+        ("versionStage=AWSCURRENT", b"missing parameter secretId"),
+        ("secretId=", b"missing parameter secretId"),
+        ("secretId=app/db&refreshNow=maybe", b"invalid refreshNow value"),
+        ("secretId=app/db&secretId=app/x", b"duplicate parameter: secretId"),
+        ("secretId=app/db&versionStage=a%20b", b"invalid versionStage value"),
+    ],
+)
+async def test_malformed_queries_are_400_in_plain_text(
+    served: Served, query: str, reason: bytes
+) -> None:
+    status, _, body = await served.get(f"/secretsmanager/get?{query}")
+    assert (status, body) == (400, reason)
+
+
+async def test_invalid_names_are_invalid_parameter(served: Served) -> None:
+    for bad in ("../etc", "a//b", "x%00y", "/lead"):
+        status, _, body = await served.get(f"/secretsmanager/get?secretId={bad}")
+        assert status == 400
+        assert orjson.loads(body)["__type"] == "InvalidParameterException"
+
+
+async def test_refresh_now_goes_to_the_backend_and_is_limited(served: Served) -> None:
+    served.cache.put("app/db", b"x")
+    reads, taken = served.cache.backend_reads, served.limiter.taken
+    for flag in ("true", "1", "TRUE"):
+        assert (await served.get(f"/secretsmanager/get?secretId=app/db&refreshNow={flag}"))[
+            0
+        ] == 200
+    assert served.cache.backend_reads == reads + 3
+    assert served.limiter.taken == taken + 3
+    await served.get("/secretsmanager/get?secretId=app/db&refreshNow=0")
+    assert served.cache.backend_reads == reads + 3  # a cached read
+    served.limiter.budget = served.limiter.taken
+    status, _, body = await served.get("/secretsmanager/get?secretId=app/db&refreshNow=true")
+    assert status == 429 and orjson.loads(body)["__type"] == "ThrottlingException"
+
+
+async def test_backend_failures_map_like_the_aws_agent(served: Served) -> None:
+    served.cache.put("app/slow", b"x")
+    served.cache.failures[SecretName("app/slow")] = BackendTimeout("aws: no answer in time")
+    status, _, body = await served.get("/secretsmanager/get?secretId=app/slow")
+    assert (status, orjson.loads(body)) == (504, {"__type": "TimeoutError", "message": "Timeout"})
+    served.cache.failures[SecretName("app/slow")] = BackendUnavailable("aws down")
+    status, _, body = await served.get("/secretsmanager/get?secretId=app/slow")
+    assert (status, orjson.loads(body)["__type"]) == (502, "ConnectionError")
+    assert served.audit.lines[-1]["result"] == "backend_unavailable"
+
+
+async def test_stale_answers_say_so_in_a_header(served: Served) -> None:
+    served.cache.put("app/db", b"x")
+    served.cache.stale.add(SecretName("app/db"))
+    status, head, _ = await served.get("/secretsmanager/get?secretId=app/db")
+    assert status == 200 and b"x-secretd-stale: true" in head.lower()
+    assert served.audit.lines[-1]["result"] == "stale"
+
+
+async def test_local_arn_is_accepted_as_secret_id(served: Served) -> None:
+    served.cache.put("app/db", b"x")
+    status, _, body = await served.get(f"/secretsmanager/get?secretId={LOCAL_ARN_PREFIX}app/db")
+    assert status == 200 and orjson.loads(body)["Name"] == "app/db"
+
+
+async def test_only_get_is_allowed(served: Served) -> None:
+    request = (
+        b"POST /secretsmanager/get?secretId=app/db HTTP/1.1\r\n"
+        b"Host: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    assert (await served.raw(request))[0] == 405
+
+
+async def test_ping_is_healthy_on_both_transports(served: Served) -> None:
+    for tcp in (False, True):
+        status, _, body = await served.get("/ping", tcp=tcp)
+        assert (status, body) == (200, b"healthy")
+
+
+async def test_tcp_needs_the_token_and_tcp_rules(served: Served) -> None:
+    served.cache.put("tcp/api", b"over-tcp")
+    served.cache.put("app/db", b"x")
+    aws_token = b"X-Aws-Parameters-Secrets-Token: " + TOKEN + b"\r\n"
+    status, _, body = await served.get("/secretsmanager/get?secretId=tcp/api", tcp=True)
+    assert (status, orjson.loads(body)["error"]["code"]) == (401, "missing_token")
+    status, _, body = await served.get(
+        "/secretsmanager/get?secretId=tcp/api", tcp=True, headers=aws_token
+    )
+    assert (status, orjson.loads(body)["SecretString"]) == (200, "over-tcp")
+    status, _, body = await served.get(
+        "/secretsmanager/get?secretId=app/db", tcp=True, headers=aws_token
+    )
+    assert (status, orjson.loads(body)["__type"]) == (400, "AccessDeniedException")
+    forwarded = aws_token + b"X-Forwarded-For: 10.1.1.1\r\n"
+    status, _, _ = await served.get(
+        "/secretsmanager/get?secretId=tcp/api", tcp=True, headers=forwarded
+    )
+    assert status == 400
+
+
+async def test_values_never_reach_audit_or_metrics(served: Served) -> None:
+    served.cache.put("app/db", CANARY)
+    await served.get("/secretsmanager/get?secretId=app/db")
+    await served.get("/secretsmanager/get?secretId=app/db&versionStage=AWSPENDING")
+    everything = repr(served.audit.lines).encode() + served.metrics.exposition()
+    assert CANARY not in everything
+
+
+@pytest.mark.parametrize(
+    ("iso", "expected"),
+    [
+        ("2019-09-26T21:53:09.046+00:00", "1569534789.046"),
+        ("2019-09-26T21:53:09.046999+00:00", "1569534789.046"),
+        ("1970-01-01T00:00:00+00:00", "0.000"),
+        ("2019-09-26T23:53:09.5+02:00", "1569534789.500"),
+    ],
+)
+def test_created_date_has_three_decimals(iso: str, expected: str) -> None:
+    from datetime import datetime
+
+    assert epoch_millis(datetime.fromisoformat(iso)) == expected
