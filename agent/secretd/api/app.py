@@ -8,14 +8,18 @@ the JSON error form by the error middleware):
     /v1/health           health document            api.health
     /metrics             Prometheus text            api.health
 
-The AWS-compatible routes (`/secretsmanager/get`, `/ping`) are added by
-`api.aws_compat.add_routes(app, deps)` at the marked seam below.
+    /secretsmanager/get  AWS agent compatible read  api.aws_compat
+    /ping                "healthy"                  api.aws_compat
+
+The loopback TCP listener's guard (api.tcp) is a middleware the composition
+root adds with `install_tcp_guard` when `[tcp]` is configured.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from secretd.api import aws_compat
 from secretd.api.deps import ApiDeps
 from secretd.api.errors import Handler, error_middleware
 from secretd.api.health import HealthRoutes
@@ -41,7 +45,6 @@ def build_app(deps: ApiDeps) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, no_body_middleware],
         client_max_size=CLIENT_MAX_SIZE,
-        handler_args=None,
     )
     app[DEPS_KEY] = deps
     secrets = SecretRoutes(deps)
@@ -50,6 +53,6 @@ def build_app(deps: ApiDeps) -> web.Application:
     app.router.add_get("/v1/secrets/{name:.+}", secrets.read, allow_head=False)
     app.router.add_get("/v1/health", health.health, allow_head=False)
     app.router.add_get("/metrics", health.metrics, allow_head=False)
-    # Seam for area 7: `aws_compat.add_routes(app, deps)` (/secretsmanager/get, /ping)
-    # is called here once api/aws_compat.py lands.
+    # The AWS Secrets Manager Agent compatible routes: /secretsmanager/get, /ping (SPEC §5).
+    aws_compat.add_routes(app, deps, arn_lookup=deps.arn_lookup)
     return app

@@ -135,3 +135,5 @@ class ApiDeps:
     state: ServingState = field(default_factory=ServingState)
     templates: Callable[[], Sequence[TemplateStatusView]] = no_templates
     hardening: Mapping[str, object] = field(default_factory=dict)
+    # The real ARN of a secret an AWS backend serves (AWS-compatible route), else None.
+    arn_lookup: Callable[[SecretName], str | None] | None = None

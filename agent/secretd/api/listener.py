@@ -194,7 +194,12 @@ class ConnectionTracker:
             return None
         sock, caller = entry
         if caller is None:
-            caller = self._identify(sock)
+            try:
+                caller = self._identify(sock)
+            except OSError as exc:
+                # No peer credentials (or /proc unreadable): no identity, so no access.
+                log.warning("connection.unidentified", error=exc.strerror or str(exc))
+                return None
             self._open[handler] = (sock, caller)
         return caller
 
