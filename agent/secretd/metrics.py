@@ -8,7 +8,7 @@ them down:
     secretd_backend_calls_total{backend,op,result}   op: fetch|versions|list; result: ok|error
     secretd_backend_call_seconds{backend,op}         histogram
     secretd_refreshes_total{backend,result}          changed, unchanged, error, not_found
-    secretd_renders_total{result}                    ok, unchanged, error
+    secretd_renders_total{result}                    written, unchanged, error
     secretd_connections_open                         open API connections (gauge)
     secretd_connections_total                        accepted API connections
     secretd_cached_secrets                           cache entries
@@ -43,7 +43,7 @@ OTHER = "other"
 LOOKUP_RESULTS = frozenset({"hit", "miss", "stale", "negative"})
 BACKEND_OPS = frozenset({"fetch", "versions", "list"})
 REFRESH_RESULTS = frozenset({"changed", "unchanged", "error", "not_found"})
-RENDER_RESULTS = frozenset({"ok", "unchanged", "error"})
+RENDER_RESULTS = frozenset({"written", "ok", "unchanged", "error"})
 _PLAIN_LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

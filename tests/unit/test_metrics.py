@@ -89,7 +89,8 @@ def test_refreshes_renders_connections() -> None:
     metrics = Metrics()
     metrics.secret_refreshed(SecretName("db/app"), "local", "v2", "changed")
     metrics.secret_refreshed(SecretName("db/app"), "local", None, "error")
-    metrics.render("/run/app.conf", "ok")
+    metrics.render("/run/app.conf", "written")
+    metrics.render("/run/app.conf", "unchanged")
     metrics.render("/run/app.conf", "error")
     metrics.connection_opened()
     metrics.connection_opened()
@@ -97,6 +98,7 @@ def test_refreshes_renders_connections() -> None:
     assert value(metrics, "secretd_refreshes_total", backend="local", result="changed") == 1
     assert value(metrics, "secretd_refreshes_total", backend="local", result="error") == 1
     assert value(metrics, "secretd_renders_total", result="error") == 1
+    assert value(metrics, "secretd_renders_total", result="written") == 1
     assert value(metrics, "secretd_connections_open") == 1
     assert value(metrics, "secretd_connections_total") == 2
 
