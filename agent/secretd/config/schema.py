@@ -57,6 +57,9 @@ class LimitsSection(Section):
     # Requests that reach a backend (refresh=true, misses) per caller: a token bucket.
     backend_rate: float = Field(20.0, gt=0)
     backend_burst: int = Field(40, ge=1)
+    # API connections: a request's headers must arrive, and an idle keep-alive
+    # connection is closed, within this time (slowloris guard).
+    idle_timeout: Duration = 10.0
 
 
 class BackendBase(Section):
