@@ -23,9 +23,21 @@ def _drop_bytes(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key, value in event.items():
-        if isinstance(value, bytes | bytearray | memoryview):
-            event[key] = f"<{len(value)} bytes>"
+        event[key] = _without_bytes(value, depth=0)
     return event
+
+
+def _without_bytes(value: Any, depth: int) -> Any:
+    """`value` with raw bytes replaced by their length, inside containers too."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(value)} bytes>"
+    if not isinstance(value, list | tuple | set | frozenset | dict):
+        return value
+    if depth >= 8:  # deeper than any log call needs: bounded, and nothing slips through
+        return "<nested too deep>"
+    if isinstance(value, dict):
+        return {k: _without_bytes(v, depth + 1) for k, v in value.items()}
+    return [_without_bytes(item, depth + 1) for item in value]
 
 
 def configure_logging(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:
