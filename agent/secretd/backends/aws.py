@@ -130,7 +130,9 @@ class AwsBackend:
         params: dict[str, Any] = {"SecretId": name}
         if asked.version_id is not None:
             params["VersionId"] = asked.version_id
-        elif asked.stage is not None:
+        else:
+            # Always explicit: AWS defaults to AWSCURRENT anyway, and some stand-ins
+            # (moto) answer a stale default version after UpdateSecretVersionStage.
             params["VersionStage"] = asked.label
         where = f"aws backend {self.name!r}: secret {name!r}"
         answer = await self._call(
@@ -171,8 +173,7 @@ class AwsBackend:
     ) -> None:
         if self._batch_allowed:
             try:
-                results.update(await self._batch(chunk))
-                return
+                batch = await self._batch(chunk)
             except BackendAuthError:
                 # Credentials may lack secretsmanager:BatchGetSecretValue: read one by one.
                 self._batch_allowed = False
@@ -180,6 +181,11 @@ class AwsBackend:
             except BackendError as exc:
                 results.update(dict.fromkeys(chunk, exc))
                 return
+            else:
+                results.update(batch)
+                # A name whose batch answer failed its checks (a rotation racing the
+                # batch, a stand-in's quirk) gets one direct read before it is given up.
+                chunk = [n for n, r in batch.items() if isinstance(r, BadBackendAnswer)]
         for name in chunk:
             try:
                 results[name] = await self.fetch(name)

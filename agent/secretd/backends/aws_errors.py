@@ -118,13 +118,17 @@ def map_error(exc: Exception, where: str, *, version_asked: bool) -> BackendErro
 
 def _map_transport(exc: Exception, where: str) -> BackendError:
     from botocore import exceptions as bce
+    from botocore.parsers import ResponseParserError
 
     kind = type(exc).__name__
+    if isinstance(exc, bce.ParamValidationError):
+        # botocore refused to send it: no secret, version or label can look like that.
+        return BackendNotFound(f"{where}: AWS can have no such secret, version or stage")
     if isinstance(exc, bce.ConnectTimeoutError | bce.ReadTimeoutError):
         return BackendTimeout(f"{where}: AWS did not answer in time ({kind})")
     if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
         return BackendAuthError(f"{where}: no usable AWS credentials ({kind})")
-    if isinstance(exc, bce.ResponseParserError):
+    if isinstance(exc, ResponseParserError):
         return BadBackendAnswer(f"{where}: AWS's answer could not be parsed")
     if isinstance(exc, bce.BotoCoreError | OSError):
         return BackendUnavailable(f"{where}: cannot reach AWS ({kind})")
