@@ -57,6 +57,7 @@ class MemoryBackend:
         self._next_id = 0
         self._watchers: set[asyncio.Queue[SecretName | None]] = set()
         self._gate: asyncio.Event | None = None
+        self._hold_answered = False
         self._fail_queue: list[BackendError] = []
         self.calls: Counter[str] = Counter()
         self.fetches: Counter[str] = Counter()
@@ -122,9 +123,11 @@ class MemoryBackend:
     def fail_next(self, exc: BackendError, times: int = 1) -> None:
         self._fail_queue.extend([exc] * times)
 
-    def hold(self) -> None:
-        """Park every call until `release()`."""
+    def hold(self, *, answered: bool = False) -> None:
+        """Park every call until `release()`. With `answered`, a fetch first reads
+        its answer and then parks (a slow reply to an earlier state)."""
         self._gate = asyncio.Event()
+        self._hold_answered = answered
 
     def release(self) -> None:
         if self._gate is not None:
@@ -136,8 +139,16 @@ class MemoryBackend:
     async def fetch(
         self, name: SecretName, *, version_id: str | None = None, stage: str | None = None
     ) -> Fetched:
+        if self._gate is not None and self._hold_answered:
+            answer = self._answer(name, version_id, stage)
+            await self._enter("fetch")
+            self.fetches[name] += 1
+            return answer
         await self._enter("fetch")
         self.fetches[name] += 1
+        return self._answer(name, version_id, stage)
+
+    def _answer(self, name: SecretName, version_id: str | None, stage: str | None) -> Fetched:
         records = self._secrets.get(name)
         if not records:
             raise BackendNotFound(f"secret {name!r} not found in {self.name!r}")

@@ -189,3 +189,24 @@ async def test_prefix_mounts_strip_names_and_key_the_cache_by_full_name() -> Non
         vault.put("app/db", "rotated")
         await rig.cache.on_change("vault", "app/db")
         assert sub.drain() == [Changed(SecretName("vault/app/db"), "2")]
+
+
+async def test_a_change_during_an_in_flight_fetch_is_not_answered_by_that_fetch() -> None:
+    rig = make_rig()
+    rig.backend.put(DB, "one")
+    await rig.cache.read(DB)
+    rig.backend.hold(answered=True)  # the early fetch has read "one" and is slow to reply
+    early = asyncio.create_task(rig.cache.read(DB, refresh=True))
+    await rig.clock.settle()
+    gate_one = rig.backend.waiting
+    rig.backend.put(DB, "two")
+    change = asyncio.create_task(rig.cache.on_change("memory", "db/app"))
+    await rig.clock.settle()
+    rig.backend.release()  # the early fetch answers "one"
+    await early
+    await rig.clock.settle()
+    rig.backend.release()
+    await change
+    assert gate_one == 1
+    assert (await rig.cache.read(DB)).version.value.reveal() == b"two"
+    assert rig.backend.fetches[DB] == 3  # load, the early refresh, one fresh fetch

@@ -128,8 +128,6 @@ class SecretCache(RefreshingCache):
     async def _read_refreshed(self, name: SecretName) -> CachedSecret:
         try:
             entry = await self._load(name, announce_new=False)
-        except BackendNotFound:
-            raise
         except SecretdError:
             cached = self._table.get(name)
             if cached is None or not cached.failing:

@@ -290,7 +290,7 @@ class RefreshingCache:
         self._others.forget(name)
         if name in self._table or name in self._pinned:
             with contextlib.suppress(SecretdError):  # recorded by _failed / _gone
-                await self._load(name, announce_new=True)
+                await self._flights.run_fresh(name, lambda: self._fetch_current(name, True))
 
     def evict_idle(self) -> int:
         """Drop unpinned entries nobody read for `idle_evict`; how many went."""

@@ -115,12 +115,18 @@ class Refresher:
     async def poll_forever(self) -> None:
         while True:
             await self._clock.sleep(self.next_sleep())
-            await self.poll_once()
+            try:
+                await self.poll_once()
+            except Exception as exc:  # never let one bad pass stop refreshing
+                log.error("refresh.pass_failed", error=type(exc).__name__)
 
     async def evict_forever(self, every: float) -> None:
         while True:
             await self._clock.sleep(every)
-            self._target.evict_idle()
+            try:
+                self._target.evict_idle()
+            except Exception as exc:
+                log.error("cache.evict_failed", error=type(exc).__name__)
 
     async def watch_forever(self, name: str, backend: WatchableBackend) -> None:
         """Follow one backend's change stream; reopen it (with backoff) when it fails."""
