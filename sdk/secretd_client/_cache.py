@@ -75,7 +75,9 @@ class WatchCache:
             if entry is not None and not entry.stale:
                 self._entries[key] = dataclasses.replace(entry, stale=True)
 
-        watch = self._client._follow(name, field, self._wait, index, _wire.Backoff(), mark_stale)
+        watch = self._client.watch(
+            name, field=field, wait=self._wait, index=index, on_error=mark_stale
+        )
         try:
             async for secret in watch:
                 self._entries[key] = secret

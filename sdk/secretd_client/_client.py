@@ -22,15 +22,7 @@ import httpx
 
 from secretd_client import _wire
 from secretd_client._cache import ThreadedCache, WatchCache
-from secretd_client._errors import (
-    AgentUnavailable,
-    BackendUnavailable,
-    ProtocolError,
-    RateLimited,
-    RequestTimeout,
-    SecretdClientError,
-    ServerError,
-)
+from secretd_client._errors import SecretdClientError
 from secretd_client._models import Health, Secret, SecretInfo
 from secretd_client._socket import resolve_socket
 from secretd_client._transport import BASE_URL, check_size, mapped_errors, unix_transport
@@ -39,16 +31,6 @@ __all__ = ["AsyncClient", "Client"]
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_WAIT = 30.0
-# Errors a watch rides out by reconnecting; anything else (forbidden, not found,
-# invalid name) will not heal by retrying and ends the watch.
-RETRYABLE: tuple[type[SecretdClientError], ...] = (
-    AgentUnavailable,
-    RequestTimeout,
-    ProtocolError,
-    RateLimited,
-    ServerError,
-    BackendUnavailable,
-)
 ErrorHook = Callable[[SecretdClientError], None]
 
 
@@ -129,20 +111,28 @@ class Client:
         wait: float = DEFAULT_WAIT,
         index: str | None = None,
         backoff: _wire.Backoff | None = None,
+        on_error: ErrorHook | None = None,
     ) -> Iterator[Secret]:
         """Yield the current version, then each new one as it becomes current.
 
         Long-polls with `wait`; reconnects with jittered backoff while the agent
         is away or a backend is down. Ends with an exception for errors that
         retrying cannot fix (Forbidden, NotFound, InvalidName). With `index`,
-        the first yield is the first version different from it.
+        the first yield is the first version different from it. `on_error`
+        hears each failure that the watch retries.
         """
         _wire.check_name(name)
         _wire.secret_params(field=field, wait=wait)
-        return self._watch(name, field, wait, index, backoff or _wire.Backoff())
+        return self._watch(name, field, wait, index, backoff or _wire.Backoff(), on_error)
 
     def _watch(
-        self, name: str, field: str | None, wait: float, index: str | None, backoff: _wire.Backoff
+        self,
+        name: str,
+        field: str | None,
+        wait: float,
+        index: str | None,
+        backoff: _wire.Backoff,
+        on_error: ErrorHook | None,
     ) -> Iterator[Secret]:
         rng, attempt = random.Random(), 0  # noqa: S311 - jitter, not secrecy
         while True:
@@ -153,7 +143,11 @@ class Client:
                 else:
                     params = _wire.secret_params(field=field, wait=wait, index=index)
                     secret = self._fetch(name, params, wait)
-            except RETRYABLE:
+            except SecretdClientError as exc:
+                if not exc.retryable:
+                    raise
+                if on_error is not None:
+                    on_error(exc)
                 time.sleep(backoff.delay(attempt, rng))
                 attempt += 1
                 continue
@@ -248,11 +242,12 @@ class AsyncClient:
         wait: float = DEFAULT_WAIT,
         index: str | None = None,
         backoff: _wire.Backoff | None = None,
+        on_error: ErrorHook | None = None,
     ) -> AsyncIterator[Secret]:
         """See `Client.watch`; iterate with `async for`."""
         _wire.check_name(name)
         _wire.secret_params(field=field, wait=wait)
-        return self._follow(name, field, wait, index, backoff or _wire.Backoff(), None)
+        return self._follow(name, field, wait, index, backoff or _wire.Backoff(), on_error)
 
     async def _follow(
         self,
@@ -274,7 +269,9 @@ class AsyncClient:
                 else:
                     params = _wire.secret_params(field=field, wait=wait, index=index)
                     secret = await self._fetch(name, params, wait)
-            except RETRYABLE as exc:
+            except SecretdClientError as exc:
+                if not exc.retryable:
+                    raise
                 if on_error is not None:
                     on_error(exc)
                 await asyncio.sleep(backoff.delay(attempt, rng))

@@ -16,6 +16,8 @@
         └── BackendUnavailable      503 backend_unavailable
             └── BackendTimeout      504 backend_timeout
 
+Errors marked retryable (`exc.retryable`): AgentUnavailable, RequestTimeout,
+ProtocolError, RateLimited, ServerError, BackendUnavailable/Timeout.
 Messages name the secret or socket at fault and never contain a secret value.
 """
 
@@ -42,7 +44,10 @@ __all__ = [
 
 
 class SecretdClientError(Exception):
-    """Root of every error the client raises on purpose."""
+    """Root of every error the client raises on purpose. `retryable` says
+    whether asking again later may succeed (a watch retries exactly these)."""
+
+    retryable = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -55,13 +60,19 @@ class SecretdClientError(Exception):
 class AgentUnavailable(SecretdClientError):
     """The agent's socket does not exist, refuses connections, or the connection broke."""
 
+    retryable = True
+
 
 class RequestTimeout(SecretdClientError):
     """The agent accepted the request but did not answer within the client's timeout."""
 
+    retryable = True
+
 
 class ProtocolError(SecretdClientError):
     """The answer was not what the secretd API sends (bad JSON, missing fields)."""
+
+    retryable = True
 
 
 class ApiError(SecretdClientError):
@@ -100,14 +111,17 @@ class TooLarge(ApiError):
 
 
 class RateLimited(ApiError):
+    retryable = True
     default_code = "rate_limited"
 
 
 class ServerError(ApiError):
+    retryable = True
     default_code = "internal"
 
 
 class BackendUnavailable(ApiError):
+    retryable = True
     default_code = "backend_unavailable"
 
 

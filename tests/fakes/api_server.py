@@ -55,6 +55,7 @@ class FakeAgent:
     def close(self) -> None:
         with contextlib.suppress(RuntimeError):
             self._call(self._stop())
+            self._call(self._cancel_leftovers())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
@@ -72,9 +73,9 @@ class FakeAgent:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.UnixSite(self._runner, self.socket_path, shutdown_timeout=0.1)
+        site = web.UnixSite(self._runner, self.socket_path)
         await site.start()
 
     async def _stop(self) -> None:
@@ -83,6 +84,13 @@ class FakeAgent:
             await runner.cleanup()
         with contextlib.suppress(FileNotFoundError):
             Path(self.socket_path).unlink()
+
+    async def _cancel_leftovers(self) -> None:
+        """Handlers of connections the client never closed (parked long-polls)."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.paths.append(request.raw_path)

@@ -1,9 +1,191 @@
-"""Placeholder: filled in by its issue."""
+"""`secretd get`, `secretd status` and `secretd exec`: the agent's clients.
+
+They talk to a running agent through the `secretd_client` SDK over the Unix
+socket from `--socket`, else `$SECRETD_SOCKET`, else the default path. Exit
+status: 0 success, 1 runtime failure (agent unreachable, forbidden, not found,
+backend down), 2 usage error (bad name, bad option). Errors are one line on
+stderr; values go only to stdout (`get`) or the child's environment (`exec`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from secretd.cli.client_exec import (
+    ExecOptions,
+    Supervisor,
+    make_non_dumpable,
+    parse_signal,
+    parse_specs,
+    stderr_say,
+)
+from secretd.cli.client_status import render_status, status_document
+from secretd.config.types import parse_duration
+from secretd.errors import UsageError
+from secretd_client import (
+    AsyncClient,
+    Client,
+    Forbidden,
+    InvalidName,
+    InvalidRequest,
+    SecretdClientError,
+)
+
+USAGE_ERRORS = (InvalidName, InvalidRequest)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    del sub
+    _register_get(sub)
+    _register_status(sub)
+    _register_exec(sub)
+
+
+def _socket_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="the agent's socket (default: $SECRETD_SOCKET, else the default socket path)",
+    )
+
+
+def _register_get(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    get = sub.add_parser(
+        "get",
+        help="read one secret from the running agent",
+        description="Print one secret's value exactly as stored (no newline is added), "
+        "or the API's JSON with --json.",
+    )
+    get.add_argument("name", metavar="NAME")
+    get.add_argument("--field", metavar="F", help="one top-level key of a JSON-object value")
+    which = get.add_mutually_exclusive_group()
+    which.add_argument("--stage", metavar="S", help="current (default), previous, pending, ...")
+    which.add_argument("--version", metavar="V", help="a version id")
+    get.add_argument("--refresh", action="store_true", help="ask the backend, not the cache")
+    get.add_argument("--json", action="store_true", help="print the API's JSON document")
+    _socket_option(get)
+    get.set_defaults(run=run_get)
+
+
+def _register_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = sub.add_parser(
+        "status",
+        help="backends, cached secrets, templates and last errors (never values)",
+        description="Show the agent's health: backends, the secrets you may read with their "
+        "versions, age and staleness, templates and last errors. Exit 0 when the agent "
+        "is ok, 1 when it is degraded, starting or unreachable.",
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    _socket_option(status)
+    status.set_defaults(run=run_status)
+
+
+def _register_exec(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser(
+        "exec",
+        help="run a command with secrets in its environment",
+        description="Run CMD with secrets from the agent in its environment (never in argv). "
+        "Signals are forwarded; the exit status is the command's (128+N for signal N). "
+        "With --restart or --signal, a rotation of a used value restarts the command "
+        "or sends it SIG.",
+    )
+    _socket_option(run)
+    run.add_argument(
+        "--env",
+        action="append",
+        required=True,
+        metavar="VAR=NAME[#FIELD]",
+        help="set VAR to secret NAME (or one FIELD of it); repeatable",
+    )
+    on_change = run.add_mutually_exclusive_group()
+    on_change.add_argument("--restart", action="store_true", help="restart CMD on rotation")
+    on_change.add_argument("--signal", metavar="SIG", help="send SIG (e.g. HUP) on rotation")
+    run.add_argument(
+        "--grace",
+        default="10s",
+        metavar="DURATION",
+        help="on restart, wait this long after SIGTERM before SIGKILL (default 10s)",
+    )
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+    run.set_defaults(run=run_exec)
+
+
+@contextmanager
+def _client_errors(what: str) -> Iterator[list[int]]:
+    """Turn SDK errors into one stderr line; the yielded cell receives the exit code."""
+    outcome = [0]
+    try:
+        yield outcome
+    except USAGE_ERRORS as exc:
+        print(f"secretd: {what}: {exc}", file=sys.stderr)
+        outcome[0] = 2
+    except SecretdClientError as exc:
+        print(f"secretd: {what}: {exc}", file=sys.stderr)
+        outcome[0] = 1
+
+
+def run_get(args: argparse.Namespace) -> int:
+    with _client_errors("get") as outcome, Client(args.socket) as client:
+        secret = client.get(
+            args.name,
+            field=args.field,
+            stage=args.stage,
+            version=args.version,
+            refresh=args.refresh,
+        )
+        if args.json:
+            sys.stdout.write(json.dumps(secret.to_api_dict(), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        else:
+            sys.stdout.buffer.write(secret.as_bytes())
+            sys.stdout.buffer.flush()
+    return outcome[0]
+
+
+def run_status(args: argparse.Namespace) -> int:
+    with _client_errors("status") as outcome, Client(args.socket) as client:
+        health = client.health()
+        secrets, list_error = None, None
+        try:
+            secrets = client.list()
+        except (Forbidden, SecretdClientError) as exc:
+            list_error = str(exc)
+        if args.json:
+            document = status_document(client.socket, health, secrets, list_error)
+            print(json.dumps(document, indent=2, ensure_ascii=False))
+        else:
+            sys.stdout.write(render_status(client.socket, health, secrets, list_error))
+        outcome[0] = 0 if health.ok else 1
+    return outcome[0]
+
+
+def run_exec(args: argparse.Namespace) -> int:
+    argv = list(args.command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise UsageError("exec: no command given (put it after --)")
+    try:
+        grace = parse_duration(args.grace)
+    except ValueError as exc:
+        raise UsageError(f"exec: --grace: {exc}") from None
+    options = ExecOptions(
+        argv=argv,
+        specs=parse_specs(args.env),
+        restart=args.restart,
+        signal=parse_signal(args.signal) if args.signal else None,
+        grace=grace,
+    )
+    make_non_dumpable()
+    with _client_errors("exec") as outcome:
+        outcome[0] = asyncio.run(_exec(args.socket, options))
+    return outcome[0]
+
+
+async def _exec(socket: str | None, options: ExecOptions) -> int:
+    async with AsyncClient(socket) as client:
+        return await Supervisor(client, options, stderr_say("secretd: exec: ")).run()

@@ -1,0 +1,108 @@
+"""How `secretd status` shows the agent: a readable table, or a JSON document.
+
+Only what `/v1/health` and `/v1/secrets` report: backends, names the caller may
+read with version, age and staleness, templates and last errors. Never values.
+Every string from the agent is flattened to one printable line, so a confused
+or hostile peer cannot paint the operator's terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from secretd_client import Health, SecretInfo
+
+_MAX_CELL = 120
+
+
+def status_document(
+    socket: str, health: Health, secrets: Sequence[SecretInfo] | None, list_error: str | None
+) -> dict[str, Any]:
+    """The `--json` form: the health document as the agent sent it, plus the listing."""
+    return {
+        "socket": socket,
+        "health": dict(health.raw),
+        "secrets": None if secrets is None else [dataclasses.asdict(row) for row in secrets],
+        "secrets_error": list_error,
+    }
+
+
+def render_status(
+    socket: str, health: Health, secrets: Sequence[SecretInfo] | None, list_error: str | None
+) -> str:
+    lines = [
+        f"agent:     {clean(health.status)}",
+        f"socket:    {clean(socket)}",
+        f"cache:     {health.cache_entries} entries, {health.cache_stale} stale",
+        "",
+    ]
+    backend_rows = [
+        [clean(name), _yes(b.ok), clean(b.last_success or "-"), clean(b.last_error or "-")]
+        for name, b in sorted(health.backends.items())
+    ]
+    lines += _section("backends", ["NAME", "OK", "LAST SUCCESS", "LAST ERROR"], backend_rows)
+    if secrets is None:
+        lines += ["secrets: not listed: " + clean(list_error or "unknown error"), ""]
+    else:
+        secret_rows = [
+            [clean(row.name), clean(row.version_id or "-"), age(row.age_seconds), _stale(row)]
+            for row in secrets
+        ]
+        lines += _section("secrets", ["NAME", "VERSION", "AGE", "STALE"], secret_rows)
+    template_rows = [
+        [
+            clean(t.destination),
+            _yes(t.ok),
+            clean(t.last_rendered or "-"),
+            clean(t.last_error or "-"),
+        ]
+        for t in health.templates
+    ]
+    lines += _section(
+        "templates", ["DESTINATION", "OK", "LAST RENDERED", "LAST ERROR"], template_rows
+    )
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _section(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    if not rows:
+        return [f"{title}: none", ""]
+    return [f"{title}:", *table([header, *rows]), ""]
+
+
+def table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def age(seconds: float | None) -> str:
+    """12s, 4m05s, 3h02m, 2d04h."""
+    if seconds is None:
+        return "-"
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def clean(text: str) -> str:
+    flat = "".join(ch if ch.isprintable() else " " for ch in str(text))
+    return flat if len(flat) <= _MAX_CELL else flat[: _MAX_CELL - 1] + "…"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
+def _stale(row: SecretInfo) -> str:
+    return "-" if row.stale is None else ("STALE" if row.stale else "no")
