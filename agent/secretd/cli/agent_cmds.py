@@ -1,9 +1,167 @@
-"""Placeholder: filled in by its issue."""
+"""`secretd agent -c FILE` (run the daemon in the foreground) and `secretd check -c FILE`.
+
+`check` validates everything that can be validated without asking a remote
+backend: the config itself, the file stores and their key files, Vault
+credential and CA files, the TCP token file, the access rules (users and
+groups must exist) and every template (compiled, owners resolved). It prints
+what the agent would serve and render, or every problem found, and exits 2 on
+any problem.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from secretd.config import Config, FileBackendConfig, VaultBackendConfig, load_config
+from secretd.errors import ConfigError, SecretdError
+from secretd.logs import configure_logging
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    del sub
+    agent = sub.add_parser(
+        "agent",
+        help="run the agent in the foreground (logs to stderr)",
+        description="Run the secretd agent in the foreground, systemd style: logs go to "
+        "stderr, SIGTERM/SIGINT stop it cleanly within 5 s.",
+    )
+    agent.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    agent.set_defaults(run=run_agent_command)
+    check = sub.add_parser(
+        "check",
+        help="validate a config, its key files and templates; exit 2 on any error",
+        description="Validate the config, key files, credential files, access rules and "
+        "templates without contacting remote backends, and print what would be served.",
+    )
+    check.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    check.set_defaults(run=run_check_command)
+
+
+def run_agent_command(args: argparse.Namespace) -> int:
+    import uvloop  # imported here: `secretd --help` stays fast
+
+    from secretd.app import run_agent
+
+    config = load_config(args.config)
+    configure_logging(config.agent.log_level, config.agent.log_format)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run_agent(config))
+    return 0
+
+
+def run_check_command(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    configure_logging("warning")
+    problems = asyncio.run(find_problems(config))
+    if problems:
+        for problem in problems:
+            print(f"secretd: {problem}", file=sys.stderr)
+        return 2
+    print(f"{args.config}: ok")
+    for line in summary(config):
+        print(line)
+    return 0
+
+
+async def find_problems(config: Config) -> list[str]:
+    """Every problem found, each naming the file or key at fault."""
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("socket", lambda: _check_socket_dir(config)),
+        ("allow", lambda: _check_policy(config)),
+        ("template", lambda: _check_templates(config)),
+        ("tcp", lambda: _check_tcp(config)),
+    ]
+    problems = [p for _, check in checks if (p := _problem_of(check)) is not None]
+    for name, backend in config.backends.items():
+        problem = await _check_backend(name, backend, config.limits.max_secret_bytes)
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
+def _problem_of(check: Callable[[], object]) -> str | None:
+    try:
+        check()
+    except SecretdError as exc:
+        return exc.message
+    return None
+
+
+def _check_socket_dir(config: Config) -> None:
+    parent = config.agent.socket.parent
+    if not parent.is_dir():
+        raise ConfigError(f"agent.socket {config.agent.socket}: directory {parent} does not exist")
+
+
+def _check_policy(config: Config) -> None:
+    from secretd.access.policy import Policy
+
+    Policy(config.allow)
+
+
+def _check_templates(config: Config) -> None:
+    from secretd.render.sink import load_sinks
+
+    load_sinks(config.template)
+
+
+def _check_tcp(config: Config) -> None:
+    if config.tcp is not None:
+        from secretd.api.tcp import load_token
+
+        load_token(config.tcp.token_file)
+
+
+async def _check_backend(name: str, backend: object, max_secret_bytes: int) -> str | None:
+    try:
+        if isinstance(backend, FileBackendConfig):
+            from secretd.backends import file
+
+            opened = await file.open_backend(name, backend, max_secret_bytes=max_secret_bytes)
+            await opened.aclose()
+        elif isinstance(backend, VaultBackendConfig):
+            from secretd.backends.vault import check_vault_config
+
+            check_vault_config(name, backend)
+    except SecretdError as exc:
+        return exc.message
+    return None
+
+
+def summary(config: Config) -> list[str]:
+    """What the agent would serve and render: never a value."""
+    agent = config.agent
+    group = f", group {agent.socket_group}" if agent.socket_group else ""
+    lines = [f"socket     {agent.socket} (mode {agent.socket_mode:04o}{group})"]
+    lines.append(f"tcp        {config.tcp.listen if config.tcp else 'off'}")
+    for name, backend in config.backends.items():
+        where = getattr(backend, "path", None) or getattr(backend, "address", None) or ""
+        region = getattr(backend, "region", None)
+        detail = str(where) if where else (f"region {region}" if region else "default region")
+        lines.append(f"backend    {name}: {backend.type}, mount {backend.mount!r}, {detail}")
+    declared = ", ".join(decl.name for decl in config.secret) or "none"
+    lines.append(f"secrets    {len(config.secret)} declared: {declared}")
+    lines.append(f"rules      {len(config.allow)} allow rule(s)")
+    for rule in config.allow:
+        who = _rule_subjects(rule)
+        lines.append(f"  allow    {', '.join(rule.secrets)} to {who}")
+    lines.append(f"templates  {len(config.template)}")
+    for template in config.template:
+        lines.append(f"  render   {template.destination} ({template.format}, {template.mode:04o})")
+    lines.append(f"credentials {len(config.credential)}")
+    lines.append(f"audit      {agent.audit_log or 'off'}")
+    return lines
+
+
+def _rule_subjects(rule: object) -> str:
+    parts = []
+    for key in ("uids", "gids", "users", "groups", "units"):
+        values = getattr(rule, key, ())
+        if values:
+            parts.append(f"{key} {', '.join(str(v) for v in values)}")
+    if getattr(rule, "tcp", False):
+        parts.append("tcp")
+    return "; ".join(parts)
