@@ -1,0 +1,113 @@
+"""`secretd render -c FILE --once`: fetch, render every template once, run no
+commands, exit 0 when all rendered and 1 naming each failure (2 for a bad
+config or template).
+
+It reads through a `SecretCache` over the configured backends but runs none of
+the cache's refresh loops, so nothing outlives the one pass; every backend
+call is bounded by the backend's `timeout`, so a missing or unreachable secret
+ends the run with an error rather than a wait.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from secretd.config.schema import Config
+    from secretd.render.runner import TemplateStatus
+
+# Slack on top of the slowest backend's timeout for the whole pass.
+PASS_SLACK = 10.0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "render",
+        help="render every template once and exit",
+        description="Fetch the secrets the templates use, render every [[template]] once "
+        "(atomically; unchanged files are left alone), run no commands, and exit: "
+        "0 when all rendered, 1 naming each failure, 2 for a bad config.",
+    )
+    parser.add_argument("-c", "--config", required=True, type=Path, help="config file (TOML)")
+    parser.add_argument(
+        "--once", action="store_true", required=True, help="render once and exit (required)"
+    )
+    parser.set_defaults(run=run_render_once)
+
+
+def run_render_once(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: `secretd --help` must not pay for them.
+    import uvloop
+
+    from secretd.config.load import load_config
+    from secretd.logs import configure_logging
+
+    config = load_config(args.config)
+    configure_logging("debug" if args.debug else "error", config.agent.log_format)
+    if not config.template:
+        print(f"secretd: {args.config}: no [[template]] to render", file=sys.stderr)
+        return 0
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        statuses = runner.run(render_once(config))
+    return report(statuses)
+
+
+async def render_once(config: Config) -> list[TemplateStatus]:
+    """Render every template of `config` once; never runs commands."""
+    from secretd.backends.registry import open_backends
+    from secretd.backends.router import Router
+    from secretd.cache.loader import SecretCache
+    from secretd.clock import SystemClock
+    from secretd.events import Hub
+    from secretd.observe import NullObserver
+    from secretd.render.runner import TemplateRunner
+    from secretd.render.sink import load_sinks
+
+    call_timeout = max(backend.timeout for backend in config.backends.values())
+    hub = Hub()
+    load_sinks(config.template)  # a bad template is a config error before any backend opens
+    backends = await open_backends(config.backends, max_secret_bytes=config.limits.max_secret_bytes)
+    router = Router(backends, {name: cfg.mount for name, cfg in config.backends.items()})
+    cache = SecretCache(
+        router=router,
+        hub=hub,
+        settings=config.cache,
+        max_secret_bytes=config.limits.max_secret_bytes,
+        observer=NullObserver(),
+        clock=SystemClock(),
+        rng=random.Random(),  # noqa: S311 - retry jitter, not crypto
+        call_timeout=call_timeout,
+    )
+    try:
+        runner = TemplateRunner(
+            config.template, cache, hub, pin=lambda names: None, clock=SystemClock()
+        )
+        try:
+            async with asyncio.timeout(call_timeout * 2 + PASS_SLACK):
+                return await runner.first_render()
+        except TimeoutError:
+            return runner.status()  # the unfinished ones are not ok
+    finally:
+        await cache.aclose()
+
+
+def report(statuses: list[TemplateStatus]) -> int:
+    """One line per template (stdout for success, stderr for failure); the exit code."""
+    failed = 0
+    for status in statuses:
+        if status.ok:
+            verb = "rendered" if status.writes else "unchanged"
+            print(f"{verb} {status.destination}")
+        else:
+            failed += 1
+            reason = status.last_error or "did not finish in time"
+            print(f"secretd: render failed: {status.destination}: {reason}", file=sys.stderr)
+    if failed:
+        print(f"secretd: {failed} of {len(statuses)} templates failed", file=sys.stderr)
+        return 1
+    return 0
