@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from secretd.access.identity import (
     effective_ids_from_status,
@@ -20,6 +22,7 @@ from secretd.access.identity import (
     peer_credentials,
     unit_from_cgroup,
 )
+from secretd.model import Caller
 from tests.fakes.second_user import (
     can_switch_users,
     ensure_group,
@@ -133,6 +136,49 @@ def test_a_peer_that_already_exited_keeps_its_uid_but_gets_no_unit(
         caller = peer_caller(conn, proc_root=tmp_path)
     assert (caller.uid, caller.gid, caller.pid) == (user.uid, user.gid, proc.pid)
     assert caller.unit is None
+
+
+@needs_root
+def test_identity_through_uvloops_transport_socket() -> None:
+    # The agent runs on uvloop, whose transports hand out a PseudoSocket.
+    user = ensure_test_user()
+    directory = tempfile.mkdtemp(prefix="sd-uv-", dir="/tmp")
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, "s")
+
+    async def serve() -> Caller:
+        seen: asyncio.Future[Caller] = asyncio.get_running_loop().create_future()
+
+        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                if not seen.done():
+                    seen.set_result(peer_caller(writer.get_extra_info("socket")))
+                writer.write(b"x")
+                await writer.drain()
+            finally:
+                writer.close()
+                await writer.wait_closed()
+
+        server = await asyncio.start_unix_server(accepted, path)
+        os.chmod(path, 0o777)
+        proc = spawn_as(user, [sys.executable, "-c", CLIENT, path])
+        try:
+            async with asyncio.timeout(20):
+                caller = await seen
+                await asyncio.to_thread(proc.wait, 20)
+                return caller
+        finally:
+            server.close()
+            await server.wait_closed()
+            await asyncio.to_thread(_stop, proc)
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            caller = runner.run(serve())
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    assert (caller.uid, caller.gid) == (user.uid, user.gid)
+    assert caller.pid is not None and caller.pid > 0
 
 
 def test_unit_is_read_from_the_peers_cgroup_file(tmp_path: Path) -> None:
