@@ -182,7 +182,8 @@ class TokenKeeper:
 
     async def _refresh(self, lease: Lease) -> bool:
         """Renew `lease`, or log in afresh when renewing cannot extend it."""
-        near_max_ttl = lease.ttl < self._login_ttl / 2 and self._source.method == "approle"
+        # A renewal that gave back less than a login does has hit the max TTL.
+        near_max_ttl = lease.ttl < self._login_ttl and self._source.method == "approle"
         if not lease.renewable or near_max_ttl:
             return await self._relogin(lease)
         try:
