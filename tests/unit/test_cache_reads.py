@@ -240,3 +240,17 @@ async def test_values_never_appear_in_repr_of_what_the_cache_returns() -> None:
     got = await rig.cache.read(DB)
     assert "CANARY" not in repr(got)
     assert "CANARY" not in repr(rig.cache.snapshot())
+
+
+async def test_is_cached_says_whether_a_read_would_reach_the_backend() -> None:
+    rig = make_rig(negative_ttl="5s")
+    rig.backend.put(DB, "v")
+    assert not rig.cache.is_cached(DB)
+    await rig.cache.read(DB)
+    assert rig.cache.is_cached(DB)
+    missing = SecretName("no/such")
+    with pytest.raises(NotFound):
+        await rig.cache.read(missing)
+    assert rig.cache.is_cached(missing)
+    rig.clock.advance(5)
+    assert not rig.cache.is_cached(missing)

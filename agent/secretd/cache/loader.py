@@ -255,6 +255,13 @@ class SecretCache(RefreshingCache):
         ]
         return sorted(infos, key=lambda info: info.name)
 
+    def is_cached(self, name: SecretName) -> bool:
+        """Whether a read of `name`'s current version is answered without a
+        backend call (a cached entry, or a remembered "not found")."""
+        if name in self._table:
+            return True
+        return self._negative.contains(name, self._clock.monotonic())
+
     def failed_pins(self) -> dict[SecretName, str]:
         """Pinned secrets that are not loaded, with the reason."""
         return {n: p.last_error or "not loaded yet" for n, p in sorted(self._pending.items())}

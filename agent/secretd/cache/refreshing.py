@@ -134,7 +134,7 @@ class RefreshingCache:
         self._evicted(self._table.put(entry))
         self._negative.discard(name)
         self._pending.pop(name, None)
-        log.info("secret.loaded", secret=name, backend=backend, version_id=version.version_id)
+        log.debug("secret.loaded", secret=name, backend=backend, version_id=version.version_id)
         if announce:
             # A pinned secret that failed to load, or one a watch just created.
             self._observer.secret_refreshed(name, backend, version.version_id, "changed")
