@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import grp
+import logging
 import os
 import secrets
 import socket
@@ -307,6 +308,23 @@ MAX_HEADERS = 32
 SHUTDOWN_GRACE = 1.0
 
 
+class _ToStructlog(logging.Handler):
+    """aiohttp's protocol errors (malformed requests: the client's fault) as one
+    debug line each, without the traceback aiohttp would print to stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = type(record.exc_info[1]).__name__ if record.exc_info else None
+        log.debug("http.request_rejected", reason=record.getMessage()[:200], error=error)
+
+
+def _protocol_logger() -> logging.Logger:
+    # A free-standing Logger (not registered with logging.getLogger): no global state.
+    logger = logging.Logger("secretd.api.http", level=logging.DEBUG)
+    logger.addHandler(_ToStructlog())
+    logger.propagate = False
+    return logger
+
+
 async def start_serving(
     app: web.Application,
     socks: list[socket.socket],
@@ -318,6 +336,7 @@ async def start_serving(
     runner = web.AppRunner(
         app,
         access_log=None,  # requests are audited; aiohttp's access log adds nothing
+        logger=_protocol_logger(),
         keepalive_timeout=idle_timeout,
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,

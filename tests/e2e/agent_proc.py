@@ -1,0 +1,178 @@
+"""The real `secretd` executable as the e2e tests drive it: a store made with the
+`secretd store` CLI, a config file, the agent process, and raw/HTTP clients on
+its Unix socket. Readiness is polled on /v1/health (never a bare sleep)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+BIN = Path(sys.executable).parent / "secretd"
+READY_WITHIN = 20.0
+STOP_WITHIN = 5.0
+
+
+def secretd(*args: str, stdin: bytes | None = None, check: bool = True) -> str:
+    """Run the secretd CLI to completion; its stdout."""
+    done = subprocess.run(
+        [str(BIN), *args], input=stdin, capture_output=True, timeout=30, check=False
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"secretd {args[0]} failed: {done.stderr.decode()}")
+    return done.stdout.decode()
+
+
+@dataclass
+class Store:
+    """A file store created with `secretd store init`."""
+
+    root: Path
+    key: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> Store:
+        store = cls(directory / "store", directory / "store.key")
+        secretd("store", "init", str(store.root), "--key", str(store.key))
+        return store
+
+    def put(self, name: str, value: bytes, *extra: str) -> str:
+        """Add a version; returns its version id (the last line `put` prints)."""
+        out = secretd("store", "put", str(self.root), name, *extra, stdin=value)
+        return out.strip().splitlines()[-1].split()[-1]
+
+    def record_path(self, name: str) -> Path:
+        from secretd.store.layout import StoreLayout
+
+        return StoreLayout(self.root).record_path(name)
+
+
+def config_text(
+    directory: Path,
+    store: Store,
+    *,
+    allow: str = "",
+    limits: str = "",
+    cache: str = "",
+    declared: tuple[str, ...] = (),
+) -> str:
+    decls = "".join(f'[[secret]]\nname = "{name}"\n\n' for name in declared)
+    return (
+        f'[agent]\nsocket = "{directory}/s.sock"\nsocket_mode = "0666"\n'
+        f'audit_log = "{directory}/audit.jsonl"\nlog_format = "json"\n\n'
+        f'[limits]\nidle_timeout = "2s"\n{limits}\n'
+        f"[cache]\n{cache}\n"
+        f'[backends.local]\ntype = "file"\npath = "{store.root}"\nkey_file = "{store.key}"\n\n'
+        f"{decls}{allow}"
+    )
+
+
+@dataclass
+class AgentProcess:
+    """One `secretd agent -c FILE` child process."""
+
+    directory: Path
+    config: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.directory / "s.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "agent.log"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.directory / "audit.jsonl"
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
+        env.update(self.env)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN), "agent", "-c", str(self.config)],
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
+
+    async def wait_ready(self) -> None:
+        """Poll /v1/health until it answers 200; fail if the process dies first."""
+        deadline = time.monotonic() + READY_WITHIN
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited {self.proc.returncode}: {self.log()}")
+            if await self._health_status() == 200:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"agent not ready within {READY_WITHIN}s: {self.log()}")
+
+    async def _health_status(self) -> int | None:
+        try:
+            async with asyncio.timeout(2):
+                reader, writer = await asyncio.open_unix_connection(str(self.socket))
+                writer.write(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                line = await reader.readline()
+                writer.close()
+            return int(line.split()[1]) if line else None
+        except (OSError, TimeoutError, IndexError, ValueError):
+            return None
+
+    def stop(self) -> float:
+        """SIGTERM; the seconds it took to exit (killed and failed beyond STOP_WITHIN)."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            return 0.0
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=STOP_WITHIN)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"agent ignored SIGTERM for {STOP_WITHIN}s") from None
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except FileNotFoundError:
+            return ""
+
+    def session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(self.socket), limit=0),
+            base_url="http://localhost",
+        )
+
+    async def raw(self, data: bytes, *, timeout: float = 5.0) -> bytes:
+        """Send raw bytes; everything read until the agent closes (or `timeout`)."""
+        reader, writer = await asyncio.open_unix_connection(str(self.socket))
+        chunks: list[bytes] = []
+        try:
+            writer.write(data)
+            await writer.drain()
+            async with asyncio.timeout(timeout):
+                while chunk := await reader.read(65536):
+                    chunks.append(chunk)
+        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+        return b"".join(chunks)
