@@ -210,3 +210,16 @@ async def test_a_change_during_an_in_flight_fetch_is_not_answered_by_that_fetch(
     assert gate_one == 1
     assert (await rig.cache.read(DB)).version.value.reveal() == b"two"
     assert rig.backend.fetches[DB] == 3  # load, the early refresh, one fresh fetch
+
+
+async def test_a_failed_pin_loaded_by_a_read_is_still_announced() -> None:
+    rig = make_rig()
+    rig.cache.pin([DB])
+    await rig.cache.preload([DB])
+    rig.backend.put(DB, "late")
+    async with rig.hub.subscribe() as sub:
+        with pytest.raises(NotFound):
+            await rig.cache.read(DB)  # still negatively cached
+        rig.clock.advance(5)
+        await rig.cache.read(DB)
+        assert sub.drain() == [Changed(DB, "1")]

@@ -121,6 +121,9 @@ class RefreshingCache:
     def _insert(
         self, name: SecretName, backend: str, version: Version, now: float, *, announce: bool
     ) -> Entry:
+        # A pinned secret that failed to load is awaited by someone (a template):
+        # however it finally loads, tell the subscribers.
+        announce = announce or name in self._pending
         entry = Entry(
             name=name,
             backend=backend,
@@ -136,7 +139,6 @@ class RefreshingCache:
         self._pending.pop(name, None)
         log.debug("secret.loaded", secret=name, backend=backend, version_id=version.version_id)
         if announce:
-            # A pinned secret that failed to load, or one a watch just created.
             self._observer.secret_refreshed(name, backend, version.version_id, "changed")
             self._hub.publish(Changed(name, version.version_id))
         return entry
