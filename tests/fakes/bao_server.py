@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -104,6 +105,9 @@ class BaoServer:
             except RuntimeError as exc:
                 last_error = str(exc)
                 server.stop()
+            except BaseException:
+                server.stop()  # never leave a server behind
+                raise
         raise RuntimeError(f"bao server did not start: {last_error}")
 
     @classmethod
@@ -144,8 +148,8 @@ class BaoServer:
             time.sleep(0.05)
         raise RuntimeError("bao did not become ready in time")
 
-    def _verify(self) -> str | bool:
-        return str(self.ca_file) if self.tls else True
+    def _verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.tls else True
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -4,13 +4,13 @@ fields, deletion, names, limits, namespaces and TLS."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from secretd.backends.vault import VaultBackend, open_backend
-from secretd.errors import BackendNotFound, BackendUnavailable, BadBackendAnswer
+from secretd.errors import BackendNotFound, BackendUnavailable, BadBackendAnswer, ConfigError
 from secretd.model import SecretName
 from tests.fakes.bao_server import BaoServer, bao_server, vault_config
 
@@ -202,3 +202,53 @@ async def test_namespace_header_selects_the_namespace(
         assert value_of(got.version.value.reveal()) == {"in": "team"}
     finally:
         await vault.aclose()
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
+    server = BaoServer.start(tmp_path_factory.mktemp("bao-tls"), tls=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_tls_with_the_servers_ca_file(tls_server: BaoServer, tmp_path: Path) -> None:
+    tls_server.kv_put("tls/db", {"over": "tls"})
+    config = vault_config(tls_server, tmp_path, ca_file=str(tls_server.ca_file))
+    vault = await open_backend("v", config, max_secret_bytes=4096)
+    try:
+        got = await vault.fetch(SecretName("tls/db"))
+        assert value_of(got.version.value.reveal()) == {"over": "tls"}
+    finally:
+        await vault.aclose()
+
+
+async def test_tls_without_the_ca_is_refused(tls_server: BaoServer, tmp_path: Path) -> None:
+    vault = await open_backend("v", vault_config(tls_server, tmp_path), max_secret_bytes=4096)
+    try:
+        with pytest.raises(BackendUnavailable):
+            await vault.fetch(SecretName("tls/db"))
+    finally:
+        await vault.aclose()
+
+
+async def test_config_problems_are_config_errors(bao_server: BaoServer, tmp_path: Path) -> None:
+    garbage = tmp_path / "not-a-ca.pem"
+    garbage.write_text("not a certificate")
+    https = bao_server.address.replace("http://", "https://")
+    with pytest.raises(ConfigError, match="ca_file"):
+        await open_backend(
+            "v",
+            vault_config(bao_server, tmp_path, address=https, ca_file=str(garbage)),
+            max_secret_bytes=4096,
+        )
+    with pytest.raises(ConfigError, match="ca_file"):
+        await open_backend(
+            "v", vault_config(bao_server, tmp_path, ca_file=str(garbage)), max_secret_bytes=4096
+        )
+    config = vault_config(bao_server, tmp_path)
+    assert config.auth.method == "token"
+    config.auth.token_file.unlink()
+    with pytest.raises(ConfigError, match=r"token_file.*no such file"):
+        await open_backend("v", config, max_secret_bytes=4096)
