@@ -1,0 +1,83 @@
+"""Access rules decided from SO_PEERCRED, exercised by a real second uid (setpriv)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from tests.e2e.agent_proc import Store
+from tests.e2e.conftest import ALLOW_ROOT, StartAgent
+from tests.fakes.second_user import TestUser, can_switch_users, ensure_test_user, run_python_as
+
+pytestmark = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+
+# Runs as the second user: one GET over the Unix socket, prints the raw answer.
+CLIENT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+head = "GET " + sys.argv[2] + " HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"
+s.sendall(head.encode())
+out = b""
+while chunk := s.recv(65536):
+    out += chunk
+sys.stdout.buffer.write(out)
+"""
+
+
+def get_as(user: TestUser, socket_path: str, target: str) -> tuple[int, bytes]:
+    done = run_python_as(user, CLIENT, socket_path, target)
+    assert done.returncode == 0, done.stderr.decode()
+    head, _, body = done.stdout.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+async def test_second_uid_gets_identical_403_and_a_deny_line(
+    store: Store, start_agent: StartAgent
+) -> None:
+    user = ensure_test_user()
+    store.put("app/k", b"root-only-value")
+    store.put("shared/k", b"shared-value")
+    allow = ALLOW_ROOT + f'[[allow]]\nsecrets = ["shared/*"]\nuids = [{user.uid}]\n'
+    agent = await start_agent(allow=allow)
+    sock = str(agent.socket)
+
+    existing = await asyncio.to_thread(get_as, user, sock, "/v1/secrets/app/k")
+    missing = await asyncio.to_thread(get_as, user, sock, "/v1/secrets/app/nothing-here")
+    assert existing[0] == missing[0] == 403
+    a, b = orjson.loads(existing[1]), orjson.loads(missing[1])
+    assert a["error"]["code"] == b["error"]["code"] == "forbidden"
+    assert a["error"]["message"].replace("app/k", "N") == b["error"]["message"].replace(
+        "app/nothing-here", "N"
+    )
+    assert b"root-only-value" not in existing[1]
+
+    status, body = await asyncio.to_thread(get_as, user, sock, "/v1/secrets/shared/k")
+    assert status == 200 and orjson.loads(body)["value"] == "shared-value"
+
+    listed = await asyncio.to_thread(get_as, user, sock, "/v1/secrets")
+    assert [s["name"] for s in orjson.loads(listed[1])["secrets"]] == ["shared/k"]
+
+    lines = [orjson.loads(x) for x in agent.audit_path.read_bytes().splitlines()]
+    denies = [x for x in lines if x["event"] == "deny"]
+    assert {d["secret"] for d in denies} == {"app/k", "app/nothing-here"}
+    assert all(d["caller"]["uid"] == user.uid and d["result"] == "deny" for d in denies)
+    reads = [x for x in lines if x["event"] == "read" and x["caller"]["uid"] == user.uid]
+    assert [r["secret"] for r in reads] == ["shared/k"]
+
+    # root still reads what its rule allows; the denied probes asked no backend
+    async with agent.session() as http:
+        assert (await http.get("/v1/secrets/app/k")).status == 200
+
+
+async def test_socket_mode_keeps_others_out(store: Store, start_agent: StartAgent) -> None:
+    """With socket_mode 0600 another uid cannot even connect."""
+    user = ensure_test_user()
+    store.put("app/k", b"v")
+    agent = await start_agent(allow=ALLOW_ROOT)
+    agent.socket.chmod(0o600)
+    done = await asyncio.to_thread(run_python_as, user, CLIENT, str(agent.socket), "/v1/health")
+    assert done.returncode != 0
+    assert b"PermissionError" in done.stderr
