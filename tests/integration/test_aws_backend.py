@@ -15,6 +15,7 @@ from secretd.backends.router import Router
 from secretd.config.schema import AwsBackendConfig
 from secretd.errors import BackendAuthError, BackendNotFound, BadBackendAnswer, ConfigError
 from secretd.model import Fetched, SecretName
+from tests.fakes.fake_clock import FakeClock
 from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer
 
 pytestmark = pytest.mark.aws
@@ -35,6 +36,8 @@ def admin(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def config(url: str, **extra: Any) -> AwsBackendConfig:
+    # Listings are not reused here: each check below must see the server's state.
+    extra.setdefault("versions_max_age", "0s")
     return AwsBackendConfig(type="aws", region=REGION, endpoint_url=url, **extra)
 
 
@@ -179,6 +182,34 @@ async def test_current_versions_switches_to_filters_in_large_accounts(
     backend.api_calls.clear()
     assert await backend.current_versions(wanted) == first
     assert backend.api_calls == {"ListSecrets": 1}  # the account is known to be larger
+
+
+async def test_one_listing_answers_checks_within_max_age(moto: MotoServer, admin: Any) -> None:
+    clock = FakeClock()
+    opened = await open_backend(
+        "aws", config(moto.url, versions_max_age="60s"), max_secret_bytes=4096, clock=clock
+    )
+    try:
+        old = {f"m/{i}": admin.create_secret(Name=f"m/{i}", SecretString="v") for i in range(30)}
+        names = [N(f"m/{i}") for i in range(30)]
+        assert set(await opened.current_versions(names)) == set(names)
+        opened.api_calls.clear()
+        for start in range(0, 30, 3):  # the cache's small, jittered batches
+            clock.advance(5)
+            await opened.current_versions(names[start : start + 3])
+        assert opened.api_calls == {}  # all answered by the first listing
+        new = admin.put_secret_value(SecretId="m/7", SecretString="w")["VersionId"]
+        assert (await opened.current_versions([N("m/7")]))["m/7"] == old["m/7"]["VersionId"]
+        clock.advance(11)  # the listing is now older than 60s
+        assert (await opened.current_versions([N("m/7")]))["m/7"] == new
+        assert opened.api_calls == {"ListSecrets": 1}
+        # A direct read of the current version updates what the next check answers.
+        newer = admin.put_secret_value(SecretId="m/8", SecretString="x")["VersionId"]
+        await opened.fetch(N("m/8"))
+        assert (await opened.current_versions([N("m/8")]))["m/8"] == newer
+        assert opened.api_calls == {"ListSecrets": 1, "GetSecretValue": 1}
+    finally:
+        await opened.aclose()
 
 
 async def test_name_filters_pick_exact_names_among_prefix_matches(

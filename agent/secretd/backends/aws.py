@@ -30,8 +30,15 @@ import structlog
 from secretd.backends.aws_answers import Asked, parse_secret_value
 from secretd.backends.aws_errors import code_to_error, is_throttle, map_error
 from secretd.backends.aws_versions import VersionLister
+from secretd.clock import Clock, SystemClock
 from secretd.config.schema import AwsBackendConfig
-from secretd.errors import BackendAuthError, BackendError, BadBackendAnswer, ConfigError
+from secretd.errors import (
+    BackendAuthError,
+    BackendError,
+    BackendNotFound,
+    BadBackendAnswer,
+    ConfigError,
+)
 from secretd.model import Fetched, SecretName
 
 log = structlog.get_logger(__name__)
@@ -49,6 +56,7 @@ async def open_backend(
     *,
     max_secret_bytes: int,
     rng: random.Random | None = None,
+    clock: Clock | None = None,
 ) -> AwsBackend:
     """Create the aiobotocore client inside the running loop and wrap it."""
     try:
@@ -88,6 +96,8 @@ async def open_backend(
         max_secret_bytes=max_secret_bytes,
         rng=rng or random.Random(),  # noqa: S311 - jitter, not cryptography
         closer=stack,
+        versions_max_age=config.versions_max_age,
+        clock=clock or SystemClock(),
     )
 
 
@@ -104,6 +114,8 @@ class AwsBackend:
         max_secret_bytes: int,
         rng: random.Random,
         closer: AsyncExitStack | None = None,
+        versions_max_age: float = 60.0,
+        clock: Clock | None = None,
     ) -> None:
         self.name = name
         self._client = client
@@ -114,7 +126,13 @@ class AwsBackend:
         self._closer = closer
         self._arns: dict[SecretName, str] = {}
         self._batch_allowed = True
-        self._lister = VersionLister(self._call, backend=name, remember_arn=self._remember_arn)
+        self._lister = VersionLister(
+            self._call,
+            backend=name,
+            remember_arn=self._remember_arn,
+            max_age=versions_max_age,
+            monotonic=(clock or SystemClock()).monotonic,
+        )
         # Real HTTP requests sent, per operation (retries included): for status and benches.
         self.api_calls: collections.Counter[str] = collections.Counter()
         client.meta.events.register("before-send.secrets-manager", self._count_request)
@@ -135,10 +153,18 @@ class AwsBackend:
             # (moto) answer a stale default version after UpdateSecretVersionStage.
             params["VersionStage"] = asked.label
         where = f"aws backend {self.name!r}: secret {name!r}"
-        answer = await self._call(
-            "get_secret_value", where, version_asked=version_id is not None, **params
-        )
-        return self._parse(answer, asked)
+        try:
+            answer = await self._call(
+                "get_secret_value", where, version_asked=version_id is not None, **params
+            )
+        except BackendNotFound:
+            if version_id is None and stage is None:
+                self._lister.note(name, None)
+            raise
+        fetched = self._parse(answer, asked)
+        if fetched.version.is_current:
+            self._lister.note(name, fetched.version.version_id)
+        return fetched
 
     async def current_versions(self, names: Sequence[SecretName]) -> Mapping[SecretName, str]:
         """Current version ids via ListSecrets (absent: not found or scheduled for deletion)."""
@@ -225,9 +251,12 @@ class AwsBackend:
                 continue  # not ours to take; a missing name is reported below
             secret = SecretName(name)
             try:
-                results[secret] = self._parse(item, Asked(secret))
+                fetched = self._parse(item, Asked(secret))
             except BackendError as exc:
                 results[secret] = exc
+                continue
+            results[secret] = fetched
+            self._lister.note(secret, fetched.version.version_id)
 
     def _take_batch_errors(
         self,

@@ -2,28 +2,37 @@
 
 ListSecrets answers up to 100 secrets per call, each with its
 SecretVersionsToStages, and leaves out secrets scheduled for deletion. Two ways
-to cover N declared names with it:
+to cover the names secretd follows with it:
 
 - the whole account, 100 secrets a page: ceil(secrets in account / 100) calls;
 - a `name` filter of up to 10 names (a prefix match; exact names are picked
-  out of the answer): ceil(N / 10) calls, more when a name is the prefix of
+  out of the answer): ceil(names / 10) calls, more when a name is the prefix of
   many others.
 
-The lister remembers how many pages the whole account took and uses whichever
-is cheaper. While that is unknown it tries the whole account within the budget
-the filtered way would cost, stopping as soon as every wanted name was seen,
-and falls back to filters for the rest. A filter whose answer runs past
-MAX_FILTER_PAGES pages falls back to one DescribeSecret per missing name.
+Every answer is remembered per name with the time it was seen, and a check
+whose names were all seen within `max_age` (config `versions_max_age`) costs
+no call at all. So however the cache spreads its checks over the refresh
+interval (per-secret jitter makes many small batches), one listing answers
+every followed name for `max_age` seconds: with 1,000 secrets in the account
+that is 10 calls a minute at most, instead of one DescribeSecret per secret
+per refresh.
 
-For 1,000 declared names in an account of 1,000 secrets that is 10 calls per
-refresh instead of 1,000 DescribeSecret calls. ListSecrets is eventually
-consistent on AWS: a rotation may show up one refresh late.
+The lister remembers how many pages the whole account took and lists it
+whole when that is no dearer than filtering every followed name. While that is
+unknown it tries, within that budget, stopping as soon as every followed name
+was seen. Otherwise it filters the names that need an answer, topping the last
+filter up with the followed names seen longest ago. A filter whose answer runs
+past MAX_FILTER_PAGES falls back to DescribeSecret for the names still missing.
+
+ListSecrets is eventually consistent on AWS: a rotation may show up one
+listing late; the cache never moves a version backwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -35,6 +44,8 @@ PAGE_SIZE = 100
 FILTER_VALUES = 10
 MAX_FILTER_PAGES = 10
 MAX_ACCOUNT_PAGES = 10_000
+MAX_FOLLOWED = 100_000
+FORGET_AFTER = 3600.0  # names nobody asked about for this long are no longer followed
 
 
 class AwsCall(Protocol):
@@ -49,63 +60,125 @@ class VersionLister:
     """Current version ids for many names in as few ListSecrets calls as it can."""
 
     def __init__(
-        self, call: AwsCall, *, backend: str, remember_arn: Callable[[SecretName, str], None]
+        self,
+        call: AwsCall,
+        *,
+        backend: str,
+        remember_arn: Callable[[SecretName, str], None],
+        max_age: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._call = call
         self._backend = backend
         self._remember_arn = remember_arn
+        self._max_age = max_age
+        self._monotonic = monotonic
         self._account_pages: int | None = None  # pages the whole account took; None: unknown
+        # name -> (when seen, current version id or None for "absent"), and when last asked.
+        self._seen: dict[SecretName, tuple[float, str | None]] = {}
+        self._asked: dict[SecretName, float] = {}
 
     async def current_versions(self, names: Iterable[SecretName]) -> dict[SecretName, str]:
+        now = self._monotonic()
         wanted = set(names)
-        if not wanted:
-            return {}
-        filtered_cost = math.ceil(len(wanted) / FILTER_VALUES)
-        found: dict[SecretName, str] = {}
-        account_cheaper = self._account_pages is None or self._account_pages <= filtered_cost
-        if account_cheaper and await self._list_account(wanted, found, budget=filtered_cost):
-            return found
-        rest = sorted(wanted.difference(found))
+        for name in wanted:
+            self._asked[name] = now
+        self._forget(now)
+        stale = {name for name in wanted if not self._fresh(name, now)}
+        if stale:
+            await self._refresh(stale, now)
+        answer: dict[SecretName, str] = {}
+        for name in wanted:
+            version_id = self._seen.get(name, (0.0, None))[1]
+            if version_id is not None:
+                answer[name] = version_id
+        return answer
+
+    def note(self, name: SecretName, version_id: str | None) -> None:
+        """Remember what a direct read just saw as `name`'s current version."""
+        if name in self._asked:
+            self._seen[name] = (self._monotonic(), version_id)
+
+    def _fresh(self, name: SecretName, now: float) -> bool:
+        seen = self._seen.get(name)
+        return seen is not None and now - seen[0] <= self._max_age
+
+    def _forget(self, now: float) -> None:
+        if len(self._asked) <= MAX_FOLLOWED and len(self._seen) <= MAX_FOLLOWED:
+            old = [n for n, at in self._asked.items() if now - at > FORGET_AFTER]
+        else:
+            old = list(self._asked)  # over the cap: start afresh, answers come back
+        for name in old:
+            self._asked.pop(name, None)
+            self._seen.pop(name, None)
+
+    async def _refresh(self, stale: set[SecretName], now: float) -> None:
+        followed = set(self._asked)
+        filtered_cost = math.ceil(len(followed) / FILTER_VALUES)
+        known = self._account_pages
+        if (known is None or known <= filtered_cost) and await self._list_account(
+            followed, now, budget=filtered_cost
+        ):
+            return
+        rest = sorted(name for name in stale if not self._fresh_since(name, now))
+        rest += self._top_up(len(rest), exclude=set(rest))
         chunks = [rest[i : i + FILTER_VALUES] for i in range(0, len(rest), FILTER_VALUES)]
         async with asyncio.TaskGroup() as group:
             for chunk in chunks:
-                group.create_task(self._list_filtered(chunk, found))
-        return found
+                group.create_task(self._list_filtered(chunk, now))
 
-    async def _list_account(
-        self, wanted: set[SecretName], found: dict[SecretName, str], *, budget: int
-    ) -> bool:
+    def _fresh_since(self, name: SecretName, now: float) -> bool:
+        seen = self._seen.get(name)
+        return seen is not None and seen[0] >= now
+
+    def _top_up(self, count: int, *, exclude: set[SecretName]) -> list[SecretName]:
+        """Followed names seen longest ago, to fill the last filter to FILTER_VALUES."""
+        room = -count % FILTER_VALUES
+        if not room:
+            return []
+        candidates = [n for n in self._asked if n not in exclude]
+        candidates.sort(key=lambda n: self._seen.get(n, (0.0, None))[0])
+        return candidates[:room]
+
+    async def _list_account(self, followed: set[SecretName], now: float, *, budget: int) -> bool:
         """List the whole account within `budget` pages; True when that settled every name."""
+        found: set[SecretName] = set()
         token: str | None = None
         for pages in range(1, max(budget, 1) + 1):
-            token = await self._page(None, token, wanted, found)
+            token = await self._page(None, token, followed, found, now)
             if token is None:
                 self._account_pages = pages
+                for name in followed - found:
+                    self._seen[name] = (now, None)
                 return True
-            if wanted.issubset(found):
-                return True  # the listing's remainder cannot matter; its length stays unknown
+            if followed <= found:
+                return True  # the remainder cannot matter; the account's size stays unknown
         self._account_pages = min(budget + 1, MAX_ACCOUNT_PAGES)
         return False
 
-    async def _list_filtered(
-        self, chunk: Sequence[SecretName], found: dict[SecretName, str]
-    ) -> None:
+    async def _list_filtered(self, chunk: Sequence[SecretName], now: float) -> None:
         wanted = set(chunk)
+        found: set[SecretName] = set()
         filters = [{"Key": "name", "Values": list(chunk)}]
         token: str | None = None
         for _ in range(MAX_FILTER_PAGES):
-            token = await self._page(filters, token, wanted, found)
-            if token is None or wanted.issubset(found):
+            token = await self._page(filters, token, wanted, found, now)
+            if token is None:
+                for name in wanted - found:
+                    self._seen[name] = (now, None)
                 return
-        for name in wanted.difference(found):
-            await self._describe(name, found)
+            if wanted <= found:
+                return
+        for name in wanted - found:
+            await self._describe(name, now)
 
     async def _page(
         self,
         filters: list[dict[str, Any]] | None,
         token: str | None,
         wanted: set[SecretName],
-        found: dict[SecretName, str],
+        found: set[SecretName],
+        now: float,
     ) -> str | None:
         params: dict[str, Any] = {"MaxResults": PAGE_SIZE}
         if filters is not None:
@@ -114,27 +187,31 @@ class VersionLister:
             params["NextToken"] = token
         answer = await self._call("list_secrets", f"aws backend {self._backend!r}", **params)
         entries = answer.get("SecretList", [])
-        if not isinstance(entries, list):
-            entries = []
-        for entry in entries:
-            self._take(entry, wanted, found)
+        for entry in entries if isinstance(entries, list) else []:
+            name = self._take(entry, wanted, now)
+            if name is not None:
+                found.add(name)
         next_token = answer.get("NextToken")
         return next_token if isinstance(next_token, str) and next_token else None
 
-    async def _describe(self, name: SecretName, found: dict[SecretName, str]) -> None:
+    async def _describe(self, name: SecretName, now: float) -> None:
         where = f"aws backend {self._backend!r}: secret {name!r}"
         try:
             answer = await self._call("describe_secret", where, SecretId=name)
         except BackendNotFound:
+            self._seen[name] = (now, None)
             return
-        self._take(answer, {name}, found)
+        if self._take(answer, {name}, now) is None:
+            self._seen[name] = (now, None)  # deleted, or no current version
 
-    def _take(self, entry: object, wanted: set[SecretName], found: dict[SecretName, str]) -> None:
+    def _take(self, entry: object, wanted: set[SecretName], now: float) -> SecretName | None:
         current = current_version_of(entry, backend=self._backend)
         if current is None:
-            return
+            return None
         name, version_id, arn = current
-        if name in wanted:
-            found[name] = version_id
-            if arn is not None:
-                self._remember_arn(name, arn)
+        if name not in wanted:
+            return None
+        self._seen[name] = (now, version_id)
+        if arn is not None:
+            self._remember_arn(name, arn)
+        return name

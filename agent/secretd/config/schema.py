@@ -118,6 +118,9 @@ class AwsBackendConfig(BackendBase):
     endpoint_url: str | None = None
     profile: str | None = None
     max_concurrency: int = Field(8, ge=1, le=256)
+    # How old a bulk ListSecrets answer may be when it is reused for a version
+    # check (0 = never reuse): one listing answers every declared secret's check.
+    versions_max_age: Duration = 60.0
 
 
 BackendConfig = Annotated[
