@@ -1,14 +1,24 @@
 """The canary: a known secret value must never appear where values do not belong.
 
-Component level (always runs): the log pipeline at debug level in both
-formats, error messages, the audit writer and the metrics exposition, each fed
-the canary the ways a careless caller might.
+Component level: the log pipeline at debug level in both formats, error
+messages, the audit writer and the metrics exposition, each fed the canary the
+ways a careless caller might.
+
+End to end: a real `secretd agent` (debug logs, audit on) serves a store
+holding the canary; the test drives reads, fields, raw, errors, denials (a
+second uid), listing, refresh, rotation with a long-poll, a tampered record,
+health, metrics, `secretd status`/`get`/`store`, and SIGTERM, then searches
+every output that must not carry a value for the value, its base64 and hex.
+Positive controls show the value *is* found where it belongs.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import importlib.util
 import io
+import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +32,8 @@ from secretd.errors import InvalidName, InvalidRequest, SecretdError
 from secretd.logs import configure_logging
 from secretd.metrics import Metrics
 from secretd.model import Caller, SecretName, SecretValue
+from tests.fakes.canary_agent import AgentProcess, running_agent
+from tests.fakes.second_user import can_switch_users, ensure_test_user
 
 CANARY = "CANARY-d41f6c0e-9b7a-4e1b-a2f3-5c8d7e6f0a1b"
 CANARY_JSON = orjson.dumps({"password": CANARY, "user": "app"}).decode()
@@ -127,3 +139,180 @@ def test_metrics_carry_no_value_or_unpinned_name() -> None:
     metrics.render(CANARY, CANARY)
     metrics.set_secret_ages([Entry()])
     assert leaks(metrics.exposition()) == []
+
+
+# --- end to end: a real agent process ----------------------------------------
+
+CANARY2 = "CANARY2-6a0e2f71-rotated-3d9c"
+PASTED = "PASTED-0c7b5e2a-not-a-name"
+CANARY_PLAIN_B64 = base64.b64encode(b"\xff\xfe" + CANARY.encode()).decode()
+ROTATED_JSON = orjson.dumps({"password": CANARY2, "user": "app"}).decode()
+
+AGENT_CONFIG = """
+[agent]
+socket = "$root/s.sock"
+socket_mode = "0666"
+log_level = "debug"
+log_format = "json"
+audit_log = "$root/audit.jsonl"
+
+[backends.local]
+type = "file"
+path = "$store"
+key_file = "$key"
+
+[[secret]]
+name = "db/app"
+
+[[allow]]
+secrets = ["db/*", "canary/*"]
+uids = [0]
+
+[[template]]
+contents = "password={{ secret('db/app', field='password') }}\\n"
+destination = "$root/app.conf"
+
+[[template]]
+contents = "{{ secret('db/app', field='no-such-field') }}"
+destination = "$root/broken.conf"
+"""
+
+needs_agent = pytest.mark.skipif(
+    importlib.util.find_spec("secretd.app") is None, reason="the agent is not built yet"
+)
+
+
+def every_leak(text: str | bytes) -> list[str]:
+    """`leaks` for the first value, the rotated one, and a value pasted as a name."""
+    data = text.encode() if isinstance(text, str) else text
+    found = leaks(data)
+    for label, secret in (("rotated", CANARY2), ("pasted", PASTED)):
+        for form in (secret.encode(), base64.b64encode(secret.encode())):
+            if form in data:
+                found.append(label)
+    if CANARY_PLAIN_B64.encode() in data:
+        found.append("binary-base64")
+    if base64.b64encode(ROTATED_JSON.encode()) in data:
+        found.append("rotated-json-base64")
+    return found
+
+
+def reads_that_hand_out_values(agent: AgentProcess) -> str:
+    """Positive controls: where the value belongs, it is there. Returns the old version."""
+    doc = orjson.loads(agent.request("/v1/secrets/db/app").body)
+    assert CANARY in doc["value"]
+    assert orjson.loads(agent.request("/v1/secrets/db/app?field=password").body)["value"] == CANARY
+    assert agent.request("/v1/secrets/db/app?field=password&format=raw").body == CANARY.encode()
+    assert agent.request("/v1/secrets/canary/plain?format=raw").body == CANARY.encode()
+    binary_body = agent.request("/v1/secrets/canary/binary").body
+    assert orjson.loads(binary_body)["value_b64"] == CANARY_PLAIN_B64
+    assert every_leak(binary_body) == ["binary-base64"]  # the detector sees encoded forms
+    aws = orjson.loads(agent.request("/secretsmanager/get?secretId=db/app").body)
+    assert CANARY in aws["SecretString"]
+    got = agent.cli("get", "db/app", "--field", "password")
+    assert got.stdout.strip() == CANARY.encode(), got.stderr
+    refreshed = agent.request("/v1/secrets/db/app?refresh=true")
+    assert CANARY.encode() in refreshed.body
+    return str(doc["version_id"])
+
+
+def outputs_without_values(agent: AgentProcess) -> list[tuple[str, bytes]]:
+    """Every answer that must not carry a value: errors, lists, health, metrics."""
+    paths = [
+        "/v1/secrets/db/app?field=no-such-field",
+        "/v1/secrets/canary/plain?field=password",
+        "/v1/secrets/canary/binary?field=password",
+        "/v1/secrets/db/missing",
+        "/v1/secrets/db/app?bogus=1",
+        "/v1/secrets/db/app?field=password&field=user",
+        "/v1/secrets/db/app?version=no-such-version",
+        "/v1/secrets/db/app?stage=pending",
+        "/v1/secrets/db/app?wait=forever&index=x",
+        f"/v1/secrets/db/{PASTED}!",
+        f"/v1/secrets/{PASTED}/..",
+        "/v1/secrets?prefix=",
+        "/v1/secrets?prefix=db/",
+        "/v1/health",
+        "/metrics",
+        "/secretsmanager/get?secretId=db/missing",
+        "/secretsmanager/get?secretId=db/app&versionStage=AWSPENDING",
+        f"/secretsmanager/get?secretId={PASTED}!",
+    ]
+    out = [(path, agent.request(path).body) for path in paths]
+    out.append(("POST", agent.request("/v1/secrets/db/app", method="POST").body))
+    for args in (
+        ("status",),
+        ("status", "--json"),
+        ("get", "db/app", "--field", "no-such-field"),
+        ("get", "db/missing"),
+        ("store", "list", str(agent.store)),
+        ("store", "history", str(agent.store), "db/app", "--key", str(agent.key)),
+    ):
+        done = agent.cli(*args)
+        out.append((" ".join(args), done.stdout + done.stderr))
+    return out
+
+
+def denied_outputs(agent: AgentProcess) -> list[tuple[str, bytes]]:
+    """A second uid is refused, identically for existing and missing names."""
+    user = ensure_test_user()
+    existing = agent.request_as(user, "/v1/secrets/db/app")
+    missing = agent.request_as(user, "/v1/secrets/db/missing")
+    assert existing.status == missing.status == 403
+    assert existing.body == missing.body.replace(b"db/missing", b"db/app")
+    listing = agent.request_as(user, "/v1/secrets?prefix=")
+    aws = agent.request_as(user, "/secretsmanager/get?secretId=db/app")
+    assert aws.status >= 400
+    return [
+        ("deny existing", existing.body),
+        ("deny missing", missing.body),
+        ("deny list", listing.body),
+        ("deny aws", aws.body),
+    ]
+
+
+def rotate_and_tamper(agent: AgentProcess, old_version: str) -> list[tuple[str, bytes]]:
+    """Rotation reaches a long-poll; a tampered record errors without a value."""
+    agent.put("db/app", ROTATED_JSON.encode())
+    polled = orjson.loads(agent.request(f"/v1/secrets/db/app?wait=10s&index={old_version}").body)
+    assert CANARY2 in polled["value"]
+    previous = orjson.loads(agent.request("/v1/secrets/db/app?stage=previous").body)
+    assert CANARY in previous["value"]
+    record = agent.store / "secrets" / (hashlib.sha256(b"canary/tamper").hexdigest() + ".secret")
+    document = orjson.loads(record.read_bytes())
+    blob = document["versions"][0]["ciphertext"]
+    document["versions"][0]["ciphertext"] = ("A" if blob[0] != "A" else "B") + blob[1:]
+    staged = record.with_suffix(".tmp")
+    staged.write_bytes(orjson.dumps(document))
+    os.replace(staged, record)
+    tampered = agent.request("/v1/secrets/canary/tamper?refresh=true")
+    return [("tampered", tampered.body)]
+
+
+@needs_agent
+@pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+def test_no_value_reaches_logs_audit_metrics_errors_health_or_status() -> None:
+    values = [
+        ("db/app", CANARY_JSON.encode()),
+        ("canary/plain", CANARY.encode()),
+        ("canary/binary", b"\xff\xfe" + CANARY.encode()),
+        ("canary/tamper", CANARY.encode()),
+    ]
+    with running_agent(AGENT_CONFIG, values) as agent:
+        assert CANARY.encode() in (agent.root / "app.conf").read_bytes()  # rendered on purpose
+        old_version = reads_that_hand_out_values(agent)
+        outputs = outputs_without_values(agent)
+        outputs += denied_outputs(agent)
+        outputs += rotate_and_tamper(agent, old_version)
+        outputs += outputs_without_values(agent)  # health/status/metrics after rotation
+        assert agent.stop() == 0
+        logs = agent.logs()
+        outputs.append(("agent log", logs))
+        outputs.append(("audit", agent.audit_path.read_bytes()))
+        audit = [orjson.loads(line) for line in agent.audit_path.read_bytes().splitlines()]
+    assert b'"level": "debug"' in logs, "debug logging was not on"
+    assert {"read", "deny", "refresh"} <= {line["event"] for line in audit}
+    denier = ensure_test_user().uid
+    assert any(ln["event"] == "deny" and ln["caller"]["uid"] == denier for ln in audit)
+    found = {label: every_leak(body) for label, body in outputs if every_leak(body)}
+    assert found == {}
