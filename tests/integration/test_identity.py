@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import uvloop
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from secretd.access.identity import (
     effective_ids_from_status,
@@ -287,3 +290,44 @@ def test_effective_ids_from_status() -> None:
     assert effective_ids_from_status(text) == (1001, 51)
     assert effective_ids_from_status("Uid:\t1\t1\t1\t1\n") is None
     assert effective_ids_from_status("Uid:\tx\ty\nGid:\t1\t1\n") is None
+
+
+_cgroup_part = st.one_of(
+    st.sampled_from(
+        [
+            "system.slice",
+            "user.slice",
+            "user-1000.slice",
+            "user@1000.service",
+            "app.service",
+            "x.scope",
+            "init.scope",
+            "app.slice",
+            "a b",
+            "..",
+            "",
+            "x.service (deleted)",
+        ]
+    ),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=12),
+)
+_cgroup_line = st.tuples(
+    st.sampled_from(["0", "1", "12"]),
+    st.sampled_from(["", "name=systemd", "memory", "pids"]),
+    st.lists(_cgroup_part, max_size=6).map(lambda parts: "/" + "/".join(parts)),
+).map(":".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(_cgroup_line, max_size=6), junk=st.text(max_size=40))
+def test_unit_parser_never_fails_and_answers_a_unit_or_none(lines: list[str], junk: str) -> None:
+    unit = unit_from_cgroup("\n".join([*lines, junk]))
+    if unit is not None:
+        parts = unit.split("/")
+        assert 1 <= len(parts) <= 2
+        assert all(
+            re.fullmatch(r"[A-Za-z0-9:_.\\@-]+\.(service|scope|socket|mount|swap)", p)
+            for p in parts
+        )
+        if len(parts) == 2:
+            assert re.fullmatch(r"user@[0-9]+\.service", parts[0])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -281,3 +283,31 @@ def _drain(fd: int) -> bytes:
             break
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+WRITER = """
+import sys
+from secretd.audit import AuditLog
+from secretd.model import Caller
+log = AuditLog.open(sys.argv[1])
+me = int(sys.argv[2])
+who = Caller(uid=me, gid=me, pid=me)
+for i in range(int(sys.argv[3])):
+    log.record("read", secret=f"w{me}/s{i}", version_id="v" * 300, caller=who, result="ok")
+log.close()
+"""
+
+
+def test_concurrent_writer_processes_never_interleave_lines(audit_path: Path) -> None:
+    writers, per_writer = 4, 300
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(audit_path), str(n), str(per_writer)])
+        for n in range(writers)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=60) == 0
+    parsed = lines(audit_path)  # every line is whole JSON
+    assert len(parsed) == writers * per_writer
+    for n in range(writers):
+        mine = [ln["secret"] for ln in parsed if ln["caller"]["uid"] == n]  # type: ignore[index]
+        assert mine == [f"w{n}/s{i}" for i in range(per_writer)]  # in order per writer
