@@ -27,7 +27,7 @@ import socket
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import structlog
 from aiohttp import web
@@ -248,9 +248,9 @@ class _Refuse(asyncio.Protocol):
     first, for at most `REFUSE_LINGER` seconds."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.write(_REFUSAL)
+        # uvloop's transports do not inherit from asyncio.Transport; same interface.
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.write(_REFUSAL)
         self._timer = asyncio.get_running_loop().call_later(REFUSE_LINGER, transport.close)
 
     def data_received(self, data: bytes) -> None:
