@@ -223,3 +223,28 @@ async def test_a_failed_pin_loaded_by_a_read_is_still_announced() -> None:
         rig.clock.advance(5)
         await rig.cache.read(DB)
         assert sub.drain() == [Changed(DB, "1")]
+
+
+async def test_a_flood_of_change_events_costs_a_handful_of_fetches() -> None:
+    rig = make_rig()
+    rig.backend.put(DB, "one")
+    await rig.cache.read(DB)
+    refresher = rig.refresher()
+    watch = asyncio.create_task(refresher.watch_forever("memory", rig.backend))
+    try:
+        await rig.clock.settle()
+        rig.backend.hold()
+        rig.backend.put(DB, "two")
+        for _ in range(1000):
+            rig.backend.notify(DB)
+        for _ in range(200):  # bounded: let the watch loop drain the burst
+            await rig.clock.settle()
+            rig.backend.release()
+            rig.backend.hold()
+        rig.backend.release()
+        await rig.clock.settle()
+    finally:
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+    assert (await rig.cache.read(DB)).version.value.reveal() == b"two"
+    assert rig.backend.fetches[DB] <= 10  # the first load plus a few, not 1000

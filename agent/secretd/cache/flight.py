@@ -35,15 +35,11 @@ class SingleFlight(Generic[T]):
             task.add_done_callback(lambda done: self._finished(key, done))
         return await asyncio.shield(task)
 
-    async def run_fresh(self, key: Hashable, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        """Like `run`, but never joins a call that started before this request:
-        if one is in flight it is waited out first (a change event must not be
-        answered by a fetch that began before the change). Requests arriving
-        during that wait still share the one call that follows it."""
+    async def wait_idle(self, key: Hashable) -> None:
+        """Wait until no call for `key` is in flight (its outcome is ignored)."""
         earlier = self._tasks.get(key)
         if earlier is not None and not earlier.done():
             await asyncio.wait([earlier])
-        return await self.run(key, call)
 
     def _finished(self, key: Hashable, task: asyncio.Task[T]) -> None:
         if self._tasks.get(key) is task:

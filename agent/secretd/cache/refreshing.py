@@ -73,6 +73,7 @@ class RefreshingCache:
         self._other_flights: SingleFlight[tuple[str, Version]] = SingleFlight()
         self._pinned: set[SecretName] = set()
         self._pending: dict[SecretName, PendingPin] = {}
+        self._awaiting_fetch: set[SecretName] = set()  # change events waiting to fetch
 
     # -- loading and applying ---------------------------------------------------
 
@@ -290,9 +291,19 @@ class RefreshingCache:
             return
         self._negative.discard(name)
         self._others.forget(name)
-        if name in self._table or name in self._pinned:
-            with contextlib.suppress(SecretdError):  # recorded by _failed / _gone
-                await self._flights.run_fresh(name, lambda: self._fetch_current(name, True))
+        if name not in self._table and name not in self._pinned:
+            return  # not held: the next read loads it
+        if name in self._awaiting_fetch:
+            return  # a fetch that starts after this event is already promised
+        # A fetch already under way may have read the secret before this change:
+        # let it finish, then fetch again. Events arriving meanwhile share that fetch.
+        self._awaiting_fetch.add(name)
+        try:
+            await self._flights.wait_idle(name)
+        finally:
+            self._awaiting_fetch.discard(name)
+        with contextlib.suppress(SecretdError):  # recorded by _failed / _gone
+            await self._load(name, announce_new=True)
 
     def evict_idle(self) -> int:
         """Drop unpinned entries nobody read for `idle_evict`; how many went."""
