@@ -9,8 +9,14 @@ as them with `setpriv --reuid --regid --clear-groups` (or explicit groups).
     proc = run_python_as(user, "import os; print(os.getuid())")
     argv = as_user(user, ["curl", "--unix-socket", sock, url])   # for asyncio/Popen
 
-Systemd units cannot be faked without systemd; the unit-from-cgroup parser is a
-pure function (`secretd.access.identity.unit_from_cgroup`) tested on texts.
+Where the host mounts a writable systemd cgroup hierarchy (cgroup v1/hybrid
+`name=systemd`, or a cgroup2 root), `unit_cgroup` puts a command inside a
+systemd-looking unit cgroup such as `system.slice/app.service`, so the unit
+read from `/proc/PID/cgroup` is real; without one, the parser
+(`secretd.access.identity.unit_from_cgroup`) is still tested on sample texts.
+
+    with unit_cgroup("system.slice/app.service") as enter:
+        proc = subprocess.Popen([*enter, *as_user(user, argv)])
 """
 
 from __future__ import annotations
@@ -22,13 +28,16 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 TEST_USER = "secretd-test"
 OTHER_USER = "secretd-test2"
 TEST_GROUP = "secretd-testgrp"  # a supplementary group neither user is in by default
 _RETRIES = 20
+_SYSTEMD_HIERARCHIES = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,3 +164,43 @@ def _child_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+def systemd_cgroup_root() -> Path | None:
+    """The cgroup hierarchy systemd-style units live in, when we may write it."""
+    if os.geteuid() != 0:
+        return None
+    for root in _SYSTEMD_HIERARCHIES:
+        if (root / "cgroup.procs").exists() and os.access(root, os.W_OK):
+            return root
+    return None
+
+
+@contextmanager
+def unit_cgroup(path: str) -> Iterator[list[str]]:
+    """A cgroup at `path` (e.g. "system.slice/app.service") under the systemd
+    hierarchy; yields an argv prefix that moves the command into it before it
+    execs. The leaf is removed afterwards (once its processes are gone)."""
+    root = systemd_cgroup_root()
+    if root is None:
+        raise RuntimeError("no writable systemd cgroup hierarchy on this host")
+    leaf = root / path
+    created = [d for d in (leaf, *leaf.parents) if d.is_relative_to(root) and not d.exists()]
+    leaf.mkdir(parents=True, exist_ok=True)
+    procs = leaf / "cgroup.procs"
+    try:
+        yield ["sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh"]
+    finally:
+        for directory in created:  # deepest first; only what we made
+            _remove_cgroup(directory)
+
+
+def _remove_cgroup(directory: Path) -> None:
+    for _ in range(_RETRIES):
+        try:
+            directory.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)  # a just-killed process may linger for a moment

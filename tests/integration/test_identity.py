@@ -27,10 +27,13 @@ from secretd.access.identity import (
 )
 from secretd.model import Caller
 from tests.fakes.second_user import (
+    as_user,
     can_switch_users,
     ensure_group,
     ensure_test_user,
     spawn_as,
+    systemd_cgroup_root,
+    unit_cgroup,
 )
 
 needs_root = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
@@ -182,6 +185,44 @@ def test_identity_through_uvloops_transport_socket() -> None:
         shutil.rmtree(directory, ignore_errors=True)
     assert (caller.uid, caller.gid) == (user.uid, user.gid)
     assert caller.pid is not None and caller.pid > 0
+
+
+needs_cgroup = pytest.mark.skipif(
+    not can_switch_users() or systemd_cgroup_root() is None,
+    reason="needs root, setpriv and a writable systemd cgroup hierarchy",
+)
+
+
+@needs_cgroup
+@pytest.mark.parametrize(
+    ("cgroup", "expected"),
+    [
+        ("system.slice/{unit}", "{unit}"),
+        ("system.slice/{unit}/worker", "{unit}"),  # a delegated subgroup
+        (
+            "user.slice/user-{uid}.slice/user@{uid}.service/app.slice/{unit}",
+            "user@{uid}.service/{unit}",
+        ),
+    ],
+)
+def test_unit_of_a_real_process_in_a_unit_cgroup(
+    server: tuple[socket.socket, str], cgroup: str, expected: str
+) -> None:
+    listener, path = server
+    user = ensure_test_user()
+    names = {"unit": f"secretd-test-{os.getpid()}.service", "uid": str(user.uid)}
+    with unit_cgroup(cgroup.format(**names)) as enter:
+        argv = [*enter, *as_user(user, [sys.executable, "-c", CLIENT, path])]
+        proc = subprocess.Popen(argv, env={"PATH": os.environ["PATH"]})
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                caller = peer_caller(conn)
+                conn.sendall(b"x")
+        finally:
+            _stop(proc)
+    assert caller.unit == expected.format(**names)
+    assert (caller.uid, caller.pid) == (user.uid, proc.pid)
 
 
 def test_unit_is_read_from_the_peers_cgroup_file(tmp_path: Path) -> None:
