@@ -1,0 +1,111 @@
+"""Start, stop and the socket's life: clean SIGTERM, a live agent's socket is never
+stolen, a dead agent's is replaced; `secretd check` exit codes and summary."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+from tests.e2e.agent_proc import BIN, AgentProcess, Store, config_text
+from tests.e2e.conftest import ALLOW_ROOT, StartAgent
+
+
+async def test_sigterm_stops_within_5s_and_removes_the_socket(
+    store: Store, start_agent: StartAgent
+) -> None:
+    vid = store.put("app/k", b"v")
+    agent = await start_agent()
+    async with agent.session() as http:
+        # a parked long-poll must not hold the stop up
+        poll = asyncio.create_task(
+            http.get("/v1/secrets/app/k", params={"wait": "5m", "index": vid})
+        )
+        await asyncio.sleep(0.2)
+        took = await asyncio.to_thread(agent.stop)
+        poll.cancel()
+    assert agent.proc is not None and agent.proc.returncode == 0
+    assert took < 5.0
+    assert not agent.socket.exists()
+    assert "agent.stopping" in agent.log()
+
+
+async def test_a_live_agents_socket_is_never_stolen(
+    workdir: Path, store: Store, start_agent: StartAgent
+) -> None:
+    store.put("app/k", b"v")
+    first = await start_agent()
+    inode = os.lstat(first.socket).st_ino
+    second = subprocess.run(
+        [str(BIN), "agent", "-c", str(first.config)], capture_output=True, timeout=30, check=False
+    )
+    assert second.returncode == 1
+    assert b"another agent is serving" in second.stderr
+    assert b"Traceback" not in second.stderr
+    assert os.lstat(first.socket).st_ino == inode
+    async with first.session() as http:
+        assert (await http.get("/v1/secrets/app/k")).status == 200
+
+
+async def test_a_dead_agents_socket_is_replaced(workdir: Path, store: Store) -> None:
+    store.put("app/k", b"v")
+    config = workdir / "secretd.toml"
+    config.write_text(config_text(workdir, store, allow=ALLOW_ROOT))
+    config.chmod(0o600)
+    crashed = AgentProcess(workdir, config)
+    crashed.start()
+    await crashed.wait_ready()
+    crashed.kill()  # SIGKILL: the socket file stays behind
+    assert crashed.socket.exists()
+    again = AgentProcess(workdir, config)
+    try:
+        again.start()
+        await again.wait_ready()
+        async with again.session() as http:
+            assert (await http.get("/v1/secrets/app/k")).status == 200
+    finally:
+        again.stop()
+
+
+def check(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN), "check", "-c", str(config)], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_check_prints_a_summary(workdir: Path, store: Store) -> None:
+    config = workdir / "ok.toml"
+    config.write_text(config_text(workdir, store, allow=ALLOW_ROOT, declared=("app/k",)))
+    config.chmod(0o600)
+    done = check(config)
+    assert done.returncode == 0, done.stderr
+    assert "backend    local: file" in done.stdout
+    assert "1 declared: app/k" in done.stdout
+    assert "app/**, demo/* to uids 0" in done.stdout
+
+
+def test_check_exits_2_naming_the_fault(workdir: Path, store: Store) -> None:
+    good = config_text(workdir, store, allow=ALLOW_ROOT)
+    cases = {
+        "unknown key": good.replace("[limits]\n", "[limits]\nmax_conections = 5\n"),
+        "bad duration": good.replace('idle_timeout = "2s"', 'idle_timeout = "soon"'),
+        "bad template": good
+        + '\n[[template]]\ncontents = "{{ secret(\'app/k\') "\ndestination = "/tmp/x.conf"\n',
+        "missing store": good.replace(str(store.root), str(workdir / "nowhere")),
+    }
+    for label, text in cases.items():
+        config = workdir / "bad.toml"
+        config.write_text(text)
+        config.chmod(0o600)
+        done = check(config)
+        assert done.returncode == 2, (label, done.stdout, done.stderr)
+        assert done.stderr.startswith("secretd: "), label
+        assert "Traceback" not in done.stderr, label
+    store.key.chmod(0o644)
+    config = workdir / "loose-key.toml"
+    config.write_text(good)
+    config.chmod(0o600)
+    done = check(config)
+    assert done.returncode == 2
+    assert str(store.key) in done.stderr
