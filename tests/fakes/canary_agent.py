@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-from tests.fakes.second_user import TestUser, run_python_as
+from tests.fakes.second_user import TestUser, as_user
 
 SECRETD = str(Path(sys.executable).with_name("secretd"))
 READY_TIMEOUT = 30.0
@@ -89,8 +89,29 @@ class AgentProcess:
         finally:
             conn.close()
 
-    def request_as(self, user: TestUser, path: str, method: str = "GET") -> Response:
-        done = run_python_as(user, _REQUEST_AS, str(self.socket_path), method, path)
+    def request_as(
+        self,
+        user: TestUser,
+        path: str,
+        method: str = "GET",
+        *,
+        groups: Sequence[int] = (),
+        enter: Sequence[str] = (),
+    ) -> Response:
+        """The request made by a process running as `user` with supplementary
+        `groups`; `enter` is an argv prefix such as `unit_cgroup`'s."""
+        argv = as_user(
+            user,
+            [sys.executable, "-c", _REQUEST_AS, str(self.socket_path), method, path],
+            groups=groups,
+        )
+        done = subprocess.run(
+            [*enter, *argv],
+            capture_output=True,
+            timeout=30,
+            check=False,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+        )
         if done.returncode != 0:
             raise AssertionError(f"request as {user.name} failed: {done.stderr.decode()}")
         answer = json.loads(done.stdout)
