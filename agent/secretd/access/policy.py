@@ -175,7 +175,7 @@ class Policy:
         """Whether some rule lets `caller` read `name`."""
         if not _valid(name):
             return False
-        return any(rule.covers(name) and rule.admits(caller) for rule in self._rules)
+        return any(rule.admits(caller) and rule.covers(name) for rule in self._rules)
 
     def readable_filter(self, caller: Caller) -> Callable[[SecretName], bool]:
         """A fast predicate for listing: the caller's rules are picked once."""
