@@ -81,6 +81,7 @@ async def test_config_keys_override_and_extend_the_recorded_key(
     store_dir: Path, tmp_path: Path, seeder: StoreSeeder
 ) -> None:
     await seeder.put(NAME, b"sealed with the first key")
+    first_key = store_dir.with_name("store.key").rename(tmp_path / "first.key")
     other_root = tmp_path / "other"
     other_key = init_store(other_root)
     config = FileBackendConfig(type="file", path=store_dir, key_file=other_key)
@@ -92,7 +93,7 @@ async def test_config_keys_override_and_extend_the_recorded_key(
         type="file",
         path=store_dir,
         key_file=other_key,
-        old_key_files=(store_dir.with_name("store.key"),),
+        old_key_files=(first_key,),
     )
     both = await open_backend("l", config, max_secret_bytes=1024)
     assert (await both.fetch(NAME)).version.value.reveal() == b"sealed with the first key"
@@ -265,3 +266,40 @@ async def test_watch_survives_a_tampered_write_and_reports_the_name(
         await _wait_for(seen, NAME)
         await seeder.put("after", b"v")
         await _wait_for(seen, "after")
+
+
+async def test_a_running_backend_learns_the_key_of_a_rekey(
+    backend: FileBackend, seeder: StoreSeeder, store_dir: Path, tmp_path: Path
+) -> None:
+    await seeder.put(NAME, b"survives rekey")
+    assert (await backend.fetch(NAME)).version.value.reveal() == b"survives rekey"
+    proc = await asyncio.create_subprocess_exec(
+        str(SECRETD),
+        "store",
+        "rekey",
+        str(store_dir),
+        "--key",
+        str(tmp_path / "new.key"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    store_dir.with_name("store.key").unlink()  # the old key is gone for good
+    await asyncio.sleep(1.1)  # key learning is throttled to once a second
+    fetched = await backend.fetch(NAME)
+    assert fetched.version.value.reveal() == b"survives rekey"
+    assert list(await backend.current_versions([NAME])) == [NAME]
+
+
+async def test_unknown_key_ids_are_still_refused_after_learning(
+    backend: FileBackend, store_dir: Path, tmp_path: Path
+) -> None:
+    other_root = tmp_path / "other"
+    init_store(other_root)
+    foreign = StoreSeeder(other_root)
+    await foreign.put(NAME, b"sealed elsewhere")
+    target = FileStore(store_dir).layout.record_path(NAME)
+    target.write_bytes(FileStore(other_root).layout.record_path(NAME).read_bytes())
+    with pytest.raises(BadBackendAnswer, match="key id"):
+        await backend.fetch(NAME)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import stat
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -36,6 +38,7 @@ from secretd.errors import (
     NotFound,
     StoreError,
     TooLarge,
+    UnknownKeyId,
 )
 from secretd.model import CURRENT, Fetched, SecretName
 from secretd.store.keyfile import Keyring
@@ -45,6 +48,7 @@ log = structlog.get_logger(__name__)
 
 _StatKey = tuple[int, int, int]
 _T = TypeVar("_T")
+_LEARN_INTERVAL = 1.0  # seconds between re-reads of store.json for new keys
 
 
 async def open_backend(
@@ -91,6 +95,9 @@ class FileBackend:
         self._stop = asyncio.Event()
         self._generations: dict[SecretName, int] = {}
         self._index: dict[str, tuple[_StatKey, SecretName]] = {}  # file name -> name
+        self._index_lock = threading.Lock()  # the index is updated from worker threads
+        self._key_lock = threading.Lock()
+        self._keys_learnt_at = -_LEARN_INTERVAL
 
     @contextlib.contextmanager
     def _mapped(self, what: str) -> Iterator[None]:
@@ -129,13 +136,49 @@ class FileBackend:
             )
             return Fetched(name, version), generation
 
-        fetched, generation = await self._call(f"reading secret {name!r}", read)
+        fetched, generation = await self._call(f"reading {name!r}", self._learning(read))
         if generation < self._generations.get(name, 0):
             # A reader that opened the file just before a rename can see the older
             # one: read again before calling it a rollback.
-            fetched, generation = await self._call(f"reading secret {name!r}", read)
+            fetched, generation = await self._call(f"reading {name!r}", self._learning(read))
         self._note_generation(name, generation)
         return fetched
+
+    def _learning(self, read: Callable[[], _T]) -> Callable[[], _T]:
+        """`read`, retried once after learning new keys when a record names an
+        unknown key id: after `secretd store rekey`, store.json names the new key,
+        and the running agent picks it up without a restart."""
+
+        def attempt() -> _T:
+            try:
+                return read()
+            except UnknownKeyId:
+                try:
+                    learnt = self._learn_keys()
+                except StoreError as exc:
+                    log.warning("store.keys_unreadable", backend=self.name, error=exc.message)
+                    learnt = False
+                if not learnt:
+                    raise
+                return read()
+
+        return attempt
+
+    def _learn_keys(self) -> bool:
+        """Add the keys store.json names; at most once a second. True if any was new."""
+        with self._key_lock:
+            now = time.monotonic()
+            if now - self._keys_learnt_at < _LEARN_INTERVAL:
+                return False
+            self._keys_learnt_at = now
+            learnt = False
+            for key in self._store.recorded_keys():
+                if self._keyring.add(key):
+                    learnt = True
+                    log.info("store.key_learnt", backend=self.name, key_id=key.key_id)
+                else:
+                    key.wipe()
+            return learnt
 
     def _note_generation(self, name: SecretName, generation: int) -> None:
         seen = self._generations.get(name, 0)
@@ -157,7 +200,7 @@ class FileBackend:
                     found[name] = (record.stages[CURRENT], record.generation)
             return found
 
-        found = await self._call("reading current versions", read)
+        found = await self._call("reading current versions", self._learning(read))
         for name, (_vid, generation) in found.items():
             self._note_generation(name, generation)
         return {name: vid for name, (vid, _generation) in found.items()}
@@ -168,30 +211,33 @@ class FileBackend:
 
     def _scan(self) -> list[SecretName]:
         """Every readable record's name, reading only files that changed since last time."""
-        seen: dict[str, tuple[_StatKey, SecretName]] = {}
+        fresh: dict[str, tuple[_StatKey, SecretName]] = {}
         for path in self._store.layout.record_files():
-            name = self._name_of(path)
-            if name is not None:
-                seen[path.name] = self._index[path.name]
-        self._index = seen
-        return [name for _key, name in seen.values()]
+            entry = self._index_entry(path)
+            if entry is not None:
+                fresh[path.name] = entry
+        with self._index_lock:
+            self._index = fresh
+        return [name for _key, name in fresh.values()]
 
-    def _name_of(self, path: Path) -> SecretName | None:
+    def _index_entry(self, path: Path) -> tuple[_StatKey, SecretName] | None:
+        """(stat key, name) of a record file; a damaged file keeps its last known name."""
+        with self._index_lock:
+            cached = self._index.get(path.name)
         try:
             st = path.stat(follow_symlinks=False)
             key = (st.st_ino, st.st_mtime_ns, st.st_size)
-            cached = self._index.get(path.name)
             if cached is not None and cached[0] == key:
-                return cached[1]
-            name = self._store.name_of(path)
+                return cached
+            entry = (key, self._store.name_of(path))
         except FileNotFoundError:
             return None
         except (StoreError, OSError) as exc:
             log.warning("store.record_skipped", backend=self.name, path=str(path), error=str(exc))
-            cached = self._index.get(path.name)
-            return cached[1] if cached is not None else None
-        self._index[path.name] = (key, name)
-        return name
+            return cached
+        with self._index_lock:
+            self._index[path.name] = entry
+        return entry
 
     async def changes(self) -> AsyncIterator[SecretName]:
         """Yield the name of every record that was written, replaced or removed."""
@@ -207,9 +253,11 @@ class FileBackend:
 
     def _changed_name(self, path: Path, deleted: bool) -> SecretName | None:
         if deleted:
-            cached = self._index.pop(path.name, None)
-            return cached[1] if cached is not None else None
-        return self._name_of(path)
+            with self._index_lock:
+                cached = self._index.pop(path.name, None)
+        else:
+            cached = self._index_entry(path)
+        return cached[1] if cached is not None else None
 
     async def aclose(self) -> None:
         """Stop watchers and wipe the keys. Idempotent."""

@@ -179,6 +179,13 @@ class Keyring:
             )
         return key
 
+    def add(self, key: StoreKey) -> bool:
+        """Add a decrypt-only key; False (and nothing changes) if its id is known."""
+        if key.key_id in self._by_id:
+            return False
+        self._by_id[key.key_id] = key
+        return True
+
     def close(self) -> None:
         """Wipe every key held."""
         for key in self._by_id.values():

@@ -112,6 +112,12 @@ class FileStore:
                 older.append(load_key_file(path))
         return Keyring(active, older)
 
+    def recorded_keys(self) -> list[StoreKey]:
+        """The keys store.json names now (after a rekey: the new one and any old ones)."""
+        meta = self.meta()
+        paths = [meta.key_file] if meta.key_file else []
+        return [load_key_file(p) for p in (*paths, *meta.old_key_files)]
+
     # -- reading --------------------------------------------------------------
 
     def read_record(self, name: SecretName, keyring: Keyring) -> SecretRecord | None:
