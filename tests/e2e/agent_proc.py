@@ -82,10 +82,11 @@ class AgentProcess:
     config: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    socket_name: str = "s.sock"
 
     @property
     def socket(self) -> Path:
-        return self.directory / "s.sock"
+        return self.directory / self.socket_name
 
     @property
     def log_path(self) -> Path:
