@@ -3,6 +3,7 @@ binary values, batch loading, change detection, rotation and deletion."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -156,6 +157,32 @@ async def test_fetch_many_batches_twenty_names_a_call(backend: AwsBackend, admin
         expected = bytes([i]) * 3 if i % 2 else f"value-{i}".encode()
         assert fetched.version.value.reveal() == expected
         assert fetched.version.stages == {"current"}
+
+
+async def test_concurrent_current_reads_share_batch_calls(backend: AwsBackend, admin: Any) -> None:
+    names = [N(f"c/{i:02d}") for i in range(30)]
+    for name in names:
+        admin.create_secret(Name=name, SecretString=f"v-{name}")
+    backend.api_calls.clear()
+    results = await asyncio.gather(
+        *(backend.fetch(name) for name in [*names, N("c/none")]), return_exceptions=True
+    )
+    assert isinstance(results[-1], BackendNotFound)
+    assert [r.version.value.reveal() for r in results[:-1]] == [  # type: ignore[union-attr]
+        f"v-{name}".encode() for name in names
+    ]
+    assert backend.api_calls == {"BatchGetSecretValue": 2}  # 31 names: 20 + 11
+
+
+async def test_a_cancelled_reader_does_not_hurt_the_batch(backend: AwsBackend, admin: Any) -> None:
+    for name in ("k/a", "k/b", "k/c"):
+        admin.create_secret(Name=name, SecretString=name)
+    tasks = [asyncio.ensure_future(backend.fetch(N(n))) for n in ("k/a", "k/b", "k/c")]
+    await asyncio.sleep(0)
+    tasks[1].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[1], asyncio.CancelledError)
+    assert [d.version.value.reveal() for d in (done[0], done[2])] == [b"k/a", b"k/c"]  # type: ignore[union-attr]
 
 
 async def test_current_versions_lists_small_accounts_in_one_call(

@@ -8,6 +8,9 @@
   SecretString is the value's UTF-8 bytes, SecretBinary the raw bytes.
 - `fetch_many`: BatchGetSecretValue, 20 names a call; falls back to one
   GetSecretValue per name when the credentials may not call the batch API.
+  Concurrent `fetch` calls for current versions are coalesced the same way
+  (aws_batcher.py), so a cache loading declared secrets a few at a time still
+  loads them in batches.
 - `current_versions`: ListSecrets-based, see aws_versions.py.
 - Every call runs under `asyncio.timeout(config.timeout)` and a semaphore of
   `max_concurrency`. botocore's own retries are off (one attempt each), so the
@@ -28,6 +31,7 @@ from typing import Any
 import structlog
 
 from secretd.backends.aws_answers import Asked, parse_secret_value
+from secretd.backends.aws_batcher import CurrentBatcher
 from secretd.backends.aws_errors import code_to_error, is_throttle, map_error
 from secretd.backends.aws_versions import VersionLister
 from secretd.clock import Clock, SystemClock
@@ -133,6 +137,9 @@ class AwsBackend:
             max_age=versions_max_age,
             monotonic=(clock or SystemClock()).monotonic,
         )
+        self._batcher = CurrentBatcher(
+            single=self._fetch_one, many=self.fetch_many, size=BATCH_SIZE
+        )
         # Real HTTP requests sent, per operation (retries included): for status and benches.
         self.api_calls: collections.Counter[str] = collections.Counter()
         client.meta.events.register("before-send.secrets-manager", self._count_request)
@@ -144,6 +151,14 @@ class AwsBackend:
         version_id: str | None = None,
         stage: str | None = None,
     ) -> Fetched:
+        if version_id is None and stage is None and self._batch_allowed:
+            return await self._batcher.fetch(name)  # concurrent reads share a batch call
+        return await self._fetch_one(name, version_id=version_id, stage=stage)
+
+    async def _fetch_one(
+        self, name: SecretName, *, version_id: str | None = None, stage: str | None = None
+    ) -> Fetched:
+        """One GetSecretValue."""
         asked = Asked(name, version_id=version_id, stage=None if version_id else stage)
         params: dict[str, Any] = {"SecretId": name}
         if asked.version_id is not None:
@@ -190,6 +205,7 @@ class AwsBackend:
         return self._arns.get(name)
 
     async def aclose(self) -> None:
+        await self._batcher.aclose()
         if self._closer is not None:
             closer, self._closer = self._closer, None
             await closer.aclose()
@@ -214,7 +230,7 @@ class AwsBackend:
                 chunk = [n for n, r in batch.items() if isinstance(r, BadBackendAnswer)]
         for name in chunk:
             try:
-                results[name] = await self.fetch(name)
+                results[name] = await self._fetch_one(name)
             except BackendError as exc:
                 results[name] = exc
 
@@ -272,12 +288,15 @@ class AwsBackend:
             secret = SecretName(item["SecretId"])
             code = item.get("ErrorCode")
             message = str(item.get("Message", "")).lower()
-            results[secret] = code_to_error(
+            error = code_to_error(
                 code if isinstance(code, str) else "Unknown",
                 400,
                 f"aws backend {self.name!r}: secret {secret!r}",
                 deleted="deleted" in message or "deletion" in message,
             )
+            results[secret] = error
+            if isinstance(error, BackendNotFound):
+                self._lister.note(secret, None)
 
     def _parse(self, answer: object, asked: Asked) -> Fetched:
         fetched, arn = parse_secret_value(

@@ -95,9 +95,14 @@ class VersionLister:
         return answer
 
     def note(self, name: SecretName, version_id: str | None) -> None:
-        """Remember what a direct read just saw as `name`'s current version."""
-        if name in self._asked:
-            self._seen[name] = (self._monotonic(), version_id)
+        """Remember what a direct read just saw as `name`'s current version.
+
+        The name is followed from now on: whoever read it (the cache loading a
+        declared secret) will check it, and the next listing should cover it.
+        """
+        now = self._monotonic()
+        self._asked.setdefault(name, now)
+        self._seen[name] = (now, version_id)
 
     def _fresh(self, name: SecretName, now: float) -> bool:
         seen = self._seen.get(name)
@@ -153,7 +158,9 @@ class VersionLister:
                 return True
             if followed <= found:
                 return True  # the remainder cannot matter; the account's size stays unknown
-        self._account_pages = min(budget + 1, MAX_ACCOUNT_PAGES)
+        # Larger than the budget: guess twice as large, so growing budgets retry
+        # the whole listing a logarithmic number of times, not once per name.
+        self._account_pages = min(2 * budget + 1, MAX_ACCOUNT_PAGES)
         return False
 
     async def _list_filtered(self, chunk: Sequence[SecretName], now: float) -> None:
