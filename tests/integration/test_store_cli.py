@@ -12,12 +12,12 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from secretd.errors import IntegrityError, UnknownKeyId
+from secretd.errors import IntegrityError, StoreError, UnknownKeyId
 from secretd.model import SecretName
 from secretd.store.store import FileStore
 
@@ -374,3 +374,39 @@ def test_symlinked_record_is_refused(store_dir: Path, tmp_path: Path) -> None:
     path.rename(moved)
     path.symlink_to(moved)
     assert "symlink" in fails(1, "store", "history", store_dir, "db/app")
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs, to run out of space for real."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    argv = ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)]
+    if subprocess.run(argv, capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_is_a_clear_error_and_keeps_the_old_record(
+    small_fs: Path, tmp_path: Path
+) -> None:
+    root = small_fs / "store"
+    key = tmp_path / "k"
+    ok("store", "init", root, "--key", key)
+    seed(root, "small", b"still here")
+    for _attempt in range(40):  # each version of "big" makes its record ~80 KiB larger
+        try:
+            seed(root, "big", os.urandom(30000))
+        except StoreError:
+            break
+    else:
+        raise AssertionError("the tmpfs never filled up")
+    big_before = _record(root, "big").read_bytes()
+    line = fails(1, "store", "put", root, "big", "--key", key, stdin=b"x" * 30000)
+    assert "No space left on device" in line and str(root / "secrets") in line
+    assert _record(root, "big").read_bytes() == big_before
+    assert value_of(root, "small") == b"still here"
+    assert not [p for p in (root / "secrets").iterdir() if p.name.startswith(".")]

@@ -9,9 +9,10 @@ version ids, stages and key ids only.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +24,22 @@ from secretd.store.keyfile import Keyring, StoreKey, create_key_file, load_key_f
 from secretd.store.store import DEFAULT_MAX_SECRET_BYTES, FileStore
 
 KEY_ENV = "SECRETD_KEY_FILE"
+
+
+def _reporting_os_errors(
+    run: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A failed read or write of a store file is one clear line, not an internal error."""
+
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except OSError as exc:
+            where = exc.filename or args.dir
+            raise StoreError(f"{where}: {exc.strerror or type(exc).__name__}") from None
+
+    return wrapped
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,7 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init = cmds.add_parser("init", help="create a store and, if absent, its key file (0600)")
     init.add_argument("dir", type=Path, metavar="DIR")
     init.add_argument("--key", type=Path, metavar="FILE", help="key file (default: DIR.key)")
-    init.set_defaults(run=run_init)
+    init.set_defaults(run=_reporting_os_errors(run_init))
 
     put = cmds.add_parser("put", help="add a version (value from --file or stdin)")
     put.add_argument("dir", type=Path, metavar="DIR")
@@ -51,25 +68,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     put.add_argument("-c", "--config", type=Path, metavar="CONFIG", help="take limits from it")
     _key_options(put)
-    put.set_defaults(run=run_put)
+    put.set_defaults(run=_reporting_os_errors(run_put))
 
     promote = cmds.add_parser("promote", help="make VERSION current (rotation finish step)")
     promote.add_argument("dir", type=Path, metavar="DIR")
     promote.add_argument("name", metavar="NAME")
     promote.add_argument("version", metavar="VERSION")
     _key_options(promote)
-    promote.set_defaults(run=run_promote)
+    promote.set_defaults(run=_reporting_os_errors(run_promote))
 
     listing = cmds.add_parser("list", help="the names in the store (never values)")
     listing.add_argument("dir", type=Path, metavar="DIR")
-    listing.set_defaults(run=run_list)
+    listing.set_defaults(run=_reporting_os_errors(run_list))
 
     history = cmds.add_parser("history", help="versions of NAME with stages (never values)")
     history.add_argument("dir", type=Path, metavar="DIR")
     history.add_argument("name", metavar="NAME")
     history.add_argument("--json", action="store_true", help="one JSON document")
     _key_options(history)
-    history.set_defaults(run=run_history)
+    history.set_defaults(run=_reporting_os_errors(run_history))
 
     rekey = cmds.add_parser("rekey", help="re-wrap every data key under a new key")
     rekey.add_argument("dir", type=Path, metavar="DIR")
@@ -88,7 +105,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="OLD",
         help="the key now in use (default: the recorded one); repeatable",
     )
-    rekey.set_defaults(run=run_rekey)
+    rekey.set_defaults(run=_reporting_os_errors(run_rekey))
 
 
 def _key_options(parser: argparse.ArgumentParser) -> None:

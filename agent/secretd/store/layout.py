@@ -124,7 +124,14 @@ class StoreLayout:
 
     def write_atomic(self, path: Path, data: bytes) -> None:
         """Temp file in the same directory (owner, group and mode set on the
-        descriptor), fsync, rename over `path`, fsync the directory."""
+        descriptor), fsync, rename over `path`, fsync the directory. On any
+        failure the old file stays as it was and the temp file is removed."""
+        try:
+            self._write_atomic(path, data)
+        except OSError as exc:
+            raise StoreError(f"cannot write {path} ({exc.strerror or exc})") from None
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
         directory = path.parent
         mode, uid, gid = self._new_file_attrs(directory)
         tmp = directory / f"{_TMP_PREFIX}{secrets.token_hex(8)}-{path.name}"
