@@ -94,6 +94,21 @@ def test_get_prints_the_raw_value(agent: FakeAgent) -> None:
     assert cli(agent, "get", "db/app", "--version", "v2").stdout == b"two"
 
 
+def test_get_into_a_closed_pipe_is_quiet(agent: FakeAgent) -> None:
+    agent.secrets.rotate("big", "x" * 1_000_000)
+    env = dict(os.environ, SECRETD_SOCKET=agent.socket_path)
+    proc = subprocess.Popen(
+        [*CLI, "get", "big"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(10) == b"x" * 10
+    proc.stdout.close()  # the reader goes away mid-value
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=30) == 1
+    assert b"Traceback" not in err and b"Exception" not in err
+
+
 def test_get_socket_option_beats_the_environment(agent: FakeAgent) -> None:
     result = cli(None, "get", "bin", "--socket", agent.socket_path)
     assert result.returncode == 0 and result.stdout == b"\xff\x00z"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -138,12 +139,34 @@ def run_get(args: argparse.Namespace) -> int:
             refresh=args.refresh,
         )
         if args.json:
-            sys.stdout.write(json.dumps(secret.to_api_dict(), ensure_ascii=False) + "\n")
-            sys.stdout.flush()
+            data = (json.dumps(secret.to_api_dict(), ensure_ascii=False) + "\n").encode()
         else:
-            sys.stdout.buffer.write(secret.as_bytes())
-            sys.stdout.buffer.flush()
+            data = secret.as_bytes()
+        outcome[0] = _write_stdout(data)
     return outcome[0]
+
+
+def _write_stdout(data: bytes) -> int:
+    """Write to stdout; a reader that went away (`| head -c1`) is exit 1, not a traceback."""
+    try:
+        sys.stdout.flush()
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capturing stdout)
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return 0
+    try:
+        # os.write, not the buffered writer: it reports a reader that left mid-value.
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BrokenPipeError:
+        # Keep the interpreter's final flush from complaining about the dead pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+        return 1
+    return 0
 
 
 def run_status(args: argparse.Namespace) -> int:
