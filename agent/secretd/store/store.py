@@ -50,6 +50,19 @@ def record_size_limit(max_secret_bytes: int) -> int:
     return MAX_VERSIONS_PER_RECORD * per_version + 64 * 1024
 
 
+def load_keys(paths: Sequence[Path]) -> list[StoreKey]:
+    """Load every key file, wiping the ones already loaded if a later one fails."""
+    keys: list[StoreKey] = []
+    try:
+        for path in paths:
+            keys.append(load_key_file(path))
+    except BaseException:
+        for key in keys:
+            key.wipe()
+        raise
+    return keys
+
+
 @dataclass(frozen=True, slots=True)
 class VersionInfo:
     """What `history` shows: never a value."""
@@ -103,20 +116,17 @@ class FileStore:
         active_path = key_file or meta.key_file
         if active_path is None:
             raise StoreError(f"{self.root}: no key file recorded; pass --key FILE")
-        active = load_key_file(active_path)
-        older: list[StoreKey] = []
-        seen = {active_path.absolute()}
+        paths = {active_path.absolute(): None}
         for path in (*old_key_files, *meta.old_key_files):
-            if path.absolute() not in seen:
-                seen.add(path.absolute())
-                older.append(load_key_file(path))
-        return Keyring(active, older)
+            paths.setdefault(path.absolute(), None)
+        keys = load_keys(list(paths))
+        return Keyring(keys[0], keys[1:])
 
     def recorded_keys(self) -> list[StoreKey]:
         """The keys store.json names now (after a rekey: the new one and any old ones)."""
         meta = self.meta()
         paths = [meta.key_file] if meta.key_file else []
-        return [load_key_file(p) for p in (*paths, *meta.old_key_files)]
+        return load_keys([*paths, *meta.old_key_files])
 
     # -- reading --------------------------------------------------------------
 
