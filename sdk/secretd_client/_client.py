@@ -25,7 +25,13 @@ from secretd_client._cache import ThreadedCache, WatchCache
 from secretd_client._errors import SecretdClientError
 from secretd_client._models import Health, Secret, SecretInfo
 from secretd_client._socket import resolve_socket
-from secretd_client._transport import BASE_URL, check_size, mapped_errors, unix_transport
+from secretd_client._transport import (
+    BASE_URL,
+    MAX_RESPONSE_BYTES,
+    check_size,
+    mapped_errors,
+    unix_transport,
+)
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -59,9 +65,13 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         cache: bool = False,
         transport: httpx.BaseTransport | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
+        if cache and transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            raise TypeError("cache=True needs a transport that also serves asyncio")
         self.socket = resolve_socket(socket)
         self._timeout = timeout
+        self._max_bytes = max_response_bytes
         self._http = httpx.Client(
             transport=transport or unix_transport(self.socket),
             base_url=BASE_URL,
@@ -72,10 +82,11 @@ class Client:
             self._cache = ThreadedCache(self._async_twin(transport), timeout=timeout)
 
     def _async_twin(self, transport: httpx.BaseTransport | None) -> Callable[[], AsyncClient]:
-        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
-            raise TypeError("cache=True needs a transport that also serves asyncio")
-        socket, timeout = self.socket, self._timeout
-        return lambda: AsyncClient(socket, timeout=timeout, transport=transport)
+        twin = transport if isinstance(transport, httpx.AsyncBaseTransport) else None
+        socket, timeout, limit = self.socket, self._timeout, self._max_bytes
+        return lambda: AsyncClient(
+            socket, timeout=timeout, transport=twin, max_response_bytes=limit
+        )
 
     def get(
         self,
@@ -171,7 +182,7 @@ class Client:
                 body = bytearray()
                 for chunk in response.iter_bytes():
                     body += chunk
-                    check_size(len(body), self.socket)
+                    check_size(len(body), self.socket, self._max_bytes)
             finally:
                 response.close()
         return _settled(response, body)
@@ -201,9 +212,11 @@ class AsyncClient:
         timeout: float = DEFAULT_TIMEOUT,
         cache: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.socket = resolve_socket(socket)
         self._timeout = timeout
+        self._max_bytes = max_response_bytes
         self._http = httpx.AsyncClient(
             transport=transport or httpx.AsyncHTTPTransport(uds=self.socket),
             base_url=BASE_URL,
@@ -297,7 +310,7 @@ class AsyncClient:
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
-                    check_size(len(body), self.socket)
+                    check_size(len(body), self.socket, self._max_bytes)
             finally:
                 await response.aclose()
         return _settled(response, body)

@@ -81,8 +81,8 @@ class _ClosingBackend(httpcore.SyncBackend):
         return SyncStream(sock)
 
 
-def check_size(size: int, socket: str) -> None:
-    if size > MAX_RESPONSE_BYTES:
+def check_size(size: int, socket: str, limit: int) -> None:
+    if size > limit:
         raise ProtocolError(f"the agent at {socket} sent an oversized answer")
 
 

@@ -23,7 +23,8 @@ from aiohttp import web
 
 from secretd_client.testing import StaticSecrets
 
-FAULTS = ("hang_up", "garbage", "not_a_secret", "eager", "slow")
+FAULTS = ("hang_up", "garbage", "not_a_secret", "eager", "slow", "endless")
+ENDLESS_CHUNKS = 4096  # 256 MiB of 64 KiB chunks: far past any client cap
 
 
 class FakeAgent:
@@ -85,6 +86,16 @@ class FakeAgent:
         with contextlib.suppress(FileNotFoundError):
             Path(self.socket_path).unlink()
 
+    async def _endless(self, request: web.Request) -> web.StreamResponse:
+        """A chunked body that goes on until the client gives up."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        chunk = b" " * 65536
+        with contextlib.suppress(ConnectionError):
+            for _ in range(ENDLESS_CHUNKS):
+                await response.write(chunk)
+        return response
+
     async def _cancel_leftovers(self) -> None:
         """Handlers of connections the client never closed (parked long-polls)."""
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -103,6 +114,8 @@ class FakeAgent:
             return web.Response(body=b"\x00not json", content_type="application/json")
         if fault == "not_a_secret":
             return web.json_response({"name": "x", "stages": "nope"})
+        if fault == "endless":
+            return await self._endless(request)
         if fault == "slow":
             await asyncio.sleep(30)
         forwarded = httpx.Request(request.method, "http://secretd" + request.raw_path)

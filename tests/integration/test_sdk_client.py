@@ -92,6 +92,28 @@ def test_hang_up_and_garbage_are_typed(agent: FakeAgent) -> None:
         assert client.get("db/app").version_id == "v1"  # the connection pool recovered
 
 
+def test_oversized_answers_are_refused(agent: FakeAgent) -> None:
+    agent.secrets.rotate("big", "x" * 5000)
+    with sc.Client(agent.socket_path, max_response_bytes=1000) as client:
+        with pytest.raises(sc.ProtocolError, match="oversized"):
+            client.get("big")
+        assert client.get("bin").value == b"\xff"  # and the client carries on
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_endless_answers_are_cut_off(agent: FakeAgent, mode: str) -> None:
+    agent.inject("endless")
+    limit = 1024 * 1024
+    if mode == "sync":
+        client = sc.Client(agent.socket_path, max_response_bytes=limit)
+        with client, pytest.raises(sc.ProtocolError, match="oversized"):
+            client.get("db/app")
+        return
+    async with sc.AsyncClient(agent.socket_path, max_response_bytes=limit) as aclient:
+        with pytest.raises(sc.ProtocolError, match="oversized"):
+            await aclient.get("db/app")
+
+
 def test_slow_agent_is_a_request_timeout(agent: FakeAgent) -> None:
     agent.inject("slow")
     with sc.Client(agent.socket_path, timeout=0.3) as client, pytest.raises(sc.RequestTimeout):
