@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,14 @@ from secretd.errors import (
 )
 from secretd.model import SecretName
 from secretd.store.store import FileStore
+from tests.fakes.second_user import (
+    OTHER_USER,
+    TestUser,
+    can_switch_users,
+    ensure_test_user,
+    run_as,
+    run_python_as,
+)
 from tests.fakes.store_seeder import StoreSeeder, init_store
 from tests.integration.test_store_cli import SECRETD
 
@@ -303,3 +313,62 @@ async def test_unknown_key_ids_are_still_refused_after_learning(
     target.write_bytes(FileStore(other_root).layout.record_path(NAME).read_bytes())
     with pytest.raises(BadBackendAnswer, match="key id"):
         await backend.fetch(NAME)
+
+
+READ_AS_AGENT = """
+import asyncio, sys
+from pathlib import Path
+from secretd.backends.file import open_backend
+from secretd.config import FileBackendConfig
+from secretd.errors import SecretdError
+
+async def main() -> None:
+    config = FileBackendConfig(type="file", path=Path(sys.argv[1]))
+    try:
+        backend = await open_backend("local", config, max_secret_bytes=1024)
+    except SecretdError as exc:
+        print("refused:", exc)
+        return
+    fetched = await backend.fetch("db/app")
+    print("read:", fetched.version.value.reveal().decode())
+    await backend.aclose()
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def user_owned_base() -> Iterator[tuple[Path, TestUser]]:
+    if not can_switch_users():
+        pytest.skip("needs root and setpriv to act as the agent's user")
+    user = ensure_test_user()
+    base = Path(tempfile.mkdtemp(prefix="secretd-agent-", dir="/tmp"))
+    os.chown(base, user.uid, user.gid)
+    base.chmod(0o700)
+    try:
+        yield base, user
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_agent_user_manages_and_reads_its_store_and_others_cannot(
+    user_owned_base: tuple[Path, TestUser],
+) -> None:
+    base, user = user_owned_base
+    store_dir = base / "store"
+    for argv, stdin in (
+        (["store", "init", str(store_dir)], b""),
+        (["store", "put", str(store_dir), "db/app"], b"agent-readable"),
+    ):
+        proc = run_as(user, [str(SECRETD), *argv], input=stdin)
+        assert proc.returncode == 0, proc.stderr
+    assert FileStore(store_dir).layout.record_path("db/app").stat().st_uid == user.uid
+    proc = run_python_as(user, READ_AS_AGENT, str(store_dir))
+    assert proc.stdout.decode().strip() == "read: agent-readable", proc.stderr
+    # Root made the base dir reachable only by the agent's user; widen it and a
+    # different user still cannot use the key or the store.
+    base.chmod(0o755)
+    other = ensure_test_user(OTHER_USER)
+    proc = run_python_as(other, READ_AS_AGENT, str(store_dir))
+    assert proc.stdout.decode().startswith("refused:"), (proc.stdout, proc.stderr)
+    assert b"agent-readable" not in proc.stdout + proc.stderr
