@@ -138,3 +138,19 @@ async def test_exec_restarts_on_store_put(
         code = await asyncio.to_thread(proc.wait, 20)
     assert code == 128 + signal.SIGTERM  # the child had no handler: it died by the signal
     assert CANARY not in agent.log()
+
+
+async def test_watch_survives_an_agent_restart(store: Store, start_agent: StartAgent) -> None:
+    store.put("app/k", b"one")
+    agent = await start_agent(declared=("app/k",))
+    async with sc.AsyncClient(agent.socket) as client:
+        watch = client.watch("app/k", wait=10, backoff=sc.Backoff(initial=0.05, maximum=0.5))
+        assert (await anext(watch)).value == "one"
+        pending = asyncio.ensure_future(anext(watch))
+        assert await asyncio.to_thread(agent.stop) < 5
+        vid = await asyncio.to_thread(store.put, "app/k", b"two")  # rotated while it was down
+        await start_agent(declared=("app/k",))
+        async with asyncio.timeout(15):
+            rotated = await pending
+        assert (rotated.version_id, rotated.value) == (vid, "two")
+        await watch.aclose()  # type: ignore[attr-defined]
