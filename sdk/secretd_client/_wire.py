@@ -118,6 +118,7 @@ def raise_for_error(response: httpx.Response, what: str) -> None:
 
 
 def parse_secret(response: httpx.Response, what: str) -> Secret:
+    """The secret in `response`, which must be for the secret named `what`."""
     raise_for_error(response, what)
     body = _json_object(response, what)
     try:
@@ -134,6 +135,8 @@ def parse_secret(response: httpx.Response, what: str) -> Secret:
         stale = body.get("stale", False)
         if not isinstance(stale, bool):
             raise ValueError("stale")
+        if _str(body, "name") != what:
+            raise ProtocolError(f"{what}: the agent answered for another secret")
         return Secret(
             name=_str(body, "name"),
             version_id=_str(body, "version_id"),

@@ -189,6 +189,16 @@ def test_malformed_secret_answers_are_protocol_errors_without_values(body: bytes
     assert "db/app" in str(info.value)
 
 
+def test_an_answer_for_another_secret_is_refused() -> None:
+    body = (
+        b'{"name": "db/other", "version_id": "v1", "stages": ["current"], '
+        b'"created_at": "2026-01-01T00:00:00Z", "value": "x"}'
+    )
+    assert _wire.parse_secret(_response(200, body), "db/other").name == "db/other"
+    with pytest.raises(secretd_client.ProtocolError, match="another secret"):
+        _wire.parse_secret(_response(200, body), "db/app")
+
+
 def test_error_bodies_map_and_hostile_messages_are_flattened() -> None:
     body = b'{"error": {"code": "forbidden", "message": "no\\n\\u001b[31mred' + b"x" * 500 + b'"}}'
     with pytest.raises(secretd_client.Forbidden) as info:
