@@ -104,6 +104,10 @@ key_file = "{root}/store.key"
     except BaseException:
         agent.stop()
         raise
+    # A store change in the first moments after READY=1 is not noticed until the
+    # next refresh (the file watch starts after READY; reported to its owners).
+    # These tests are about rendering, so they let the watch settle first.
+    time.sleep(0.5)
     return agent
 
 
