@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secretd.access.policy import Policy, compile_name_glob, compile_unit_glob
+from secretd.access.policy import (
+    CompiledRule,
+    Policy,
+    RuleIndex,
+    compile_name_glob,
+    compile_unit_glob,
+)
 from secretd.config.schema import AllowRule
 from secretd.errors import ConfigError
 from secretd.model import Caller, SecretName, name_problem
@@ -280,3 +286,48 @@ def test_readable_filter_agrees_with_allows() -> None:
     for caller in (ALICE, BOB, TCP, Caller(uid=3, gid=7, pid=1)):
         readable = policy.readable_filter(caller)
         assert [readable(n) for n in candidates] == [policy.allows(caller, n) for n in candidates]
+
+
+# --- the rule index answers exactly what a scan of every rule would ------------
+
+_ids = st.frozensets(st.integers(0, 5), max_size=3)
+_unit_names = st.sampled_from(
+    ["a.service", "b.service", "a.scope", "user@1.service/a.service", "user@2.service/b.service"]
+)
+_unit_globs = st.sampled_from(
+    ["a.service", "*.service", "?.service", "[ab].service", "user@*.service/a.service", "*"]
+)
+_rules = st.lists(
+    st.tuples(_ids, _ids, st.lists(_unit_globs, max_size=2), st.booleans())
+    .filter(lambda t: bool(t[0] or t[1] or t[2] or t[3]))
+    .map(
+        lambda t: AllowRule(
+            secrets=("**",), uids=tuple(t[0]), gids=tuple(t[1]), units=tuple(t[2]), tcp=t[3]
+        )
+    ),
+    max_size=8,
+)
+_callers = st.one_of(
+    st.just(Caller(tcp=True)),
+    st.builds(
+        lambda uid, gid, extra, unit: Caller(uid=uid, gid=gid, pid=1, unit=unit, extra_gids=extra),
+        st.integers(0, 5),
+        st.integers(0, 5),
+        _ids,
+        st.one_of(st.none(), _unit_names),
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rules=_rules, callers=st.lists(_callers, min_size=1, max_size=4))
+def test_rule_index_equals_a_scan_of_every_rule(
+    rules: list[AllowRule], callers: list[Caller]
+) -> None:
+    compiled = [CompiledRule.from_config(rule) for rule in rules]
+    index = RuleIndex(compiled)
+    policy = Policy(rules)
+    for caller in callers:
+        scanned = tuple(rule for rule in compiled if rule.admits(caller))
+        assert index.admitting(caller) == scanned
+        assert policy.allows(caller, SecretName("x/y")) == bool(scanned)

@@ -28,6 +28,7 @@ never crossing `/`, so `*.service` does not match a user-manager unit such as
 from __future__ import annotations
 
 import fnmatch
+import functools
 import grp
 import pwd
 import re
@@ -38,6 +39,8 @@ from secretd.config.schema import AllowRule
 from secretd.errors import ConfigError
 from secretd.model import Caller, SecretName, name_problem
 
+# Callers (one per connection) whose admitting rules are remembered.
+ADMITTED_CACHE_SIZE = 4096
 _GLOB_CHARS = re.compile(r"[A-Za-z0-9/_+=.@\-*]+")
 # Wildcards expand to name characters only, never '/', NUL or newline: the
 # regexes stay right even if an unvalidated string ever reached them.
@@ -102,7 +105,10 @@ def compile_unit_glob(glob: str) -> tuple[re.Pattern[str], ...]:
 
 
 def _unit_matches(glob: tuple[re.Pattern[str], ...], unit: str) -> bool:
-    parts = unit.split("/")
+    return _parts_match(glob, unit.split("/"))
+
+
+def _parts_match(glob: tuple[re.Pattern[str], ...], parts: list[str]) -> bool:
     if len(parts) != len(glob):
         return False
     return all(p.match(part) is not None for p, part in zip(glob, parts, strict=True))
@@ -165,21 +171,70 @@ def _valid(name: str) -> bool:
     return type(name) is SecretName or name_problem(name) is None
 
 
+class RuleIndex:
+    """Which rules admit a caller, found by id lookups instead of a scan.
+
+    Equivalent to ``[r for r in rules if r.admits(caller)]`` (a test holds it
+    to that), in rule order. Unit globs are matched once per distinct unit.
+    """
+
+    def __init__(self, rules: Sequence[CompiledRule]) -> None:
+        self._rules = tuple(rules)
+        self._by_uid: dict[int, set[int]] = {}
+        self._by_gid: dict[int, set[int]] = {}
+        for index, rule in enumerate(self._rules):
+            for uid in rule.uids:
+                self._by_uid.setdefault(uid, set()).add(index)
+            for gid in rule.gids:
+                self._by_gid.setdefault(gid, set()).add(index)
+        self._tcp = tuple(rule for rule in self._rules if rule.tcp)
+        self._with_units = [(i, rule) for i, rule in enumerate(self._rules) if rule.units]
+        self._for_unit = functools.lru_cache(maxsize=ADMITTED_CACHE_SIZE)(self._unit_rules)
+
+    def _unit_rules(self, unit: str) -> frozenset[int]:
+        parts = unit.split("/")
+        return frozenset(
+            index
+            for index, rule in self._with_units
+            if any(_parts_match(glob, parts) for glob in rule.units)
+        )
+
+    def admitting(self, caller: Caller) -> tuple[CompiledRule, ...]:
+        if caller.tcp:
+            return self._tcp
+        found: set[int] = set()
+        if caller.uid is not None:
+            found.update(self._by_uid.get(caller.uid, ()))
+        for gid in {caller.gid, *caller.extra_gids}:
+            if gid is not None:
+                found.update(self._by_gid.get(gid, ()))
+        if caller.unit is not None:
+            found.update(self._for_unit(caller.unit))
+        return tuple(self._rules[index] for index in sorted(found))
+
+
 class Policy:
-    """Default-deny access rules, compiled once; decisions are pure and fast."""
+    """Default-deny access rules, compiled once; decisions are pure and fast.
+
+    Which rules admit a caller is found through an index and remembered per
+    `Caller` (a connection's identity does not change), so a request costs one
+    glob match per rule that admits the caller, however many rules there are.
+    """
 
     def __init__(self, rules: Sequence[AllowRule]) -> None:
         self._rules = tuple(CompiledRule.from_config(rule) for rule in rules)
+        index = RuleIndex(self._rules)
+        self._admitting = functools.lru_cache(maxsize=ADMITTED_CACHE_SIZE)(index.admitting)
 
     def allows(self, caller: Caller, name: SecretName) -> bool:
         """Whether some rule lets `caller` read `name`."""
         if not _valid(name):
             return False
-        return any(rule.admits(caller) and rule.covers(name) for rule in self._rules)
+        return any(rule.covers(name) for rule in self._admitting(caller))
 
     def readable_filter(self, caller: Caller) -> Callable[[SecretName], bool]:
         """A fast predicate for listing: the caller's rules are picked once."""
-        mine = [rule for rule in self._rules if rule.admits(caller)]
+        mine = self._admitting(caller)
 
         def readable(name: SecretName) -> bool:
             return _valid(name) and any(rule.covers(name) for rule in mine)
