@@ -62,11 +62,13 @@ def config_text(
     limits: str = "",
     cache: str = "",
     declared: tuple[str, ...] = (),
+    audit: bool = True,
 ) -> str:
+    audit_line = f'audit_log = "{directory}/audit.jsonl"\n' if audit else ""
     decls = "".join(f'[[secret]]\nname = "{name}"\n\n' for name in declared)
     return (
         f'[agent]\nsocket = "{directory}/s.sock"\nsocket_mode = "0666"\n'
-        f'audit_log = "{directory}/audit.jsonl"\nlog_format = "json"\n\n'
+        f'{audit_line}log_format = "json"\n\n'
         f'[limits]\nidle_timeout = "2s"\n{limits}\n'
         f"[cache]\n{cache}\n"
         f'[backends.local]\ntype = "file"\npath = "{store.root}"\nkey_file = "{store.key}"\n\n'

@@ -21,10 +21,9 @@ from aiohttp import web
 
 from secretd.api import aws_compat
 from secretd.api.deps import ApiDeps
-from secretd.api.errors import Handler, error_middleware
+from secretd.api.errors import error_middleware
 from secretd.api.health import HealthRoutes
 from secretd.api.secrets import SecretRoutes
-from secretd.errors import InvalidRequest
 
 __all__ = ["DEPS_KEY", "ApiDeps", "build_app"]
 
@@ -33,17 +32,9 @@ DEPS_KEY = web.AppKey("secretd_deps", ApiDeps)
 CLIENT_MAX_SIZE = 1024
 
 
-@web.middleware
-async def no_body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Read routes take no body: refuse one (and close) rather than drain it."""
-    if request.body_exists or "Transfer-Encoding" in request.headers:
-        raise InvalidRequest("read routes take no request body")
-    return await handler(request)
-
-
 def build_app(deps: ApiDeps) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, no_body_middleware],
+        middlewares=[error_middleware],
         client_max_size=CLIENT_MAX_SIZE,
     )
     app[DEPS_KEY] = deps

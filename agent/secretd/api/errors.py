@@ -15,7 +15,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from secretd.errors import SecretdError
+from secretd.errors import InvalidRequest, SecretdError
 
 log = structlog.get_logger(__name__)
 
@@ -65,8 +65,11 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost middleware: maps every failure to the JSON error shape."""
+    """The one middleware: refuses request bodies, maps every failure to the JSON shape."""
     try:
+        if request.body_exists or "Transfer-Encoding" in request.headers:
+            # Read routes take no body: refuse it (the connection then closes) rather than drain it.
+            raise InvalidRequest("read routes take no request body")
         return await handler(request)
     except SecretdError as exc:
         return from_secretd_error(exc)
