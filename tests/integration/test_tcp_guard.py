@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -380,3 +382,33 @@ def test_bind_tcp_listens_on_loopback_only() -> None:
         sock.close()
     with pytest.raises(ConfigError, match="loopback"):
         bind_tcp("10.0.0.1:2773")
+
+
+def test_the_guard_holds_with_the_pure_python_http_parser() -> None:
+    """aiohttp has a C and a pure-Python HTTP parser (SECURITY.md): run this
+    file again on the other one, in a child process."""
+    if os.environ.get("AIOHTTP_NO_EXTENSIONS"):
+        pytest.skip("this run already uses the pure-Python parser")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "not pure_python",
+            str(Path(__file__).resolve()),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout
