@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from secretd.audit import AuditLog
 from secretd.clock import SystemClock
 from secretd.config.schema import TemplateConfig
 from secretd.errors import ConfigError
@@ -315,3 +316,31 @@ async def test_status_and_logs_never_carry_values(
     assert [s.ok for s in statuses] == [False, True, False]
     captured = capsys.readouterr()
     assert CANARY not in repr(statuses) + captured.out + captured.err
+
+
+async def test_writes_and_failures_are_audited_without_values(tmp_path: Path) -> None:
+    reader = DictReader()
+    reader.put("db/app", CANARY, publish=False)
+    audit_path = tmp_path / "audit.jsonl"
+    audit = AuditLog.open(str(audit_path))
+    try:
+        runner, _ = make_runner(
+            [
+                template(tmp_path / "ok.conf", contents="{{ secret('db/app') }}"),
+                template(tmp_path / "bad.conf", contents="{{ secret('missing/x') }}"),
+            ],
+            reader,
+            audit=audit,
+        )
+        await runner.first_render()
+        await runner.first_render()  # unchanged: not audited again
+    finally:
+        audit.close()
+    records = [orjson.loads(line) for line in audit_path.read_bytes().splitlines()]
+    summary = sorted((r["event"], r["result"], Path(r["destination"]).name) for r in records)
+    assert summary == [
+        ("render", "error", "bad.conf"),
+        ("render", "error", "bad.conf"),
+        ("render", "written", "ok.conf"),
+    ]
+    assert CANARY not in audit_path.read_text()

@@ -34,7 +34,7 @@ from secretd.clock import Clock
 from secretd.config.schema import TemplateConfig
 from secretd.errors import SecretdError
 from secretd.events import Hub, Subscription
-from secretd.model import SecretName, SecretReader, rfc3339
+from secretd.model import Caller, SecretName, SecretReader, rfc3339
 from secretd.render.command import CommandResult, run_command
 from secretd.render.memo import ReadMemo
 from secretd.render.sink import SinkResult, TemplateSink, load_sinks
@@ -48,6 +48,21 @@ class RenderMetrics(Protocol):
     def render(self, template: str, result: str) -> None:
         """`result`: written, unchanged or error."""
         ...
+
+
+class RenderAudit(Protocol):
+    """The part of `audit.AuditLog` the runner uses (one `render` line per write or failure)."""
+
+    def record(
+        self,
+        event: str,
+        *,
+        secret: str | None,
+        version_id: str | None,
+        caller: Caller | None,
+        result: str,
+        **extra: str,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +118,7 @@ class TemplateRunner:
         pin: Callable[[Iterable[SecretName]], None],
         clock: Clock,
         metrics: RenderMetrics | None = None,
+        audit: RenderAudit | None = None,
         rng: random.Random | None = None,
         retry_base: float = 1.0,
         retry_max: float = 60.0,
@@ -114,6 +130,7 @@ class TemplateRunner:
         self._pin = pin
         self._clock = clock
         self._metrics = metrics
+        self._audit = audit
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not crypto
         self._retry_base = retry_base
         self._retry_max = retry_max
@@ -223,12 +240,17 @@ class TemplateRunner:
         slot.ok, slot.last_error = False, reason
         slot.failures += 1
         log.warning("template.render_failed", destination=slot.sink.destination, error=reason)
-        self._observe(slot.sink.destination, "error")
+        self._observe(slot.sink.destination, "error", reason)
         return False
 
-    def _observe(self, destination: str, result: str) -> None:
+    def _observe(self, destination: str, result: str, reason: str | None = None) -> None:
         if self._metrics is not None:
             self._metrics.render(destination, result)
+        if self._audit is not None and result != "unchanged":
+            extra = {"destination": destination} | ({"reason": reason} if reason else {})
+            self._audit.record(
+                "render", secret=None, version_id=None, caller=None, result=result, **extra
+            )
 
     def _pin_wants(self, slot: _Slot) -> None:
         wants = slot.sink.wants()
