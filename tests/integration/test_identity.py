@@ -27,6 +27,7 @@ from secretd.access.identity import (
 )
 from secretd.model import Caller
 from tests.fakes.second_user import (
+    TestUser,
     as_user,
     can_switch_users,
     ensure_group,
@@ -101,6 +102,23 @@ def test_a_client_running_as_another_uid_is_seen_as_that_uid(
     assert caller.gid == user.gid
     assert caller.pid == proc.pid  # setpriv execs: the Popen pid is the client's
     assert caller.extra_gids == frozenset()  # --clear-groups
+
+
+@needs_root
+def test_ids_above_two_to_the_31_are_kept_unsigned(server: tuple[socket.socket, str]) -> None:
+    # Container and systemd-nspawn ranges use large ids; a signed unpack would
+    # turn them negative and lose the caller.
+    listener, path = server
+    big = TestUser(name="big", uid=3_000_000_000, gid=3_000_000_001)
+    proc = spawn_as(big, [sys.executable, "-c", CLIENT, path])
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            caller = peer_caller(conn)
+            conn.sendall(b"x")
+    finally:
+        _stop(proc)
+    assert (caller.uid, caller.gid) == (3_000_000_000, 3_000_000_001)
 
 
 @needs_root

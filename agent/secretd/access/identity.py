@@ -39,7 +39,8 @@ from secretd.model import Caller
 
 log = structlog.get_logger(__name__)
 
-_UCRED = struct.Struct("3i")
+_UCRED = struct.Struct("iII")  # pid_t, uid_t, gid_t: ids are unsigned
+_INVALID_ID = 0xFFFFFFFF  # (uid_t)-1: what the kernel reports when there is no peer
 # asm-generic values; Python 3.11 does not name these two. Architectures with
 # their own socket.h numbering (alpha, mips, parisc, sparc) fall back to /proc.
 _GENERIC_ARCHES = ("x86_64", "i386", "i686", "aarch64", "riscv64", "s390x", "arm")
@@ -134,14 +135,14 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     """(pid, uid, gid) of a connected AF_UNIX peer, via SO_PEERCRED.
 
     Raises OSError when there are none: the kernel answers an unconnected or
-    non-Unix socket with uid/gid -1 rather than an error, and that must never
-    become an identity.
+    non-Unix socket with uid/gid (uid_t)-1 rather than an error, and that must
+    never become an identity.
     """
     if sock.family != socket.AF_UNIX:
         raise OSError(errno.EINVAL, "peer credentials need an AF_UNIX socket")
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     pid, uid, gid = _UCRED.unpack(raw)
-    if uid < 0 or gid < 0:
+    if uid == _INVALID_ID or gid == _INVALID_ID:
         raise OSError(errno.ENOTCONN, "the socket has no peer credentials")
     return pid, uid, gid
 
