@@ -13,7 +13,8 @@ The rules, per byte:
 - double-quoted: `\\` followed by one of `" \\ ` $` yields that byte,
   backslash-newline is dropped, any other `\\x` keeps both bytes; everything
   else, newlines included, is literal;
-- after a closing quote the parser is back before a value, so `"a"b'c'` is `abc`.
+- after a closing quote the parser is back before a value, so `"a"'b'"c"` is
+  `abc`; but once an unquoted byte was taken, quotes are plain: `"a"b'c'` is `ab'c'`.
 Then, as when systemd applies the file to a unit: an assignment whose key is
 not `[A-Za-z_][A-Za-z0-9_]*` or whose key/value is not valid UTF-8 (systemd's
 notion: no surrogates, no U+FDD0..U+FDEF, no U+xxFFFE/U+xxFFFF) is dropped.
