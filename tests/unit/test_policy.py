@@ -331,3 +331,15 @@ def test_rule_index_equals_a_scan_of_every_rule(
         scanned = tuple(rule for rule in compiled if rule.admits(caller))
         assert index.admitting(caller) == scanned
         assert policy.allows(caller, SecretName("x/y")) == bool(scanned)
+
+
+@pytest.mark.parametrize(("field", "value"), [("uids", -1), ("gids", 2**32 - 1), ("uids", 2**40)])
+def test_out_of_range_ids_are_config_errors(field: str, value: int) -> None:
+    with pytest.raises(ConfigError) as info:
+        Policy([rule(["a"], **{field: [value]})])
+    assert str(value) in str(info.value)
+
+
+def test_large_valid_ids_match() -> None:
+    policy = Policy([rule(["a"], uids=[3_000_000_000])])
+    assert policy.allows(Caller(uid=3_000_000_000, gid=1, pid=1), SecretName("a"))

@@ -41,6 +41,7 @@ from secretd.model import Caller, SecretName, name_problem
 
 # Callers (one per connection) whose admitting rules are remembered.
 ADMITTED_CACHE_SIZE = 4096
+_MAX_ID = 0xFFFFFFFE  # (uid_t)-1 means "no id"
 _GLOB_CHARS = re.compile(r"[A-Za-z0-9/_+=.@\-*]+")
 # Wildcards expand to name characters only, never '/', NUL or newline: the
 # regexes stay right even if an unvalidated string ever reached them.
@@ -114,6 +115,13 @@ def _parts_match(glob: tuple[re.Pattern[str], ...], parts: list[str]) -> bool:
     return all(p.match(part) is not None for p, part in zip(glob, parts, strict=True))
 
 
+def _checked_ids(kind: str, ids: Sequence[int]) -> frozenset[int]:
+    for value in ids:
+        if not 0 <= value <= _MAX_ID:
+            raise ConfigError(f"allow rule: {kind} {value} is not a valid id (0-{_MAX_ID})")
+    return frozenset(ids)
+
+
 def _resolve_user(name: str) -> int:
     try:
         return pwd.getpwnam(name).pw_uid
@@ -143,8 +151,8 @@ class CompiledRule:
         names = "|".join(f"(?:{compile_name_glob(g).pattern})" for g in rule.secrets)
         return cls(
             names=re.compile(names),
-            uids=frozenset(rule.uids) | {_resolve_user(u) for u in rule.users},
-            gids=frozenset(rule.gids) | {_resolve_group(g) for g in rule.groups},
+            uids=_checked_ids("uid", rule.uids) | {_resolve_user(u) for u in rule.users},
+            gids=_checked_ids("gid", rule.gids) | {_resolve_group(g) for g in rule.groups},
             units=tuple(compile_unit_glob(u) for u in rule.units),
             tcp=rule.tcp,
         )
