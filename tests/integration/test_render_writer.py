@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,3 +195,45 @@ def test_read_only_directory_for_an_unprivileged_writer(world_dir: Path) -> None
     assert "cannot create a temporary file beside it (Permission denied)" in message, done.stderr
     assert (locked / "app.conf").read_bytes() == b"old\n"
     assert _leftovers(locked) == []
+
+
+def _write_under_strace(dest: Path, inject: str) -> str:
+    """Run write_atomic in a child with a syscall fault injected by strace."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    script = (
+        "from pathlib import Path\n"
+        "from secretd.errors import RenderError\n"
+        "from secretd.render.writer import FileSpec, write_atomic\n"
+        "try:\n"
+        f"    print(write_atomic(FileSpec(Path({str(dest)!r})), b'new contents'))\n"
+        "except RenderError as exc:\n"
+        "    print(exc)\n"
+    )
+    python_c = [sys.executable, "-c", script]
+    done = subprocess.run(
+        ["strace", "-f", "-o", "/dev/null", "-e", "trace=fsync", "-e", inject, *python_c],
+        capture_output=True,
+        timeout=60,
+    )
+    if done.returncode != 0 and b"ptrace" in done.stderr:
+        pytest.skip(f"strace cannot trace here: {done.stderr.decode().strip()}")
+    return done.stdout.decode().strip()
+
+
+def test_eio_on_fsync_keeps_the_old_file(tmp_path: Path) -> None:
+    dest = tmp_path / "app.conf"
+    write_atomic(FileSpec(dest), b"old contents")
+    message = _write_under_strace(dest, "inject=fsync:error=EIO:when=1")
+    assert "cannot write (Input/output error)" in message
+    assert "previous file is unchanged" in message
+    assert dest.read_bytes() == b"old contents"
+    assert _leftovers(tmp_path) == []
+
+
+def test_eio_on_directory_fsync_is_reported(tmp_path: Path) -> None:
+    dest = tmp_path / "app.conf"
+    message = _write_under_strace(dest, "inject=fsync:error=EIO:when=2")
+    assert "written, but the directory fsync failed (Input/output error)" in message
+    assert dest.read_bytes() == b"new contents"
+    assert _leftovers(tmp_path) == []
