@@ -165,6 +165,15 @@ async def test_binary_rotation_and_deletion(agent: Agent) -> None:
     assert orjson.loads(body)["__type"] == "ResourceNotFoundException"
 
 
+async def test_aws_arns_are_accepted_as_secret_id(agent: Agent) -> None:
+    made = agent.admin.create_secret(Name="db/app", SecretString="v")
+    status, body = await agent.get(f"/secretsmanager/get?secretId={made['ARN']}")
+    assert (status, orjson.loads(body)["Name"]) == (200, "db/app")
+    wrong = made["ARN"][:-6] + "ZZZZZZ"  # same name, another secret's suffix
+    status, body = await agent.get(f"/secretsmanager/get?secretId={wrong}")
+    assert (status, orjson.loads(body)["__type"]) == (400, "ResourceNotFoundException")
+
+
 async def test_unknown_secret_is_not_found(agent: Agent) -> None:
     status, body = await agent.get("/secretsmanager/get?secretId=never/made")
     assert (status, orjson.loads(body)["__type"]) == (400, "ResourceNotFoundException")

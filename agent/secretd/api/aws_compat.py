@@ -8,8 +8,10 @@ A success is GetSecretValue's shape, keys in the AWS agent's order: `ARN`,
 `VersionStages` (AWSCURRENT/AWSPREVIOUS/AWSPENDING, then custom labels),
 `CreatedDate` as epoch seconds with milliseconds in a string ("1569534789.046").
 `ARN` is AWS's own for secrets an AWS backend served; for other backends a
-stable `arn:aws:secretsmanager:local:000000000000:secret:NAME`, which is also
-accepted back as a secretId. A stale answer (SPEC §7) adds `X-Secretd-Stale: true`.
+stable `arn:aws:secretsmanager:local:000000000000:secret:NAME`. Either form is
+accepted back as a secretId: the name is taken from it (access is decided on
+that name), and an AWS ARN must be the one AWS reports for the secret. A stale
+answer (SPEC §7) adds `X-Secretd-Stale: true`.
 
 Errors are the AWS agent's: query mistakes are a 400 with a plain-text reason
 ("unknown parameter: x", "missing parameter secretId", "invalid refreshNow
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -60,6 +63,8 @@ LOCAL_ARN_PREFIX = "arn:aws:secretsmanager:local:000000000000:secret:"
 PARAMS = frozenset({"secretId", "versionId", "versionStage", "refreshNow"})
 _LABEL = re.compile(r"[A-Za-z0-9_.@+=\-]{1,256}")
 _VERSION_ID = re.compile(r"[A-Za-z0-9_.@+=:/\-]{1,256}")
+# An AWS ARN: the name, then "-" and AWS's six random characters.
+_AWS_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:(.+)-[A-Za-z0-9]{6}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -173,6 +178,9 @@ class AwsCompatRoutes:
             )
             if query.version_id and stage and stage not in secret.version.stages:
                 raise NotFound(f"version of {name} has no stage {query.stage}")
+            if query.arn is not None and self._arn_lookup(name) != query.arn:
+                # Another secret of that name (deleted and re-created, another account).
+                raise NotFound(f"{name} is not the secret with the ARN asked for")
         except SecretdError as exc:
             self._record(caller, name, None, exc.code)
             raise as_aws_error(exc, query) from None
@@ -189,20 +197,15 @@ class AwsCompatRoutes:
         self._deps.metrics.read(result)
 
 
+@dataclass(frozen=True, slots=True)
 class Query:
     """The parsed /secretsmanager/get parameters."""
 
-    __slots__ = ("refresh", "secret_id", "stage", "version_id")
-
-    def __init__(
-        self, secret_id: str, version_id: str | None, stage: str | None, refresh: bool
-    ) -> None:
-        self.secret_id, self.version_id, self.stage, self.refresh = (
-            secret_id,
-            version_id,
-            stage,
-            refresh,
-        )
+    secret_id: str
+    version_id: str | None
+    stage: str | None
+    refresh: bool
+    arn: str | None = None  # an AWS ARN given as secretId: the answer must be that secret
 
 
 def parse_query(query: MultiMapping[str]) -> Query:
@@ -218,8 +221,12 @@ def parse_query(query: MultiMapping[str]) -> Query:
     secret_id = values.get("secretId", "")
     if not secret_id:
         raise QueryError("missing parameter secretId")
+    arn = None
+    aws_arn = _AWS_ARN.fullmatch(secret_id)
     if secret_id.startswith(LOCAL_ARN_PREFIX):
         secret_id = secret_id.removeprefix(LOCAL_ARN_PREFIX)
+    elif aws_arn is not None:
+        arn, secret_id = secret_id, aws_arn.group(1)
     refresh = values.get("refreshNow", "false").lower()
     if refresh not in ("true", "1", "false", "0"):
         raise QueryError("invalid refreshNow value")
@@ -228,7 +235,7 @@ def parse_query(query: MultiMapping[str]) -> Query:
         raise QueryError("invalid versionId value")
     if stage is not None and _LABEL.fullmatch(stage) is None:
         raise QueryError("invalid versionStage value")
-    return Query(secret_id, version_id, stage, refresh in ("true", "1"))
+    return Query(secret_id, version_id, stage, refresh in ("true", "1"), arn)
 
 
 def as_aws_error(exc: SecretdError, query: Query) -> AwsError:
