@@ -84,7 +84,15 @@ def _health() -> Health:
         cache_entries=2,
         cache_stale=1,
         templates=(TemplateHealth("/run/app.conf", True, None, "2026-01-01T00:00:00.000Z"),),
-        raw={"status": "degraded"},
+        raw={
+            "status": "degraded",
+            "hardening": {
+                "non_dumpable": True,
+                "no_core": True,
+                "mlock": None,
+                "problems": {"mlock": "RLIMIT_MEMLOCK\ttoo low"},
+            },
+        },
     )
 
 
@@ -95,6 +103,8 @@ def test_status_table_shows_everything_but_values() -> None:
     assert "timed out reading" in text  # flattened to one line
     assert "db/app  v3       1m15s  STALE" in text
     assert "/run/app.conf" in text and "2026-01-01T00:00:00.000Z" in text
+    assert "hardening: non_dumpable yes, no_core yes, mlock off" in text
+    assert "  mlock: RLIMIT_MEMLOCK too low" in text
     assert text.endswith("\n") and "\n\n\n" not in text
 
 
@@ -109,7 +119,7 @@ def test_status_table_when_listing_failed_or_empty() -> None:
 def test_status_document() -> None:
     rows = [SecretInfo("db/app", "v3", 1.5, False)]
     document = status_document("/s", _health(), rows, None)
-    assert document["health"] == {"status": "degraded"}
+    assert document["health"]["status"] == "degraded"
     assert document["secrets"] == [
         {"name": "db/app", "version_id": "v3", "age_seconds": 1.5, "stale": False}
     ]

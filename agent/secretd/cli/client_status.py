@@ -36,6 +36,7 @@ def render_status(
         f"agent:     {clean(health.status)}",
         f"socket:    {clean(socket)}",
         f"cache:     {health.cache_entries} entries, {health.cache_stale} stale",
+        *_hardening(health.raw.get("hardening")),
         "",
     ]
     backend_rows = [
@@ -64,6 +65,23 @@ def render_status(
         "templates", ["DESTINATION", "OK", "LAST RENDERED", "LAST ERROR"], template_rows
     )
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _hardening(report: object) -> list[str]:
+    """`hardening: non_dumpable yes, no_core yes, mlock off` and any problems."""
+    if not isinstance(report, dict):
+        return []
+    words = {True: "yes", False: "NO", None: "off"}
+    flags = [
+        f"{clean(str(key))} {words.get(value, '?') if isinstance(value, bool | None) else '?'}"
+        for key, value in report.items()
+        if key != "problems"
+    ]
+    lines = ["hardening: " + ", ".join(flags)]
+    problems = report.get("problems")
+    if isinstance(problems, dict):
+        lines += [f"  {clean(str(k))}: {clean(str(v))}" for k, v in sorted(problems.items())]
+    return lines
 
 
 def _section(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
