@@ -262,8 +262,9 @@ def test_files_follow_the_directory_owner_group_and_mode(tmp_path: Path) -> None
     st = record.stat()
     secrets_st = (root / "secrets").stat()
     if os.geteuid() == 0:
-        assert (st.st_uid, st.st_gid) == (4242, 4343)
-        assert (secrets_st.st_uid, secrets_st.st_gid) == (4242, 4343)
+        for path in (record, root / "secrets", root / "store.json", root / ".lock"):
+            owner = path.stat()
+            assert (owner.st_uid, owner.st_gid) == (4242, 4343), path
     assert stat.S_IMODE(st.st_mode) == 0o640
     assert stat.S_IMODE(secrets_st.st_mode) == 0o750
 

@@ -98,6 +98,10 @@ class StoreLayout:
         except OSError as exc:
             raise StoreError(f"{self.lock_path}: cannot open lock ({exc.strerror})") from None
         try:
+            if os.geteuid() == 0:  # root must not leave a lock the store's owner cannot open
+                owner = self.root.stat()
+                with contextlib.suppress(OSError):
+                    os.fchown(fd, owner.st_uid, owner.st_gid)
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
