@@ -89,6 +89,8 @@ def _register_exec(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     run = sub.add_parser(
         "exec",
         help="run a command with secrets in its environment",
+        usage="secretd exec [--socket PATH] [--restart | --signal SIG] [--grace DURATION]\n"
+        "                    --env VAR=NAME[#FIELD] [--env ...] -- CMD [ARG...]",
         description="Run CMD with secrets from the agent in its environment (never in argv). "
         "Signals are forwarded; the exit status is the command's (128+N for signal N). "
         "With --restart or --signal, a rotation of a used value restarts the command "
