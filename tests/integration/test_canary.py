@@ -289,6 +289,19 @@ def rotate_and_tamper(agent: AgentProcess, old_version: str) -> list[tuple[str, 
     return [("tampered", tampered.body)]
 
 
+def process_outputs(agent: AgentProcess) -> list[tuple[str, bytes]]:
+    """The agent's own argv and environment; and it reports itself hardened."""
+    proc_dir = Path(f"/proc/{agent.proc.pid}")
+    health = orjson.loads(agent.request("/v1/health").body)
+    assert health["hardening"]["non_dumpable"] is True
+    assert health["hardening"]["no_core"] is True
+    assert b'secretd_hardening{feature="non_dumpable"} 1.0' in agent.request("/metrics").body
+    return [
+        ("agent argv", (proc_dir / "cmdline").read_bytes()),
+        ("agent environ", (proc_dir / "environ").read_bytes()),
+    ]
+
+
 @needs_agent
 @pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
 @pytest.mark.parametrize("log_format", ["json", "text"])
@@ -307,6 +320,7 @@ def test_no_value_reaches_logs_audit_metrics_errors_health_or_status(log_format:
         outputs += denied_outputs(agent)
         outputs += rotate_and_tamper(agent, old_version)
         outputs += outputs_without_values(agent)  # health/status/metrics after rotation
+        outputs += process_outputs(agent)
         assert agent.stop() == 0
         logs = agent.logs()
         outputs.append(("agent log", logs))
