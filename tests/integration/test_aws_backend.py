@@ -296,6 +296,23 @@ async def test_no_region_is_a_config_error(
         )
 
 
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ({"endpoint_url": "not a url"}, "endpoint"),
+        ({"endpoint_url": "ftp://127.0.0.1/"}, "endpoint_url"),
+        ({"endpoint_url": "http://"}, "endpoint"),
+        ({"profile": "no-such-profile"}, "profile"),
+    ],
+)
+async def test_bad_client_settings_are_config_errors(
+    admin: Any, extra: dict[str, str], problem: str
+) -> None:
+    settings = AwsBackendConfig(type="aws", region=REGION, **extra)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=problem):
+        await open_backend("aws", settings, max_secret_bytes=4096)
+
+
 async def test_aclose_is_idempotent(moto: MotoServer, admin: Any) -> None:
     opened = await open_backend("aws", config(moto.url), max_secret_bytes=4096)
     await opened.aclose()

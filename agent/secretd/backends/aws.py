@@ -71,6 +71,10 @@ async def open_backend(
         raise ConfigError(
             f"backend {name!r}: type = 'aws' needs aiobotocore; install secretd[aws]"
         ) from None
+    if config.endpoint_url is not None and not config.endpoint_url.startswith(
+        ("http://", "https://")
+    ):
+        raise ConfigError(f"backends.{name}.endpoint_url: expected an http:// or https:// URL")
     client_config = AioConfig(
         connect_timeout=min(config.timeout, 5.0),
         read_timeout=config.timeout,
