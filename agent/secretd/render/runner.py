@@ -259,11 +259,16 @@ class TemplateRunner:
             slot.pinned = wants
             self._pin(sorted(new))
 
-    async def _run_command(self, slot: _Slot) -> CommandResult:
+    async def _run_command(self, slot: _Slot) -> CommandResult | None:
         config = slot.sink.config
         assert config.command is not None
         slot.command_pending = False
-        result = await run_command(config.command, limit=config.command_timeout)
+        try:
+            result = await run_command(config.command, limit=config.command_timeout)
+        except Exception as exc:  # a bug must not stop the other templates
+            log.exception("template.command_crashed", destination=slot.sink.destination)
+            slot.last_command = f"internal error ({type(exc).__name__})"
+            return None
         slot.last_command = result.describe()
         log_event = log.info if result.ok else log.warning
         log_event(
