@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -311,6 +312,14 @@ async def test_bad_client_settings_are_config_errors(
     settings = AwsBackendConfig(type="aws", region=REGION, **extra)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=problem):
         await open_backend("aws", settings, max_secret_bytes=4096)
+
+
+async def test_a_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As if `pip install secretd` without [aws]: the import of aiobotocore fails.
+    for module in ("aiobotocore", "aiobotocore.config", "aiobotocore.session"):
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ConfigError, match=r"install secretd\[aws\]"):
+        await open_backend("aws", AwsBackendConfig(type="aws"), max_secret_bytes=4096)
 
 
 async def test_aclose_is_idempotent(moto: MotoServer, admin: Any) -> None:
