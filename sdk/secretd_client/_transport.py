@@ -10,7 +10,11 @@ from typing import Any
 
 import httpcore
 import httpx
-from httpcore._backends.sync import SyncStream
+
+try:  # httpcore's own stream around a connected socket (internal, hence guarded)
+    from httpcore._backends.sync import SyncStream
+except ImportError:  # pragma: no cover - a future httpcore
+    SyncStream = None  # type: ignore[assignment,misc]
 
 from secretd_client._errors import (
     AgentUnavailable,
@@ -54,7 +58,8 @@ def unix_transport(path: str) -> httpx.HTTPTransport:
     stock pool stays in place and only that leak comes back.
     """
     transport = httpx.HTTPTransport(uds=path)
-    if isinstance(getattr(transport, "_pool", None), httpcore.ConnectionPool):
+    pool = getattr(transport, "_pool", None)
+    if SyncStream is not None and isinstance(pool, httpcore.ConnectionPool):
         transport._pool = httpcore.ConnectionPool(uds=path, network_backend=_ClosingBackend())
     return transport
 
