@@ -150,17 +150,19 @@ def write_config(root: Path, body: str) -> Path:
     return path
 
 
-def init_store(root: Path, values: Sequence[tuple[str, bytes]]) -> tuple[Path, Path]:
+def init_store(
+    root: Path, values: Sequence[tuple[str, bytes]], prefix: Sequence[str] = ()
+) -> tuple[Path, Path]:
     store, key = root / "store", root / "store.key"
     subprocess.run(
-        [SECRETD, "store", "init", str(store), "--key", str(key)],
+        [*prefix, SECRETD, "store", "init", str(store), "--key", str(key)],
         check=True,
         capture_output=True,
         timeout=30,
     )
     for name, value in values:
         subprocess.run(
-            [SECRETD, "store", "put", str(store), name, "--key", str(key)],
+            [*prefix, SECRETD, "store", "put", str(store), name, "--key", str(key)],
             input=value,
             check=True,
             capture_output=True,
@@ -171,26 +173,33 @@ def init_store(root: Path, values: Sequence[tuple[str, bytes]]) -> tuple[Path, P
 
 @contextmanager
 def running_agent(
-    config_template: str, values: Sequence[tuple[str, bytes]]
+    config_template: str, values: Sequence[tuple[str, bytes]], *, user: TestUser | None = None
 ) -> Iterator[AgentProcess]:
     """Start an agent on a new store holding `values`. `config_template` is TOML
     with `$root`, `$store` and `$key` placeholders (string.Template); the socket
-    must be `$root/s.sock` and the audit log `$root/audit.jsonl`."""
+    must be `$root/s.sock` and the audit log `$root/audit.jsonl`. With `user`,
+    the store, config and agent belong to / run as that user instead of root."""
     root = Path(tempfile.mkdtemp(prefix="sdc-", dir="/tmp"))
     root.chmod(0o755)  # a second user must reach the socket
+    prefix = as_user(user, []) if user is not None else []
+    if user is not None:
+        os.chown(root, user.uid, user.gid)
     proc: subprocess.Popen[bytes] | None = None
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
-        store, key = init_store(root, values)
+        store, key = init_store(root, values, prefix)
         text = Template(config_template).substitute(root=root, store=store, key=key)
         config = write_config(root, text)
         notify_path = root / "notify"
         notify.bind(str(notify_path))
+        if user is not None:
+            os.chown(config, user.uid, user.gid)
+            notify_path.chmod(0o777)
         stderr_path = root / "agent.log"
         with stderr_path.open("wb") as stderr:
             env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
             proc = subprocess.Popen(
-                [SECRETD, "agent", "-c", str(config)],
+                [*prefix, SECRETD, "agent", "-c", str(config)],
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,

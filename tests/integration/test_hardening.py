@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from secretd.hardening import HardeningReport
+from tests.fakes.canary_agent import running_agent
 from tests.fakes.second_user import as_user, can_switch_users, ensure_test_user
 
 # Waits for a line, hardens, prints the report, waits again (so the parent can
@@ -132,3 +133,33 @@ def test_report_features_and_dict() -> None:
     report = HardeningReport(True, False, None, {"no_core": "setrlimit failed"})
     assert report.features() == {"non_dumpable": True, "no_core": False, "mlock": None}
     assert report.as_dict()["problems"] == {"no_core": "setrlimit failed"}
+
+
+AGENT_CONFIG = """
+[agent]
+socket = "$root/s.sock"
+log_level = "debug"
+
+[backends.local]
+type = "file"
+path = "$store"
+key_file = "$key"
+
+[[allow]]
+secrets = ["**"]
+uids = [0]
+"""
+
+
+@needs_root
+def test_the_running_agent_is_non_dumpable_with_no_core_limit() -> None:
+    user = ensure_test_user()
+    with running_agent(AGENT_CONFIG, [("db/app", b"x")], user=user) as agent:
+        pid = agent.proc.pid  # setpriv execs: this is the agent
+        status = Path(f"/proc/{pid}/status").read_text()
+        real_uid = next(ln for ln in status.splitlines() if ln.startswith("Uid:")).split()[1]
+        assert int(real_uid) == user.uid
+        assert owner(f"/proc/{pid}/environ") == 0  # non-dumpable while running as the user
+        assert core_limit(pid) == ["0", "0"]
+        assert agent.request("/v1/secrets/db/app?format=raw").body == b"x"
+        assert agent.stop() == 0
