@@ -86,18 +86,19 @@ class VaultBackend:
         stage: str | None = None,
     ) -> Fetched:
         name = SecretName(name)
-        meta = await self._metadata(name)
+        latest: dict[str, Any] | None = None
+        if version_id is None and stage in (None, CURRENT):
+            meta, latest = await self._metadata_and_latest(name)
+        else:
+            meta = await self._metadata(name)
         now = self._clock.now()
         version = self._choose(meta, name, version_id, stage)
         listed = meta.versions.get(version)
         if listed is None or not listed.live(now):
             raise BackendNotFound(f"{self._where(name)}: version {version} is deleted or destroyed")
-        path = self._path("data", name)
-        reply = await self._get(path, params={"version": str(version)})
-        if reply.status == 404:
-            raise BackendNotFound(f"{self._where(name)}: version {version} not found")
-        body = self._ok(reply, path)
-        raw = parse_data(body, requested=version, listed=listed, now=now, where=self._where(name))
+        if latest is None or _answer_version(latest) != version:
+            latest = await self._data(name, version)  # asked exactly; a write raced the pair
+        raw = parse_data(latest, requested=version, listed=listed, now=now, where=self._where(name))
         if len(raw) > self._max_secret_bytes:
             raise BadBackendAnswer(
                 f"{self._where(name)}: value is larger than limits.max_secret_bytes"
@@ -105,6 +106,31 @@ class VaultBackend:
         stages = meta.stages_of(version, now)
         found = Version(str(version), stages, listed.created_at, SecretValue(raw))
         return Fetched(name=name, version=found)
+
+    async def _metadata_and_latest(
+        self, name: SecretName
+    ) -> tuple[KvMetadata, dict[str, Any] | None]:
+        """The metadata and the latest data, asked in parallel (one round trip, not two).
+
+        The data answer is used only if it is the version the metadata calls
+        current; otherwise (a write in between, an error) `fetch` asks again for
+        that exact version, which also surfaces any error properly.
+        """
+        meta, reply = await asyncio.gather(
+            self._metadata(name), self._get(self._path("data", name)), return_exceptions=True
+        )
+        if isinstance(meta, BaseException):
+            raise meta
+        if isinstance(reply, BaseException) or reply.status != 200:
+            return meta, None
+        return meta, reply.body
+
+    async def _data(self, name: SecretName, version: int) -> dict[str, Any]:
+        path = self._path("data", name)
+        reply = await self._get(path, params={"version": str(version)})
+        if reply.status == 404:
+            raise BackendNotFound(f"{self._where(name)}: version {version} not found")
+        return self._ok(reply, path)
 
     async def current_versions(self, names: Sequence[SecretName]) -> Mapping[SecretName, str]:
         """Metadata reads only, `max_concurrency` at a time. A name whose
@@ -189,6 +215,14 @@ class VaultBackend:
 
     def _where(self, name: SecretName) -> str:
         return f"vault backend {self.name!r} secret {name!r}"
+
+
+def _answer_version(body: Mapping[str, Any]) -> int | None:
+    """The version a data answer says it holds, if it says so plainly."""
+    data = body.get("data")
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    version = meta.get("version") if isinstance(meta, dict) else None
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
 
 
 def check_vault_config(name: str, config: VaultBackendConfig) -> ssl.SSLContext | None:
