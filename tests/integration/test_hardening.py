@@ -13,7 +13,7 @@ import pytest
 
 from secretd.hardening import HardeningReport
 from tests.fakes.canary_agent import running_agent
-from tests.fakes.second_user import as_user, can_switch_users, ensure_test_user
+from tests.fakes.second_user import as_user, can_switch_users, ensure_test_user, run_python_as
 
 # Waits for a line, hardens, prints the report, waits again (so the parent can
 # look at /proc while it lives), then allocates to show nothing broke.
@@ -160,6 +160,10 @@ def test_the_running_agent_is_non_dumpable_with_no_core_limit() -> None:
         real_uid = next(ln for ln in status.splitlines() if ln.startswith("Uid:")).split()[1]
         assert int(real_uid) == user.uid
         assert owner(f"/proc/{pid}/environ") == 0  # non-dumpable while running as the user
+        # So another process of the same user cannot read its memory or environment.
+        for name in ("mem", "environ"):
+            probe = run_python_as(user, f"open('/proc/{pid}/{name}', 'rb').read(1)")
+            assert b"PermissionError" in probe.stderr, probe.stderr
         assert core_limit(pid) == ["0", "0"]
         assert agent.request("/v1/secrets/db/app?format=raw").body == b"x"
         assert agent.stop() == 0
