@@ -286,3 +286,14 @@ async def test_concurrency_is_capped_per_backend(
     # with two slots, the third request can only start once a 0.3 s one has finished
     assert starts[2] - starts[0] >= 0.25
     assert starts[4] - starts[2] >= 0.25
+
+
+async def test_a_failing_version_check_raises_the_backend_error_itself(
+    backend: VaultBackend, proxy: FaultProxy, seeded: BaoServer
+) -> None:
+    seeded.kv_put("faults/other", {"password": "x"})
+    names = [NAME, SecretName("faults/other"), SecretName("faults/none")]
+    assert set(await backend.current_versions(names)) == {NAME, SecretName("faults/other")}
+    proxy.add(Fault.reset(match="/metadata/faults/other"))
+    with pytest.raises(BackendUnavailable):
+        await backend.current_versions(names)

@@ -37,6 +37,7 @@ from secretd.clock import Clock, SystemClock
 from secretd.config.schema import AppRoleAuth, VaultBackendConfig
 from secretd.errors import (
     BackendAuthError,
+    BackendError,
     BackendNotFound,
     BackendUnavailable,
     BadBackendAnswer,
@@ -134,17 +135,22 @@ class VaultBackend:
 
     async def current_versions(self, names: Sequence[SecretName]) -> Mapping[SecretName, str]:
         """Metadata reads only, `max_concurrency` at a time. A name whose
-        current version is deleted is absent; any other failure raises."""
+        current version is deleted is absent; the first other failure stops
+        the batch and is raised as itself (never wrapped in an ExceptionGroup)."""
         pending = list(dict.fromkeys(names))
         found: dict[SecretName, str] = {}
+        failures: list[BackendError] = []
 
         async def worker() -> None:
-            while pending:
+            while pending and not failures:
                 name = pending.pop()
                 try:
                     meta = await self._metadata(name)
                 except BackendNotFound:
                     continue
+                except BackendError as exc:
+                    failures.append(exc)
+                    return
                 current = meta.live_current(self._clock.now())
                 if current is not None:
                     found[name] = str(current)
@@ -152,6 +158,8 @@ class VaultBackend:
         async with asyncio.TaskGroup() as group:
             for _ in range(min(self._max_concurrency, len(pending))):
                 group.create_task(worker())
+        if failures:
+            raise failures[0]
         return found
 
     async def aclose(self) -> None:
