@@ -15,6 +15,7 @@ them down:
     secretd_secret_age_max_seconds                   the oldest cached secret's age
     secretd_secret_age_seconds{secret}               per secret, declared/used (pinned) ones only
     secretd_hardening{feature}                       1 when a hardening step worked, else 0
+    secretd_audit_lost_lines                         audit lines lost to write errors
 
 Per-secret labels are limited to pinned names (declared in the config or used
 by a template or credential): a name somebody merely asked for - perhaps one
@@ -27,7 +28,7 @@ plain-identifier pattern (backend names); anything else is counted as "other".
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -180,6 +181,15 @@ class Metrics:
         for feature, worked in features.items():
             if worked is not None:
                 self._hardening.labels(_label(feature)).set(1 if worked else 0)
+
+    def track_audit_failures(self, lost_lines: Callable[[], int]) -> None:
+        """Expose `secretd_audit_lost_lines`, read at scrape time (audit.AuditLog.failed_writes)."""
+        gauge = Gauge(
+            "secretd_audit_lost_lines",
+            "Audit lines lost to write errors since start",
+            registry=self.registry,
+        )
+        gauge.set_function(lambda: float(lost_lines()))
 
     def exposition(self) -> bytes:
         """The Prometheus text format; serve it with `CONTENT_TYPE`."""

@@ -162,3 +162,12 @@ def test_exposition_never_contains_a_canary_from_any_entry_point() -> None:
     # plain identifier would appear, so this checks the folding of everything else.
     assert text.count(CANARY) == text.count(f'backend="{CANARY}"')
     assert "probe/" not in text
+
+
+def test_audit_lost_lines_are_read_at_scrape_time() -> None:
+    metrics = Metrics()
+    lost = [0]
+    metrics.track_audit_failures(lambda: lost[0])
+    assert value(metrics, "secretd_audit_lost_lines") == 0
+    lost[0] = 3
+    assert value(metrics, "secretd_audit_lost_lines") == 3
