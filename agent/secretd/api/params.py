@@ -73,7 +73,12 @@ class SecretQuery:
     index: str | None = None
 
 
+PLAIN_READ = SecretQuery()
+
+
 def parse_secret_query(query: MultiMapping[str]) -> SecretQuery:
+    if not query:
+        return PLAIN_READ  # the hot path: a plain read of the current version
     values = single_values(query, SECRET_PARAMS)
     stage = values.get("stage")
     version = values.get("version")
