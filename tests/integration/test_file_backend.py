@@ -372,3 +372,23 @@ def test_the_agent_user_manages_and_reads_its_store_and_others_cannot(
     proc = run_python_as(other, READ_AS_AGENT, str(store_dir))
     assert proc.stdout.decode().startswith("refused:"), (proc.stdout, proc.stderr)
     assert b"agent-readable" not in proc.stdout + proc.stderr
+
+
+async def test_cancelling_one_watcher_leaves_the_backend_and_other_watchers_working(
+    backend: FileBackend, seeder: StoreSeeder
+) -> None:
+    await seeder.put(NAME, b"v")
+    first: list[SecretName] = []
+    doomed = asyncio.create_task(_collect(backend, first))
+    async with asyncio.timeout(WATCH_BOUND):
+        while "warm-up" not in first:
+            await seeder.put("warm-up", b"v")
+            await asyncio.sleep(0.1)
+    doomed.cancel()
+    async with asyncio.timeout(WATCH_BOUND):
+        with contextlib.suppress(asyncio.CancelledError):
+            await doomed
+    assert (await backend.fetch(NAME)).version.value.reveal() == b"v"
+    async with watching(backend, seeder) as seen:
+        await seeder.put("later", b"v")
+        await _wait_for(seen, "later")

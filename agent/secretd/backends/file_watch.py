@@ -12,6 +12,7 @@ been missed in between.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +50,32 @@ def _all_records(directory: Path) -> list[tuple[Path, bool]]:
         return []
 
 
+class _StopSignal:
+    """What awatch polls from its thread to know when to stop: the backend
+    closing, or this one watcher ending. awatch *sets* its stop event when its
+    consumer is cancelled; that must end this watcher only, never close the
+    backend or other watchers, so `set()` here touches this watcher's flag alone."""
+
+    def __init__(self, closing: asyncio.Event) -> None:
+        self._closing = closing
+        self._ended = False
+
+    def is_set(self) -> bool:
+        return self._ended or self._closing.is_set()
+
+    def set(self) -> None:
+        self._ended = True
+
+
 async def watch_paths(
     directory: Path, stop: asyncio.Event, tuning: WatchTuning
 ) -> AsyncIterator[list[tuple[Path, bool]]]:
-    """Yield batches of (record path, deleted) until `stop` is set."""
+    """Yield batches of (record path, deleted) until `stop` is set (the backend
+    closes) or the consumer stops iterating."""
     polling = tuning.force_polling
     restarted = False
-    while not stop.is_set():
+    signal = _StopSignal(stop)
+    while not signal.is_set():
         try:
             watcher = awatch(
                 directory,
@@ -63,7 +83,7 @@ async def watch_paths(
                 debounce=tuning.debounce_ms,
                 step=tuning.step_ms,
                 rust_timeout=tuning.rust_timeout_ms,
-                stop_event=stop,
+                stop_event=signal,
                 recursive=False,
                 force_polling=polling,
                 poll_delay_ms=tuning.poll_delay_ms,
@@ -72,8 +92,13 @@ async def watch_paths(
                 yield await asyncio.to_thread(_all_records, directory)
             async for batch in watcher:
                 yield [(Path(path), change == Change.deleted) for change, path in batch]
-            return  # awatch ends only when `stop` is set
-        except (OSError, RuntimeError) as exc:
+            return  # awatch ends only when the signal is set
+        except BaseException as exc:
+            if not isinstance(exc, OSError | RuntimeError):
+                signal.set()  # cancelled or closed: end this watcher's thread
+                with contextlib.suppress(RuntimeError):  # "already running": it ends itself
+                    await watcher.aclose()
+                raise
             log.warning(
                 "store.watch_failed",
                 directory=str(directory),
