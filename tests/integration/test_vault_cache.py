@@ -171,3 +171,41 @@ async def test_rotation_is_noticed_by_metadata_checks_alone(
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
         await cache.aclose()
+
+
+async def test_no_value_or_token_leaks_into_logs_errors_or_health(
+    bao_server: BaoServer,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    canary = "CANARY-d41d8cd98f00b204"
+    kv_path = "cache/canary"
+    bao_server.kv_put(kv_path, {"password": canary})
+    config = vault_config(bao_server, tmp_path, address=proxy.url, timeout="1s")
+    cache = await open_cache(config)
+    name = SecretName(f"vault/{kv_path}")
+    seen: list[str] = []
+    try:
+        assert canary in (await cache.read(name)).version.value.reveal().decode()
+        bao_server.kv_put(kv_path, {"password": canary + "-2"})
+        for fault in [
+            Fault.transform(lambda b: b.replace(b'"version":2', b'"version":1'), match="/data/"),
+            Fault.transform(lambda b: b + b"garbage", match="/data/"),
+            Fault.canned(200, hostile_bodies()["duplicate_keys"]),
+            Fault.truncate(match="/data/"),
+            Fault.canned(403, b'{"errors":["permission denied"]}'),
+        ]:
+            proxy.clear()
+            proxy.add(fault)
+            got = await cache.read(name, refresh=True)
+            assert got.stale
+            seen.append(str(cache.backend_health()["vault"].last_error))
+            seen.append(repr(got))
+    finally:
+        await cache.aclose()
+    printed = capsys.readouterr()
+    assert "vault.logged_in" in printed.out + printed.err  # the logs were captured
+    for text in [printed.out, printed.err, *seen]:
+        assert canary not in text
+        assert bao_server.token not in text
