@@ -255,3 +255,25 @@ async def test_a_refused_approle_login_backs_off(policies: BaoServer, tmp_path: 
     finally:
         await vault.aclose()
     assert len(policies.audit_requests("auth/approle/login")) - before <= 2
+
+
+async def test_a_renewable_token_from_a_file_is_renewed(
+    policies: BaoServer, tmp_path: Path
+) -> None:
+    token = policies.create_token(policies=["read-a"], ttl="3s")
+    renewals = len(policies.audit_requests("auth/token/renew-self"))
+    vault = await open_backend(
+        "v", vault_config(policies, tmp_path, token=token), max_secret_bytes=4096
+    )
+    try:
+        await vault.fetch(SecretName("auth-a/x"))
+        await eventually(
+            lambda: len(policies.audit_requests("auth/token/renew-self")) > renewals + 1,
+            within=10.0,
+            what="two renew-self calls",
+        )
+        lookup = policies.api("POST", "auth/token/lookup", {"token": token})
+        assert lookup["data"]["ttl"] > 0  # still alive past its first 3 s
+        assert (await vault.fetch(SecretName("auth-a/x"))).version.version_id == "1"
+    finally:
+        await vault.aclose()
