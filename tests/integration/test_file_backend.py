@@ -392,3 +392,19 @@ async def test_cancelling_one_watcher_leaves_the_backend_and_other_watchers_work
     async with watching(backend, seeder) as seen:
         await seeder.put("later", b"v")
         await _wait_for(seen, "later")
+
+
+async def test_a_write_right_after_changes_starts_is_reported(
+    backend: FileBackend, seeder: StoreSeeder
+) -> None:
+    await seeder.put("early", b"v1")
+    changes = backend.changes()
+    first = asyncio.ensure_future(anext(changes))
+    await asyncio.sleep(0)  # one step: the generator has set up its directory watch
+    keyring = seeder.store.keyring(None)
+    seeder.store.put(SecretName("early"), b"v2", keyring)  # blocking on purpose: no yield
+    keyring.close()
+    async with asyncio.timeout(WATCH_BOUND):
+        assert await first == "early"
+    await backend.aclose()
+    await changes.aclose()  # type: ignore[attr-defined]

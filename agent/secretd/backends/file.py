@@ -30,6 +30,7 @@ import structlog
 from secretd.backends.file_watch import WatchTuning, watch_paths
 from secretd.config import FileBackendConfig
 from secretd.errors import (
+    BackendError,
     BackendNotFound,
     BackendTimeout,
     BackendUnavailable,
@@ -240,9 +241,29 @@ class FileBackend:
         return entry
 
     async def changes(self) -> AsyncIterator[SecretName]:
-        """Yield the name of every record that was written, replaced or removed."""
-        await self._call("listing secrets", self._scan)  # learn names for later deletions
+        """Yield the name of every record that was written, replaced or removed.
+
+        The directory watch is in place by the time the first `__anext__()` first
+        suspends: nothing written after that is missed. The names already on
+        disk (needed to name later deletions) are learnt in parallel.
+        """
+        scanned = asyncio.ensure_future(self._call("listing secrets", self._scan))
+        try:
+            async for name in self._watched(scanned):
+                yield name
+        finally:
+            if not scanned.done():
+                scanned.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BackendError):
+                await scanned
+
+    async def _watched(
+        self, scanned: asyncio.Future[list[SecretName]]
+    ) -> AsyncIterator[SecretName]:
         async for batch in watch_paths(self._store.layout.secrets_dir, self._stop, self._tuning):
+            if not scanned.done():
+                with contextlib.suppress(BackendError):
+                    await scanned
             names: dict[SecretName, None] = {}
             for path, deleted in batch:
                 name = await asyncio.to_thread(self._changed_name, path, deleted)
