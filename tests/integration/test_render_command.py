@@ -124,3 +124,44 @@ async def test_command_that_cannot_start(argv: list[str]) -> None:
     assert not result.ok
     assert result.error is not None
     assert result.describe().startswith("could not start")
+
+
+def test_same_guarantees_under_uvloop() -> None:
+    """The agent runs on uvloop: its subprocess support must keep every promise."""
+    import asyncio
+
+    import uvloop
+
+    async def scenario() -> tuple[str, str, bool, int]:
+        ids = await run_command(
+            ["/bin/sh", "-c", "echo $$; ps -o pgid=,sid= -p $$; ls /proc/$$/fd; /usr/bin/env"],
+            limit=10,
+        )
+        hung = await run_command(
+            ["/bin/sh", "-c", "trap '' TERM; sleep 300 & echo $!; sleep 300"], limit=0.3, grace=0.2
+        )
+        return ids.output.decode(), hung.output.decode(), hung.timed_out, os.getpgrp()
+
+    read_end, write_end = os.pipe()
+    os.set_inheritable(read_end, True)
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            out, hung_out, timed_out, our_pgid = runner.run(scenario())
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    pid, ids, *rest = out.split("\n")
+    assert ids.split() == [pid, pid] and int(pid) != our_pgid
+    fds = [line for line in rest if line.isdigit()]
+    assert sorted(fds) == ["0", "1", "2"]
+    env = sorted(
+        line for line in rest if "=" in line and not line.startswith("PWD=")
+    )  # sh sets PWD
+    assert env == sorted(f"{k}={v}" for k, v in command_environment().items())
+    assert timed_out
+    leftover = int(hung_out.split()[0])
+    for _ in range(100):
+        if not _alive(leftover):
+            break
+        time.sleep(0.02)
+    assert not _alive(leftover)

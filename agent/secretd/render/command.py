@@ -12,6 +12,12 @@ The output is never logged. A command may well print what it read from the
 rendered file, so logs carry only its size, the exit status and the duration;
 `CommandResult.output` is there for callers (tests, a future `status` detail)
 that know what they are holding.
+
+The child is spawned with `subprocess.Popen`, not the event loop's subprocess
+support: uvloop's leaves extra descriptors (duplicated stdio, its own pipes) in
+the child, and the standard library's fork/exec closes everything above 2.
+Output is read with a loop reader and the exit is noticed by polling
+`waitpid(WNOHANG)`, which work the same on asyncio's loop and on uvloop.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,22 +77,12 @@ async def run_command(
     """Run `argv` to completion or for `limit` seconds, then kill its process group."""
     started = time.monotonic()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=command_environment(),
-            cwd="/",
-            close_fds=True,
-            start_new_session=True,
-        )
+        proc = _spawn(argv)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         return CommandResult(None, False, time.monotonic() - started, b"", 0, reason)
     assert proc.stdout is not None
-    collector = _OutputCollector(cap)
-    reader = asyncio.create_task(collector.consume(proc.stdout))
+    collector = _OutputCollector(cap, proc.stdout.fileno())
     timed_out = False
     try:
         async with asyncio.timeout(limit):
@@ -94,19 +91,33 @@ async def run_command(
         timed_out = True
         await _kill_group(proc, grace)
     finally:
-        if proc.returncode is None:  # cancelled from outside: never leave it running
+        if proc.poll() is None:  # cancelled from outside: never leave it running
             _signal_group(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        await _finish_reading(reader)
-        _close_pipes(proc)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=KILL_GRACE)  # SIGKILL is prompt; bounded anyway
+        await collector.finish(DRAIN_AFTER_EXIT)
+        proc.stdout.close()
     returncode = None if timed_out else proc.returncode
     return CommandResult(
         returncode, timed_out, time.monotonic() - started, collector.kept(), collector.total
     )
 
 
-async def _kill_group(proc: asyncio.subprocess.Process, grace: float) -> None:
+def _spawn(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=command_environment(),
+        cwd="/",
+        close_fds=True,
+        start_new_session=True,
+        restore_signals=True,
+    )
+
+
+async def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     _signal_group(proc.pid, signal.SIGTERM)
     try:
         async with asyncio.timeout(grace):
@@ -118,14 +129,10 @@ async def _kill_group(proc: asyncio.subprocess.Process, grace: float) -> None:
     await _exited(proc)
 
 
-async def _exited(proc: asyncio.subprocess.Process) -> None:
-    """Wait until the child itself has exited.
-
-    Not `proc.wait()`: on Python 3.11 that also waits for every pipe to close,
-    so a background grandchild holding stdout would make a finished command
-    look hung. The child watcher sets `returncode` as soon as it reaps the child.
-    """
-    while proc.returncode is None:  # noqa: ASYNC110 - no event exists for this
+async def _exited(proc: subprocess.Popen[bytes]) -> None:
+    """Wait until the child itself has exited (its own output pipe may stay open
+    in a background grandchild, so EOF is no signal of that)."""
+    while proc.poll() is None:  # noqa: ASYNC110 - no loop-portable exit event for a Popen
         await asyncio.sleep(EXIT_POLL)
 
 
@@ -134,42 +141,51 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _close_pipes(proc: asyncio.subprocess.Process) -> None:
-    """Drop our end of the output pipe. A grandchild that still holds the other
-    end gets EPIPE/SIGPIPE on its next write rather than keeping us waiting."""
-    transport = getattr(proc, "_transport", None)  # asyncio keeps no public handle
-    if transport is not None:
-        transport.close()
-
-
-async def _finish_reading(reader: asyncio.Task[None]) -> None:
-    """Give the reader a moment to reach EOF; a leftover grandchild may hold the pipe."""
-    try:
-        async with asyncio.timeout(DRAIN_AFTER_EXIT):
-            await asyncio.shield(reader)
-    except TimeoutError:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-
-
 class _OutputCollector:
-    """Keeps the first `cap` bytes of a stream and counts the rest."""
+    """Reads a pipe with a loop reader, keeping the first `cap` bytes and counting the rest."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, fd: int) -> None:
         self._cap = cap
+        self._fd = fd
         self._parts: list[bytes] = []
         self._kept = 0
         self.total = 0
+        self._loop = asyncio.get_running_loop()
+        self._eof = self._loop.create_future()
+        os.set_blocking(fd, False)
+        self._loop.add_reader(fd, self._on_readable)
 
-    async def consume(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(65536):
-            self.total += len(chunk)
-            room = self._cap - self._kept
-            if room > 0:
-                piece = chunk[:room]
-                self._parts.append(piece)
-                self._kept += len(piece)
+    def _on_readable(self) -> None:
+        try:
+            chunk = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._stop()
+            return
+        self.total += len(chunk)
+        room = self._cap - self._kept
+        if room > 0:
+            piece = chunk[:room]
+            self._parts.append(piece)
+            self._kept += len(piece)
+
+    def _stop(self) -> None:
+        self._loop.remove_reader(self._fd)
+        if not self._eof.done():
+            self._eof.set_result(None)
+
+    async def finish(self, within: float) -> None:
+        """Wait up to `within` for EOF (a leftover grandchild may hold the pipe), then stop."""
+        try:
+            async with asyncio.timeout(within):
+                await asyncio.shield(self._eof)
+        except TimeoutError:
+            pass
+        finally:
+            self._stop()
 
     def kept(self) -> bytes:
         return b"".join(self._parts)
