@@ -118,6 +118,18 @@ def test_init_twice_is_refused(store_dir: Path) -> None:
     assert "already a secretd store" in fails(1, "store", "init", store_dir)
 
 
+def test_init_takes_an_empty_directory_and_refuses_a_used_one(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o750)
+    ok("store", "init", empty)
+    assert (empty / "store.json").is_file()
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    assert "not empty" in fails(1, "store", "init", used)
+    assert sorted(p.name for p in used.iterdir()) == ["notes.txt"]
+
+
 def test_init_uses_an_existing_key(tmp_path: Path) -> None:
     key = tmp_path / "given.key"
     key.write_bytes(os.urandom(32))

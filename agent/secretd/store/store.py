@@ -98,6 +98,8 @@ class FileStore:
             raise StoreError(f"{root}: already a secretd store; nothing changed")
         if root.exists() and not root.is_dir():
             raise StoreError(f"{root}: exists and is not a directory")
+        if root.is_dir() and any(root.iterdir()):
+            raise StoreError(f"{root}: exists and is not empty; give a new or empty directory")
         key_file = key_file.absolute()
         created = not (key_file.exists() or key_file.is_symlink())
         key = create_key_file(key_file) if created else load_key_file(key_file)
