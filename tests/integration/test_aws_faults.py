@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+import structlog
 
 from secretd.backends.aws import THROTTLE_ATTEMPTS, AwsBackend, open_backend
 from secretd.config.schema import AwsBackendConfig
@@ -20,6 +21,7 @@ from secretd.errors import (
     BadBackendAnswer,
 )
 from secretd.model import Fetched, SecretName
+from tests.fakes.fake_clock import FakeClock
 from tests.fakes.fault_proxy import Fault, FaultProxy
 from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer
 
@@ -231,3 +233,46 @@ async def test_a_batch_answer_naming_strangers_loses_nobody(
         "a": b"value-a",
         "b": b"value-b",
     }
+
+
+async def test_no_value_reaches_a_log_line_on_any_path(
+    backend: AwsBackend, admin: Any, proxy: FaultProxy
+) -> None:
+    admin.create_secret(Name="db/app", SecretString=CANARY)
+    admin.create_secret(Name="db/big", SecretString=CANARY * 500)
+    with structlog.testing.capture_logs() as logs:
+        proxy.add(Fault.canned(429, b"{}", times=2))
+        await backend.fetch(N("db/app"))
+        await backend.fetch_many([N("db/app"), N("db/big"), N("db/none")])
+        proxy.add(Fault.transform(rewrite_json(lambda d: d.update(Name="x")), times=1))
+        with pytest.raises(BadBackendAnswer):
+            await backend.fetch(N("db/app"), stage="current")
+        proxy.add(Fault.canned(400, b'{"__type":"AccessDeniedException"}', times=1))
+        await backend.fetch_many([N("db/app"), N("db/none")])  # batch refused: one by one
+        await backend.current_versions([N("db/app")])
+    assert logs, "expected throttling and batch-refusal log lines"
+    assert CANARY not in repr(logs)
+
+
+async def test_a_refused_batch_api_falls_back_then_is_tried_again(
+    moto: MotoServer, admin: Any, proxy: FaultProxy
+) -> None:
+    clock = FakeClock()
+    config = AwsBackendConfig(type="aws", region=REGION, endpoint_url=proxy.url)
+    opened = await open_backend("aws", config, max_secret_bytes=4096, clock=clock)
+    try:
+        for name in ("a", "b"):
+            admin.create_secret(Name=name, SecretString=name)
+        denied = b'{"__type":"AccessDeniedException","message":"no batch for you"}'
+        proxy.add(Fault.canned(400, denied, content_type="application/x-amz-json-1.1", times=1))
+        first = await opened.fetch_many([N("a"), N("b")])
+        assert all(isinstance(r, Fetched) for r in first.values())
+        assert opened.api_calls == {"BatchGetSecretValue": 1, "GetSecretValue": 2}
+        clock.advance(1800)
+        await opened.fetch_many([N("a"), N("b")])
+        assert opened.api_calls["BatchGetSecretValue"] == 1  # still reading one by one
+        clock.advance(1800)
+        await opened.fetch_many([N("a"), N("b")])
+        assert opened.api_calls["BatchGetSecretValue"] == 2  # tried again after an hour
+    finally:
+        await opened.aclose()

@@ -48,6 +48,7 @@ from secretd.model import Fetched, SecretName
 log = structlog.get_logger(__name__)
 
 BATCH_SIZE = 20  # BatchGetSecretValue's SecretIdList limit
+BATCH_RETRY_AFTER = 3600.0  # after a refusal, read one by one this long, then try again
 THROTTLE_ATTEMPTS = 5
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 2.0
@@ -133,13 +134,14 @@ class AwsBackend:
         self._rng = rng
         self._closer = closer
         self._arns: dict[SecretName, str] = {}
-        self._batch_allowed = True
+        self._clock = clock or SystemClock()
+        self._batch_refused_at: float | None = None
         self._lister = VersionLister(
             self._call,
             backend=name,
             remember_arn=self._remember_arn,
             max_age=versions_max_age,
-            monotonic=(clock or SystemClock()).monotonic,
+            monotonic=self._clock.monotonic,
         )
         self._batcher = CurrentBatcher(
             single=self._fetch_one, many=self.fetch_many, size=BATCH_SIZE
@@ -155,7 +157,7 @@ class AwsBackend:
         version_id: str | None = None,
         stage: str | None = None,
     ) -> Fetched:
-        if version_id is None and stage is None and self._batch_allowed:
+        if version_id is None and stage is None and self._batch_allowed():
             return await self._batcher.fetch(name)  # concurrent reads share a batch call
         return await self._fetch_one(name, version_id=version_id, stage=stage)
 
@@ -204,6 +206,12 @@ class AwsBackend:
                 group.create_task(self._fetch_chunk(chunk, results))
         return results
 
+    def _batch_allowed(self) -> bool:
+        """False for a while after AWS refused BatchGetSecretValue to our credentials
+        (the permission may be missing, or an IAM change may not have spread yet)."""
+        refused = self._batch_refused_at
+        return refused is None or self._clock.monotonic() - refused >= BATCH_RETRY_AFTER
+
     def arn_for(self, name: SecretName) -> str | None:
         """The ARN AWS last reported for `name` (None until it was read or listed)."""
         return self._arns.get(name)
@@ -217,12 +225,12 @@ class AwsBackend:
     async def _fetch_chunk(
         self, chunk: list[SecretName], results: dict[SecretName, Fetched | BackendError]
     ) -> None:
-        if self._batch_allowed:
+        if self._batch_allowed():
             try:
                 batch = await self._batch(chunk)
             except BackendAuthError:
                 # Credentials may lack secretsmanager:BatchGetSecretValue: read one by one.
-                self._batch_allowed = False
+                self._batch_refused_at = self._clock.monotonic()
                 log.warning("aws.batch_refused", backend=self.name)
             except BackendError as exc:
                 results.update(dict.fromkeys(chunk, exc))
