@@ -21,10 +21,13 @@ from tests.fakes.second_user import (
     unit_cgroup,
 )
 
-pytestmark = pytest.mark.skipif(
-    not can_switch_users() or systemd_cgroup_root() is None,
-    reason="needs root, setpriv and a writable systemd cgroup hierarchy",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not can_switch_users() or systemd_cgroup_root() is None,
+        reason="needs root, setpriv and a writable systemd cgroup hierarchy",
+    ),
+    pytest.mark.timeout(120),  # the first test also starts the agent
+]
 
 UNIT = f"secretd-acl-{os.getpid()}.service"
 CONFIG = f"""

@@ -303,6 +303,7 @@ def process_outputs(agent: AgentProcess) -> list[tuple[str, bytes]]:
 
 
 @needs_agent
+@pytest.mark.timeout(180)  # a dozen CLI processes and an agent, on a shared machine
 @pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_no_value_reaches_logs_audit_metrics_errors_health_or_status(log_format: str) -> None:
