@@ -247,6 +247,10 @@ async def test_config_problems_are_config_errors(bao_server: BaoServer, tmp_path
         await open_backend(
             "v", vault_config(bao_server, tmp_path, ca_file=str(garbage)), max_secret_bytes=4096
         )
+    with pytest.raises(ConfigError, match="namespace"):
+        await open_backend(
+            "v", vault_config(bao_server, tmp_path, namespace="a\r\nX-Evil: 1"), max_secret_bytes=1
+        )
     config = vault_config(bao_server, tmp_path)
     assert config.auth.method == "token"
     config.auth.token_file.unlink()

@@ -245,6 +245,9 @@ def check_vault_config(name: str, config: VaultBackendConfig) -> ssl.SSLContext 
     )
     for key, path in files:
         check_private_file(path, what=f"{where}.{key}", secret=True)
+    namespace = config.namespace
+    if namespace is not None and not (namespace.isascii() and namespace.isprintable()):
+        raise ConfigError(f"{where}.namespace: expected printable ASCII (it is an HTTP header)")
     if not config.address.startswith("https://"):
         if config.ca_file is not None:
             raise ConfigError(f"{where}.ca_file: set, but address is not https://")

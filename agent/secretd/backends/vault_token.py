@@ -93,20 +93,27 @@ class TokenKeeper:
     async def run(self) -> None:
         """Keep a token: log in ahead of the first read, renew, log in again."""
         while True:
-            self._wake.clear()
-            lease = self._lease
-            if lease is None or not self._usable(lease):
-                await self._login_in_background()
-                continue
-            if lease.ttl <= 0:
-                await self._wake.wait()  # never expires: nothing to do until replaced
-                continue
-            due = lease.obtained_at + lease.ttl * RENEW_AT - self._clock.monotonic()
-            await self._pause(due)
-            if self._lease is lease and not await self._refresh(lease):
-                await self._pause(
-                    max(LOGIN_BACKOFF_MIN, lease.ttl / 10) * self._rng.uniform(0.5, 1)
+            try:
+                await self._step()
+            except Exception as exc:  # a bug must not end renewal for good
+                log.error(
+                    "vault.token_keeper_failed", backend=self._backend, error=type(exc).__name__
                 )
+                await self._pause(LOGIN_BACKOFF_MIN * self._rng.uniform(1.0, 2.0))
+
+    async def _step(self) -> None:
+        self._wake.clear()
+        lease = self._lease
+        if lease is None or not self._usable(lease):
+            await self._login_in_background()
+            return
+        if lease.ttl <= 0:
+            await self._wake.wait()  # never expires: nothing to do until replaced
+            return
+        due = lease.obtained_at + lease.ttl * RENEW_AT - self._clock.monotonic()
+        await self._pause(due)
+        if self._lease is lease and not await self._refresh(lease):
+            await self._pause(max(LOGIN_BACKOFF_MIN, lease.ttl / 10) * self._rng.uniform(0.5, 1))
 
     def _usable(self, lease: Lease) -> bool:
         if lease.ttl <= 0:
