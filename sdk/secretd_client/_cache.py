@@ -40,6 +40,11 @@ class WatchCache:
         self._loading: dict[Key, asyncio.Future[Secret]] = {}
         self._watchers: dict[Key, asyncio.Task[None]] = {}
 
+    def peek(self, name: str, field: str | None) -> Secret | None:
+        """The cached entry, if any, without waiting (safe from another thread:
+        one dict read, atomic in CPython)."""
+        return self._entries.get((name, field))
+
     async def get(self, name: str, field: str | None) -> Secret:
         key = (name, field)
         entry = self._entries.get(key)
@@ -115,7 +120,8 @@ class ThreadedCache:
         return client
 
     def get(self, name: str, field: str | None) -> Secret:
-        return self._run(self._cache.get(name, field))
+        hit = self._cache.peek(name, field)  # the hot path stays on the caller's thread
+        return hit if hit is not None else self._run(self._cache.get(name, field))
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
