@@ -52,7 +52,6 @@ from secretd.config import Config
 from secretd.events import Hub
 from secretd.hardening import harden_process
 from secretd.metrics import Metrics
-from secretd.model import SecretName
 from secretd.observe import Observers
 from secretd.render.runner import TemplateRunner
 from secretd.systemd import Notifier, listen_fds, watchdog_interval, watchdog_loop
@@ -63,8 +62,6 @@ log = structlog.get_logger(__name__)
 STOP_DEADLINE = 4.0
 # Enough descriptors for max_connections clients plus backends, files and watches.
 FD_HEADROOM = 256
-# How stale the "is it cached" view used for rate limiting may be (see CachedNames).
-CACHED_VIEW_TTL = 0.5
 
 
 @dataclass
@@ -81,41 +78,6 @@ class Graph:
     state: ServingState
     tracker: ConnectionTracker
     deps: ApiDeps
-
-
-class CachedNames:
-    """`is_cached(name)` for the API's rate limiter, from the cache's snapshot.
-
-    The cache does not (yet) answer "would this read reach a backend" directly;
-    a snapshot of names refreshed at most every `CACHED_VIEW_TTL` seconds is
-    cheap and close enough: a just-loaded name may spend one token, a
-    just-evicted one may skip one. Cached reads themselves never wait on it.
-    """
-
-    def __init__(self, cache: SecretCache, clock: SystemClock) -> None:
-        self._cache = cache
-        self._clock = clock
-        self._names: frozenset[SecretName] = frozenset()
-        self._taken_at = float("-inf")
-
-    def __call__(self, name: SecretName) -> bool:
-        now = self._clock.monotonic()
-        if name not in self._names and now - self._taken_at >= CACHED_VIEW_TTL:
-            self._names = frozenset(entry.name for entry in self._cache.snapshot())
-            self._taken_at = now
-        return name in self._names
-
-
-class ApiCache:
-    """The cache as `api.deps.CacheView`: SecretCache plus `is_cached`."""
-
-    def __init__(self, cache: SecretCache, clock: SystemClock) -> None:
-        self._cache = cache
-        self.is_cached = CachedNames(cache, clock)
-        self.read = cache.read
-        self.snapshot = cache.snapshot
-        self.backend_health = cache.backend_health
-        self.list_names = cache.list_names
 
 
 def raise_fd_limit(max_connections: int) -> None:
@@ -162,7 +124,7 @@ async def build_graph(config: Config, stack: AsyncExitStack) -> AsyncIterator[Gr
         rate=config.limits.backend_rate, burst=config.limits.backend_burst, clock=clock
     )
     deps = ApiDeps(
-        cache=ApiCache(cache, clock),
+        cache=cache,
         hub=hub,
         policy=policy,
         audit=audit,
