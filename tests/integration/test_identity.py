@@ -139,6 +139,24 @@ def test_supplementary_groups_come_from_the_kernel(server: tuple[socket.socket, 
 
 
 @needs_root
+def test_thousands_of_groups_are_read_whole_from_proc(server: tuple[socket.socket, str]) -> None:
+    # More than SO_PEERGROUPS can hand Python (256) falls back to /proc/PID/status,
+    # whose Groups: line is then ~100 KB: it must be read whole, never cut.
+    listener, path = server
+    user = ensure_test_user()
+    many = [1_000_000 + i for i in range(12_000)]
+    proc = spawn_as(user, [sys.executable, "-c", CLIENT, path], groups=many)
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            caller = peer_caller(conn)
+            conn.sendall(b"x")
+    finally:
+        _stop(proc)
+    assert caller.extra_gids == frozenset(many)
+
+
+@needs_root
 def test_a_peer_that_already_exited_keeps_its_uid_but_gets_no_unit(
     server: tuple[socket.socket, str], tmp_path: Path
 ) -> None:

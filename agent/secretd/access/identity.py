@@ -51,7 +51,9 @@ _MAX_GROUPS_BYTES = 1024  # CPython caps getsockopt buffers at 1024 bytes (256 g
 # systemd's unit-name alphabet; processes live only in these unit types.
 _UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]{1,250}\.(?:service|scope|socket|mount|swap)")
 _USER_MANAGER = re.compile(r"user@[0-9]{1,10}\.service")
-_MAX_PROC_BYTES = 64 * 1024
+# /proc/PID/status with 65536 groups is ~450 KiB; anything longer is refused
+# whole rather than cut (a cut "12345" would read as group 12).
+_MAX_PROC_BYTES = 1024 * 1024
 
 
 def unit_from_cgroup(text: str) -> str | None:
@@ -209,13 +211,19 @@ def _read_proc(path: Path) -> str | None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return None
+    chunks: list[bytes] = []
+    size = 0
     try:
-        data = os.read(fd, _MAX_PROC_BYTES)
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > _MAX_PROC_BYTES:
+                return None
     except OSError:
         return None
     finally:
         os.close(fd)
-    return data.decode("utf-8", errors="replace")
+    return b"".join(chunks).decode("utf-8", errors="replace")
 
 
 def _still_the_peer(pidfd: int | None, status_text: str | None, uid: int, gid: int) -> bool:
