@@ -304,3 +304,30 @@ def test_created_date_has_three_decimals(iso: str, expected: str) -> None:
     from datetime import datetime
 
     assert epoch_millis(datetime.fromisoformat(iso)) == expected
+
+
+async def test_a_caller_without_identity_is_refused_the_aws_way() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from secretd.api.aws_compat import AwsCompatRoutes
+
+    hub = Hub()
+    cache = MemoryCache(hub)
+    cache.put("app/db", CANARY)
+    deps = ApiDeps(
+        cache=cache,
+        hub=hub,
+        policy=PrefixPolicy(),
+        audit=ListAudit(),
+        metrics=CountingMetrics(),
+        limiter=CountingLimiter(),
+        identify=lambda request: None,
+    )
+    routes = AwsCompatRoutes(deps, lambda name: None)
+    response = await routes.get_secret_value(
+        make_mocked_request("GET", "/secretsmanager/get?secretId=app/db")
+    )
+    assert response.status == 400
+    assert isinstance(response.body, bytes)
+    assert orjson.loads(response.body)["__type"] == "AccessDeniedException"
+    assert cache.backend_reads == 0

@@ -124,7 +124,7 @@ class AwsCompatRoutes:
         except QueryError as exc:
             return web.Response(status=400, text=str(exc), headers=_NO_STORE)
         try:
-            caller = request_caller(request, self._deps)
+            caller = self._caller(request, query)
             name = self._authorized(caller, query)
             secret = await self._read(caller, name, query)
         except AwsError as exc:
@@ -150,6 +150,12 @@ class AwsCompatRoutes:
         document["VersionStages"] = to_aws_labels(version.stages)
         document["CreatedDate"] = epoch_millis(version.created_at)
         return document
+
+    def _caller(self, request: web.Request, query: Query) -> Caller:
+        try:
+            return request_caller(request, self._deps)
+        except SecretdError as exc:  # no identity: refused like a rule would
+            raise as_aws_error(exc, query) from None
 
     def _authorized(self, caller: Caller, query: Query) -> SecretName:
         try:
