@@ -32,7 +32,8 @@ WAITS = {
 }
 
 
-def start_agent(root: Path, wait_line: str) -> subprocess.Popen[bytes]:
+def start_agent(root: Path, wait_line: str) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    """The agent, once it sent READY=1, and the notify socket (kept open while it runs)."""
     (root / "out").mkdir(mode=0o755)
     config = root / "secretd.toml"
     config.write_text(
@@ -59,9 +60,12 @@ contents = "{{{{ secret('bench/value') }}}}"
     try:
         while b"READY=1" not in notify.recv(4096).split(b"\n"):
             pass
-    finally:
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=10)
         notify.close()
-    return proc
+        raise
+    return proc, notify
 
 
 def measure(wait_line: str, rounds: int) -> list[float]:
@@ -71,7 +75,7 @@ def measure(wait_line: str, rounds: int) -> list[float]:
         store = StoreSeeder(root / "store").store
         keyring = store.keyring(None)
         store.put(SecretName("bench/value"), b"v0", keyring)
-        proc = start_agent(root, wait_line)
+        proc, notify = start_agent(root, wait_line)
         # Found with this bench: a put in the first moments after READY=1 is not
         # seen until the next refresh (the store watch starts after READY). That is
         # reported to the engine/store owners; here we measure the steady state.
@@ -97,6 +101,7 @@ def measure(wait_line: str, rounds: int) -> list[float]:
             keyring.close()
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=10)
+            notify.close()
         return latencies
     finally:
         shutil.rmtree(root, ignore_errors=True)
