@@ -21,6 +21,7 @@ import pytest
 
 from secretd.model import SecretName
 from tests.fakes.store_seeder import StoreSeeder, init_store
+from tests.fakes.systemd_envfile import parse_environment_file
 
 SECRETD = str(Path(sys.executable).with_name("secretd"))
 CANARY = "canary-e2e-4d7b"
@@ -159,6 +160,10 @@ async def test_outputs_rotation_and_unrelated_rotation(root: Path, seeder: Store
             timeout=10,
         ).stdout
         assert env == b"k$y`x`\n'q'"
+        assert parse_environment_file((out / "app.env").read_bytes()) == {
+            "DB_PASSWORD": CANARY + "-1",
+            "API_KEY": "k$y`x`\n'q'",
+        }
         assert orjson.loads((out / "app.json").read_bytes()) == {"password": CANARY + "-1"}
         assert oct(os.stat(out / "app.json").st_mode & 0o777) == "0o640"
         await until(lambda: len(lines(out / "conf-commands")) == 1)
