@@ -78,11 +78,11 @@ async def test_a_clean_proxy_passes_reads_through(backend: VaultBackend, proxy: 
 async def test_latency_beyond_the_timeout_is_a_timeout(
     backend: VaultBackend, proxy: FaultProxy
 ) -> None:
-    proxy.add(Fault.latency(3.0, match="/secret/"))
+    proxy.add(Fault.latency(30.0, match="/secret/"))
     started = time.monotonic()
     with pytest.raises(BackendTimeout):
         await backend.fetch(NAME)
-    assert time.monotonic() - started < 2.9  # bounded by the 1 s timeout, not the fault
+    assert time.monotonic() - started < 15  # bounded by the 1 s timeout, not the 30 s fault
     await assert_reads_good(backend, proxy)
 
 
@@ -137,7 +137,7 @@ async def test_retry_after_beyond_the_deadline_fails_fast_and_holds_back_others(
     asked = len(proxy.seen)
     with pytest.raises(BackendUnavailable, match="Retry-After"):
         await backend.fetch(NAME)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 10  # nowhere near the 20 s Retry-After
     assert len(proxy.seen) == asked  # the second read never reached the server
 
 
