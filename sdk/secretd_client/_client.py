@@ -14,7 +14,7 @@ import builtins
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator
 from types import TracebackType
 from typing import Any
 
@@ -123,7 +123,7 @@ class Client:
         index: str | None = None,
         backoff: _wire.Backoff | None = None,
         on_error: ErrorHook | None = None,
-    ) -> Iterator[Secret]:
+    ) -> Generator[Secret, None, None]:
         """Yield the current version, then each new one as it becomes current.
 
         Long-polls with `wait`; reconnects with jittered backoff while the agent
@@ -144,7 +144,7 @@ class Client:
         index: str | None,
         backoff: _wire.Backoff,
         on_error: ErrorHook | None,
-    ) -> Iterator[Secret]:
+    ) -> Generator[Secret, None, None]:
         rng, attempt = random.Random(), 0  # noqa: S311 - jitter, not secrecy
         while True:
             started = time.monotonic()
@@ -256,7 +256,7 @@ class AsyncClient:
         index: str | None = None,
         backoff: _wire.Backoff | None = None,
         on_error: ErrorHook | None = None,
-    ) -> AsyncIterator[Secret]:
+    ) -> AsyncGenerator[Secret, None]:
         """See `Client.watch`; iterate with `async for`."""
         _wire.check_name(name)
         _wire.secret_params(field=field, wait=wait)
@@ -270,7 +270,7 @@ class AsyncClient:
         index: str | None,
         backoff: _wire.Backoff,
         on_error: ErrorHook | None,
-    ) -> AsyncIterator[Secret]:
+    ) -> AsyncGenerator[Secret, None]:
         """The watch loop; `on_error` hears each retried failure (the cache
         marks its entry stale)."""
         rng, attempt = random.Random(), 0  # noqa: S311 - jitter, not secrecy

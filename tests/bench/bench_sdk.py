@@ -74,7 +74,7 @@ async def propagation(agent: AgentProcess, store: Store, rotations: int) -> list
             async with asyncio.timeout(30):
                 await seen
             delays.append(time.perf_counter() - returned)
-        await watch.aclose()  # type: ignore[attr-defined]
+        await watch.aclose()
     return delays
 
 

@@ -73,7 +73,7 @@ async def test_watch_and_cache_follow_store_put(store: Store, start_agent: Start
         async with asyncio.timeout(10):
             rotated = await anext(watch)
         assert (rotated.version_id, rotated.value) == (vid, "two")
-        await watch.aclose()  # type: ignore[attr-defined]
+        await watch.aclose()
         for _ in range(500):
             if (await client.get("app/rot")).value == "two":
                 break
@@ -153,4 +153,4 @@ async def test_watch_survives_an_agent_restart(store: Store, start_agent: StartA
         async with asyncio.timeout(15):
             rotated = await pending
         assert (rotated.version_id, rotated.value) == (vid, "two")
-        await watch.aclose()  # type: ignore[attr-defined]
+        await watch.aclose()

@@ -50,7 +50,10 @@ def tmp() -> Iterator[Path]:
 
 @pytest.fixture
 def agent(tmp: Path) -> Iterator[FakeAgent]:
-    secrets = {"db/app": json.dumps({"password": CANARY, "user": "app"}), "bin": b"\xff\x00z"}
+    secrets: dict[str, str | bytes] = {
+        "db/app": json.dumps({"password": CANARY, "user": "app"}),
+        "bin": b"\xff\x00z",
+    }
     with FakeAgent(tmp / "a.sock", secrets) as fake:
         fake.secrets.rotate("hidden/x", "x")
         fake.secrets.forbid("hidden/x")

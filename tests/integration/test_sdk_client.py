@@ -160,7 +160,7 @@ async def test_eager_long_poll_answers_do_not_spin(agent: FakeAgent) -> None:
         await asyncio.sleep(1.0)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await watch.aclose()  # type: ignore[attr-defined]
+        await watch.aclose()
     # spinning would be thousands of requests in a second; backoff keeps it to a few
     assert len(agent.paths) < 40
 

@@ -124,4 +124,4 @@ async def test_async_client_matches(secrets: StaticSecrets) -> None:
         assert (await anext(watch)).version_id == "v1"
         secrets.rotate("db/app", '{"password": "pw2"}')
         assert (await anext(watch)).version_id == "v2"
-        await watch.aclose()  # type: ignore[attr-defined]
+        await watch.aclose()
