@@ -154,3 +154,14 @@ async def test_watch_survives_an_agent_restart(store: Store, start_agent: StartA
             rotated = await pending
         assert (rotated.version_id, rotated.value) == (vid, "two")
         await watch.aclose()
+
+
+async def test_names_with_every_allowed_character(store: Store, start_agent: StartAgent) -> None:
+    name = "app/A-z_0+9=x.y@host"
+    store.put(name, b"odd")
+    agent = await start_agent()
+    async with sc.AsyncClient(agent.socket) as client:
+        secret = await client.get(name)
+        assert (secret.name, secret.value) == (name, "odd")
+    got = await asyncio.to_thread(cli, agent, "get", name)
+    assert (got.returncode, got.stdout) == (0, b"odd")
