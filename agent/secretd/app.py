@@ -11,8 +11,9 @@ Order of start-up (SPEC §7, §8, §10):
    group); clients that connect now wait in the backlog;
 4. load the declared secrets and render every template once (failures are
    logged and shown in health, they do not stop the start);
-5. serve: the API, the refresh/watch loops and the template runner run in one
-   TaskGroup; `READY=1` goes to systemd;
+5. serve: the API (and, on the same Unix socket, systemd `LoadCredential=`
+   requests, told apart by the peer's abstract address), the refresh/watch
+   loops and the template runner run in one TaskGroup; `READY=1` goes to systemd;
 6. on SIGTERM/SIGINT: stop accepting, cancel the loops, close the backends,
    remove the socket: within 5 s.
 
@@ -40,7 +41,7 @@ from secretd.access.identity import peer_caller
 from secretd.access.policy import Policy
 from secretd.api.app import build_app
 from secretd.api.deps import ApiDeps, ServingState
-from secretd.api.listener import ConnectionTracker, UnixListener, start_serving
+from secretd.api.listener import ConnectionTracker, Divert, UnixListener, start_serving
 from secretd.api.ratelimit import RateLimiter
 from secretd.api.tcp import bind_tcp, install_tcp_guard, load_token
 from secretd.audit import AuditLog
@@ -49,6 +50,7 @@ from secretd.backends.router import Router
 from secretd.cache.loader import SecretCache
 from secretd.clock import SystemClock
 from secretd.config import Config
+from secretd.credentials import CredentialProtocol, CredentialService, parse_peer_address
 from secretd.events import Hub
 from secretd.hardening import harden_process
 from secretd.metrics import Metrics
@@ -137,6 +139,20 @@ async def build_graph(config: Config, stack: AsyncExitStack) -> AsyncIterator[Gr
     yield Graph(config, hub, cache, audit, metrics, policy, templates, state, tracker, deps)
 
 
+def credential_divert(graph: Graph) -> Divert:
+    """Hands connections whose peer address is a systemd credential request
+    (`LoadCredential=ID:<our socket>`) to the credential protocol instead of HTTP."""
+    service = CredentialService(graph.config.credential, graph.cache, graph.audit)
+
+    def divert(transport: asyncio.BaseTransport) -> asyncio.Protocol | None:
+        request = parse_peer_address(transport.get_extra_info("peername"))
+        if request is None:
+            return None
+        return CredentialProtocol(service, peer_caller, request)
+
+    return divert
+
+
 def claim_sockets(config: Config, stack: AsyncExitStack) -> list[socket.socket]:
     """The Unix socket (inherited from systemd, else created) and the TCP one if configured."""
     inherited = [s.sock for s in listen_fds() if s.sock.family == socket.AF_UNIX]
@@ -214,6 +230,7 @@ async def _serve(
         list(socks),
         tracker=graph.tracker,
         idle_timeout=graph.config.limits.idle_timeout,
+        divert=credential_divert(graph),
     )
     graph.state.ready = True
     log.info("agent.serving", socket=str(graph.config.agent.socket))

@@ -209,22 +209,41 @@ class ConnectionTracker:
         return len(self._open)
 
 
-class _Tracked(asyncio.Protocol):
-    """Delegates to aiohttp's RequestHandler and reports open/close to the tracker."""
+# Given a new connection's transport, another protocol to hand it to instead of
+# HTTP (systemd credential requests, recognised by the peer's abstract address).
+Divert = Callable[[asyncio.BaseTransport], asyncio.Protocol | None]
 
-    def __init__(self, inner: RequestHandler, tracker: ConnectionTracker) -> None:
-        self._inner = inner
+
+class _Tracked(asyncio.Protocol):
+    """Delegates to aiohttp's RequestHandler (or a diverted protocol) and reports
+    open/close to the tracker."""
+
+    def __init__(
+        self, handler: RequestHandler, tracker: ConnectionTracker, divert: Divert | None
+    ) -> None:
+        self._handler = handler
+        self._inner: asyncio.Protocol = handler
         self._tracker = tracker
+        self._divert = divert
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._tracker.opened(self._inner, transport)
-        self._inner.connection_made(transport)
+        diverted = self._divert(transport) if self._divert is not None else None
+        if diverted is not None:
+            self._inner = diverted
+            try:
+                diverted.connection_made(transport)
+            except Exception as exc:  # a bug there must not leave the peer hanging
+                log.error("connection.divert_failed", error=type(exc).__name__)
+                cast(asyncio.Transport, transport).abort()
+            return
+        self._tracker.opened(self._handler, transport)
+        self._handler.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
             self._inner.connection_lost(exc)
         finally:
-            self._tracker.closed(self._inner)
+            self._tracker.closed(self._handler)
 
     def data_received(self, data: bytes) -> None:
         self._inner.data_received(data)
@@ -266,14 +285,20 @@ class _Refuse(asyncio.Protocol):
 class GuardedSite(web.BaseSite):
     """An aiohttp site on an existing listening socket, with a connection cap."""
 
-    __slots__ = ("_backlog_sock", "_tracker")
+    __slots__ = ("_backlog_sock", "_divert", "_tracker")
 
     def __init__(
-        self, runner: web.BaseRunner, sock: socket.socket, *, tracker: ConnectionTracker
+        self,
+        runner: web.BaseRunner,
+        sock: socket.socket,
+        *,
+        tracker: ConnectionTracker,
+        divert: Divert | None = None,
     ) -> None:
         super().__init__(runner, backlog=max(MIN_BACKLOG, tracker.max_connections))
         self._backlog_sock = sock
         self._tracker = tracker
+        self._divert = divert
 
     @property
     def name(self) -> str:
@@ -288,7 +313,7 @@ class GuardedSite(web.BaseSite):
         def factory() -> asyncio.Protocol:
             if not tracker.reserve():
                 return _Refuse()
-            return _Tracked(server(), tracker)
+            return _Tracked(server(), tracker, self._divert)
 
         loop = asyncio.get_running_loop()
         if self._backlog_sock.family == socket.AF_UNIX:
@@ -331,6 +356,7 @@ async def start_serving(
     *,
     tracker: ConnectionTracker,
     idle_timeout: float,
+    divert: Divert | None = None,
 ) -> web.AppRunner:
     """Start `app` on every listening socket in `socks`; `runner.cleanup()` stops it."""
     runner = web.AppRunner(
@@ -348,7 +374,9 @@ async def start_serving(
     await runner.setup()
     try:
         for sock in socks:
-            await GuardedSite(runner, sock, tracker=tracker).start()
+            unix = sock.family == socket.AF_UNIX
+            site = GuardedSite(runner, sock, tracker=tracker, divert=divert if unix else None)
+            await site.start()
     except BaseException:
         await runner.cleanup()
         raise
