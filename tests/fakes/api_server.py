@@ -38,11 +38,16 @@ class FakeAgent:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
+        self._canned: tuple[int, bytes] | None = None
 
     def inject(self, fault: str, count: int = 1) -> None:
         """The next `count` requests suffer `fault` (one of FAULTS)."""
         assert fault in FAULTS, fault
         self._faults.extend([fault] * count)
+
+    def canned(self, body: bytes, status: int = 200) -> None:
+        """Answer every request with this JSON body from now on (a hand-made answer)."""
+        self._canned = (status, body)
 
     def start(self) -> None:
         if not self._thread.is_alive():
@@ -105,6 +110,9 @@ class FakeAgent:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.paths.append(request.raw_path)
+        if self._canned is not None:
+            status, body = self._canned
+            return web.Response(status=status, body=body, content_type="application/json")
         fault = self._faults.popleft() if self._faults else None
         if fault == "hang_up":
             assert request.transport is not None

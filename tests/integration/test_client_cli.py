@@ -112,6 +112,18 @@ def test_get_into_a_closed_pipe_is_quiet(agent: FakeAgent) -> None:
     assert b"Traceback" not in err and b"Exception" not in err
 
 
+def test_get_warns_about_a_stale_value(tmp: Path) -> None:
+    stale = (
+        b'{"name": "db/app", "version_id": "v1", "stages": ["current"], '
+        b'"created_at": "2026-01-01T00:00:00Z", "value": "old", "stale": true}'
+    )
+    with FakeAgent(tmp / "s.sock") as fake:
+        fake.canned(stale)
+        result = cli(fake, "get", "db/app")
+    assert (result.returncode, result.stdout) == (0, b"old")
+    assert "stale" in one_line(result.stderr)
+
+
 def test_get_socket_option_beats_the_environment(agent: FakeAgent) -> None:
     result = cli(None, "get", "bin", "--socket", agent.socket_path)
     assert result.returncode == 0 and result.stdout == b"\xff\x00z"

@@ -140,6 +140,12 @@ def run_get(args: argparse.Namespace) -> int:
             version=args.version,
             refresh=args.refresh,
         )
+        if secret.stale and not args.json:
+            print(
+                f"secretd: get: warning: {args.name} is a stale cached value "
+                "(the agent could not refresh it)",
+                file=sys.stderr,
+            )
         if args.json:
             data = (json.dumps(secret.to_api_dict(), ensure_ascii=False) + "\n").encode()
         else:
