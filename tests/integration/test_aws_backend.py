@@ -240,6 +240,21 @@ async def test_one_listing_answers_checks_within_max_age(moto: MotoServer, admin
         await opened.aclose()
 
 
+async def test_concurrent_checks_share_one_listing(moto: MotoServer, admin: Any) -> None:
+    opened = await open_backend(
+        "aws", config(moto.url, versions_max_age="60s"), max_secret_bytes=4096
+    )
+    try:
+        for i in range(20):
+            admin.create_secret(Name=f"q/{i}", SecretString="v")
+        halves = [[N(f"q/{i}") for i in range(0, 10)], [N(f"q/{i}") for i in range(10, 20)]]
+        answers = await asyncio.gather(*(opened.current_versions(h) for h in halves))
+        assert [len(a) for a in answers] == [10, 10]
+        assert opened.api_calls["ListSecrets"] == 1
+    finally:
+        await opened.aclose()
+
+
 async def test_name_filters_pick_exact_names_among_prefix_matches(
     backend: AwsBackend, admin: Any
 ) -> None:

@@ -77,6 +77,7 @@ class VersionLister:
         # name -> (when seen, current version id or None for "absent"), and when last asked.
         self._seen: dict[SecretName, tuple[float, str | None]] = {}
         self._asked: dict[SecretName, float] = {}
+        self._listing = asyncio.Lock()
 
     async def current_versions(self, names: Iterable[SecretName]) -> dict[SecretName, str]:
         now = self._monotonic()
@@ -84,9 +85,12 @@ class VersionLister:
         for name in wanted:
             self._asked[name] = now
         self._forget(now)
-        stale = {name for name in wanted if not self._fresh(name, now)}
-        if stale:
-            await self._refresh(stale, now)
+        if any(not self._fresh(name, now) for name in wanted):
+            async with self._listing:  # concurrent checks wait for one listing, not start two
+                now = self._monotonic()
+                stale = {name for name in wanted if not self._fresh(name, now)}
+                if stale:
+                    await self._refresh(stale, now)
         answer: dict[SecretName, str] = {}
         for name in wanted:
             version_id = self._seen.get(name, (0.0, None))[1]
@@ -196,7 +200,7 @@ class VersionLister:
         entries = answer.get("SecretList", [])
         for entry in entries if isinstance(entries, list) else []:
             name = self._take(entry, wanted, now)
-            if name is not None:
+            if name is not None and name in wanted:
                 found.add(name)
         next_token = answer.get("NextToken")
         return next_token if isinstance(next_token, str) and next_token else None
@@ -216,8 +220,8 @@ class VersionLister:
         if current is None:
             return None
         name, version_id, arn = current
-        if name not in wanted:
-            return None
+        if name not in wanted and name not in self._asked:
+            return None  # nobody follows it; any followed name is worth remembering
         self._seen[name] = (now, version_id)
         if arn is not None:
             self._remember_arn(name, arn)
