@@ -315,6 +315,25 @@ def test_exec_restarts_the_child_on_rotation(agent: FakeAgent, tmp: Path) -> Non
     assert "rotated; restarting" in err and "second" not in err
 
 
+def test_exec_fails_when_the_restart_cannot_start_the_command(agent: FakeAgent, tmp: Path) -> None:
+    command = tmp / "app.sh"
+    command.write_text('#!/bin/sh\necho started >> "$0.log"\nexec sleep 30\n')
+    command.chmod(0o755)
+    env = dict(os.environ, SECRETD_SOCKET=agent.socket_path)
+    proc = subprocess.Popen(
+        [*CLI, "exec", "--restart", "--env", "PW=db/app", "--", str(command)],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    log = tmp / "app.sh.log"
+    eventually(lambda: log.exists())
+    command.unlink()  # the next start fails
+    agent.secrets.rotate("db/app", "new")
+    code, err = finish(proc)
+    assert code == 1
+    assert "cannot restart" in err and "app.sh" in err
+
+
 def test_exec_kills_a_child_that_ignores_sigterm_after_grace(agent: FakeAgent, tmp: Path) -> None:
     proc, child = start_exec(agent, tmp, "--restart", "--grace", "300ms", IGNORE_TERM="1")
     try:

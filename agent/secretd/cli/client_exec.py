@@ -123,6 +123,7 @@ class Supervisor:
         self._settled = asyncio.Event()
         self._settled.set()
         self._stopping = False
+        self._restart_failed = False
 
     async def run(self) -> int:
         """Fetch, start, supervise; the child's exit status. Raises SDK errors
@@ -136,7 +137,8 @@ class Supervisor:
         if self._opts.restart or self._opts.signal is not None:
             watcher = asyncio.create_task(self._watch_all())
         try:
-            return exit_status(await self._supervise())
+            status = exit_status(await self._supervise())
+            return 1 if self._restart_failed else status
         finally:
             for sig in FORWARDED:
                 loop.remove_signal_handler(sig)
@@ -262,6 +264,9 @@ class Supervisor:
                 await self._stop(proc)
                 if not self._stopping:
                     self._proc = await self._spawn()
+            except SecretdClientError as exc:
+                self._say(f"cannot restart: {exc}")
+                self._restart_failed = True
             finally:
                 self._settled.set()
 
