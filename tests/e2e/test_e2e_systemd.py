@@ -1,0 +1,96 @@
+"""systemd integration of the real agent: READY=1 / WATCHDOG=1 / STOPPING=1 on a
+NOTIFY_SOCKET the test binds, and socket activation with LISTEN_FDS."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.e2e.agent_proc import BIN, AgentProcess, Store, config_text
+from tests.e2e.conftest import ALLOW_ROOT
+
+
+def notifications(sock: socket.socket) -> list[str]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return out
+
+
+async def test_ready_watchdog_and_stopping(workdir: Path, store: Store) -> None:
+    store.put("app/k", b"v")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(workdir / "notify.sock"))
+    notify.setblocking(False)
+    config = workdir / "secretd.toml"
+    config.write_text(config_text(workdir, store, allow=ALLOW_ROOT))
+    config.chmod(0o600)
+    agent = AgentProcess(
+        workdir,
+        config,
+        env={"NOTIFY_SOCKET": str(workdir / "notify.sock"), "WATCHDOG_USEC": "200000"},
+    )
+    try:
+        agent.start()
+        got: list[str] = []
+        async with asyncio.timeout(20):  # READY=1 is the readiness signal: no polling of health
+            while not any("READY=1" in m for m in got):
+                await asyncio.sleep(0.02)
+                got += notifications(notify)
+        async with agent.session() as http:
+            assert (await http.get("/v1/secrets/app/k")).status == 200
+        async with asyncio.timeout(10):
+            while sum("WATCHDOG=1" in m for m in got) < 2:
+                await asyncio.sleep(0.05)
+                got += notifications(notify)
+        agent.stop()
+        got += notifications(notify)
+        assert any("STOPPING=1" in m for m in got)
+    finally:
+        agent.kill()
+        notify.close()
+
+
+WRAPPER = """
+import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="secretd.socket")
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+async def test_socket_activation_serves_the_passed_socket(workdir: Path, store: Store) -> None:
+    store.put("app/k", b"activated")
+    path = workdir / "activated.sock"
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(str(path))
+    listening.listen(16)
+    config = workdir / "secretd.toml"
+    # agent.socket names another path: with LISTEN_FDS it must not be created
+    config.write_text(config_text(workdir, store, allow=ALLOW_ROOT))
+    config.chmod(0o600)
+    agent_argv = [str(BIN), "agent", "-c", str(config)]
+    with (workdir / "agent.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRAPPER, str(listening.fileno()), *agent_argv],
+            pass_fds=(listening.fileno(),),
+            stdout=log,
+            stderr=log,
+        )
+    listening.close()
+    agent = AgentProcess(workdir, config, proc=proc, socket_name="activated.sock")
+    try:
+        await agent.wait_ready()
+        async with agent.session() as http:
+            body = await (await http.get("/v1/secrets/app/k")).json()
+        assert body["value"] == "activated"
+        assert not (workdir / "s.sock").exists()
+        agent.stop()
+        assert path.exists()  # an inherited socket is not ours to remove
+    finally:
+        agent.kill()
