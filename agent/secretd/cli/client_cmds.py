@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -118,21 +119,21 @@ def _register_exec(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 @contextmanager
-def _client_errors(what: str) -> Iterator[list[int]]:
-    """Turn SDK errors into one stderr line; the yielded cell receives the exit code."""
+def _client_errors(what: str, args: argparse.Namespace) -> Iterator[list[int]]:
+    """Turn SDK errors into one stderr line (a traceback too with --debug); the
+    yielded cell receives the exit code."""
     outcome = [0]
     try:
         yield outcome
-    except USAGE_ERRORS as exc:
-        print(f"secretd: {what}: {exc}", file=sys.stderr)
-        outcome[0] = 2
     except SecretdClientError as exc:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
         print(f"secretd: {what}: {exc}", file=sys.stderr)
-        outcome[0] = 1
+        outcome[0] = 2 if isinstance(exc, USAGE_ERRORS) else 1
 
 
 def run_get(args: argparse.Namespace) -> int:
-    with _client_errors("get") as outcome, Client(args.socket) as client:
+    with _client_errors("get", args) as outcome, Client(args.socket) as client:
         secret = client.get(
             args.name,
             field=args.field,
@@ -178,7 +179,7 @@ def _write_stdout(data: bytes) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    with _client_errors("status") as outcome, Client(args.socket) as client:
+    with _client_errors("status", args) as outcome, Client(args.socket) as client:
         health = client.health()
         secrets, list_error = None, None
         try:
@@ -212,7 +213,7 @@ def run_exec(args: argparse.Namespace) -> int:
         grace=grace,
     )
     make_non_dumpable()
-    with _client_errors("exec") as outcome:
+    with _client_errors("exec", args) as outcome:
         outcome[0] = asyncio.run(_exec(args.socket, options))
     return outcome[0]
 
