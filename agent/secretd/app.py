@@ -29,7 +29,7 @@ import random
 import resource
 import signal
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -210,12 +210,28 @@ async def run_agent(config: Config, *, stop: asyncio.Event | None = None) -> Non
             app = build_app(deps)
             if config.tcp is not None:
                 install_tcp_guard(app, config.tcp.listen, load_token(config.tcp.token_file))
-            await warm_up(graph)
-            await _serve(graph, app, socks, notifier, stop)
+            if await _until_stopped(warm_up(graph), stop):
+                await _serve(graph, app, socks, notifier, stop)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         notifier.close()
+
+
+async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run `work` unless a stop signal comes first (then cancel it): True when it finished."""
+    task = asyncio.create_task(work)
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task.done():
+        task.result()  # re-raise a failure
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    log.info("agent.stopped_while_starting")
+    return False
 
 
 async def _serve(

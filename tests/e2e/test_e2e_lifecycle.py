@@ -109,3 +109,39 @@ def test_check_exits_2_naming_the_fault(workdir: Path, store: Store) -> None:
     done = check(config)
     assert done.returncode == 2
     assert str(store.key) in done.stderr
+
+
+async def test_sigterm_while_a_declared_secret_hangs_at_start(workdir: Path, store: Store) -> None:
+    """A backend that accepts and never answers holds the preload; SIGTERM still stops
+    the agent within 5 s (the socket exists already, clients wait in the backlog)."""
+    import socket as sockets
+
+    silent = sockets.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    token = workdir / "vault.token"
+    token.write_text("s.not-a-real-token\n")
+    token.chmod(0o600)
+    vault = (
+        f'[backends.vault]\ntype = "vault"\nmount = "vault/"\n'
+        f'address = "http://127.0.0.1:{port}"\ntimeout = "30s"\n'
+        f'auth = {{ method = "token", token_file = "{token}" }}\n\n'
+    )
+    config = workdir / "hang.toml"
+    config.write_text(config_text(workdir, store, allow=ALLOW_ROOT, declared=("vault/x",)) + vault)
+    config.chmod(0o600)
+    agent = AgentProcess(workdir, config)
+    try:
+        agent.start()
+        async with asyncio.timeout(20):
+            while not agent.socket.exists():
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # well into the preload
+        took = await asyncio.to_thread(agent.stop)
+        assert took < 5.0
+        assert agent.proc is not None and agent.proc.returncode == 0
+        assert not agent.socket.exists()
+    finally:
+        agent.kill()
+        silent.close()
