@@ -56,6 +56,7 @@ class TokenKeeper:
         self._recover_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._failures = 0
+        self._background_failures = 0
         self._retry_at = 0.0
         self._last_error = ""
         self._next_file_check = 0.0
@@ -183,9 +184,15 @@ class TokenKeeper:
         except BackendError:
             pass  # logged by _login_failed, or a transport error the reads will report
         else:
+            self._background_failures = 0
             return
-        wait = max(self._retry_at - self._clock.monotonic(), LOGIN_BACKOFF_MIN)
-        await self._pause(wait * self._rng.uniform(1.0, 1.5))
+        # A server that is down does not refuse us (no _login_failed back-off), so
+        # the background attempts back off on their own: 1 s doubling to 60 s.
+        self._background_failures += 1
+        exponent = min(self._background_failures - 1, 6)
+        own = min(LOGIN_BACKOFF_MAX, LOGIN_BACKOFF_MIN * 2.0**exponent)
+        jittered = own * self._rng.uniform(0.5, 1.0)
+        await self._pause(max(self._retry_at - self._clock.monotonic(), jittered))
 
     async def _refresh(self, lease: Lease) -> bool:
         """Renew `lease`, or log in afresh when renewing cannot extend it."""
