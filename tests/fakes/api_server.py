@@ -59,6 +59,9 @@ class FakeAgent:
         self._call(self._stop())
 
     def close(self) -> None:
+        if not self._thread.is_alive():  # never started
+            self._loop.close()
+            return
         with contextlib.suppress(RuntimeError):
             self._call(self._stop())
             self._call(self._cancel_leftovers())
