@@ -180,6 +180,20 @@ def test_status_table_never_shows_values(agent: FakeAgent) -> None:
     assert CANARY not in json.dumps(document)
 
 
+def test_status_of_a_degraded_agent_exits_1(tmp: Path) -> None:
+    health = (
+        b'{"status": "degraded", "backends": {"vault": {"ok": false, '
+        b'"last_error": "timed out", "last_success": null}}, "cache": {"entries": 1, "stale": 1}}'
+    )
+    with FakeAgent(tmp / "d.sock") as fake:
+        fake.canned(health)  # every route answers this; the listing is then unreadable
+        result = cli(fake, "status")
+    out = result.stdout.decode()
+    assert result.returncode == 1
+    assert "agent:     degraded" in out and "timed out" in out
+    assert "secrets: not listed" in out
+
+
 def test_status_without_an_agent(tmp: Path) -> None:
     result = cli(None, "status", sock=str(tmp / "gone.sock"))
     assert result.returncode == 1
