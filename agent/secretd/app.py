@@ -4,9 +4,9 @@ Order of start-up (SPEC §7, §8, §10):
 
 1. harden the process (non-dumpable, no core files, optional mlockall) and
    raise the descriptor limit so `max_connections` clients fit;
-2. open the audit log, metrics, every backend (all or nothing), the router,
-   the change hub, the cache, the access policy and the template runner
-   (which compiles every template: a bad one stops the start);
+2. build the graph (secretd.live): audit log, every backend (all or nothing),
+   the cache, the access policy, the template runner (which compiles every
+   template: a bad one stops the start) and the credential service;
 3. claim the socket (a socket-activated one, or create it with its mode and
    group); clients that connect now wait in the backlog;
 4. load the declared secrets and render every template once (failures are
@@ -14,8 +14,11 @@ Order of start-up (SPEC §7, §8, §10):
 5. serve: the API (and, on the same Unix socket, systemd `LoadCredential=`
    requests, told apart by the peer's abstract address), the refresh/watch
    loops and the template runner run in one TaskGroup; `READY=1` goes to systemd;
-6. on SIGTERM/SIGINT: stop accepting, cancel the loops, close the backends,
-   remove the socket: within 5 s.
+6. SIGHUP: build and validate a complete new graph from the config file; if
+   anything fails the old one keeps running untouched; else swap, close the
+   old one, preload and render (RELOADING=1 ... READY=1 around it);
+7. SIGTERM/SIGINT (also during start-up): stop accepting, cancel the loops,
+   close the backends, remove the socket: within 5 s.
 
 Nothing below this module reaches back up: every collaborator is handed in.
 """
@@ -24,38 +27,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import random
 import resource
 import signal
 import socket
-from collections.abc import AsyncIterator, Coroutine, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from secretd.access.identity import peer_caller
-from secretd.access.policy import Policy
 from secretd.api.app import build_app
-from secretd.api.deps import ApiDeps, ServingState
-from secretd.api.listener import ConnectionTracker, Divert, UnixListener, start_serving
-from secretd.api.ratelimit import RateLimiter
+from secretd.api.listener import UnixListener, start_serving
 from secretd.api.tcp import bind_tcp, install_tcp_guard, load_token
-from secretd.audit import AuditLog
-from secretd.backends.registry import open_backends
-from secretd.backends.router import Router
-from secretd.cache.loader import SecretCache
-from secretd.clock import SystemClock
-from secretd.config import Config
-from secretd.credentials import CredentialProtocol, CredentialService, parse_peer_address
-from secretd.events import Hub
+from secretd.config import Config, load_config
+from secretd.errors import ConfigError, SecretdError
 from secretd.hardening import harden_process
-from secretd.metrics import Metrics
-from secretd.observe import Observers
-from secretd.render.runner import TemplateRunner
+from secretd.live import Graph, LiveGraph, Shared, build_graph
+from secretd.logs import configure_logging
 from secretd.systemd import Notifier, listen_fds, watchdog_interval, watchdog_loop
 
 log = structlog.get_logger(__name__)
@@ -65,21 +55,7 @@ STOP_DEADLINE = 4.0
 # Enough descriptors for max_connections clients plus backends, files and watches.
 FD_HEADROOM = 256
 
-
-@dataclass
-class Graph:
-    """The objects of one running agent (exposed for tests and for reload later)."""
-
-    config: Config
-    hub: Hub
-    cache: SecretCache
-    audit: AuditLog
-    metrics: Metrics
-    policy: Policy
-    templates: TemplateRunner
-    state: ServingState
-    tracker: ConnectionTracker
-    deps: ApiDeps
+Loops = list["asyncio.Task[Any]"]
 
 
 def raise_fd_limit(max_connections: int) -> None:
@@ -92,65 +68,6 @@ def raise_fd_limit(max_connections: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     if target < wanted:
         log.warning("limits.fd_low", nofile=target, max_connections=max_connections)
-
-
-@asynccontextmanager
-async def build_graph(config: Config, stack: AsyncExitStack) -> AsyncIterator[Graph]:
-    """Every object of the agent, closed again in reverse order on exit."""
-    clock = SystemClock()
-    audit = AuditLog.open(config.agent.audit_log)
-    stack.callback(audit.close)
-    metrics = Metrics()
-    backends = await open_backends(config.backends, max_secret_bytes=config.limits.max_secret_bytes)
-    router = Router(backends, {name: b.mount for name, b in config.backends.items()})
-    hub = Hub()
-    cache = SecretCache(
-        router=router,
-        hub=hub,
-        settings=config.cache,
-        max_secret_bytes=config.limits.max_secret_bytes,
-        observer=Observers([metrics, audit]),
-        clock=clock,
-        rng=random.Random(),  # noqa: S311 - refresh jitter, not cryptography
-    )
-    stack.push_async_callback(cache.aclose)
-    policy = Policy(config.allow)
-    templates = TemplateRunner(
-        config.template, cache, hub, pin=cache.pin, clock=clock, metrics=metrics
-    )
-    state = ServingState()
-    tracker = ConnectionTracker(
-        identify=peer_caller, observer=metrics, max_connections=config.limits.max_connections
-    )
-    limiter = RateLimiter(
-        rate=config.limits.backend_rate, burst=config.limits.backend_burst, clock=clock
-    )
-    deps = ApiDeps(
-        cache=cache,
-        hub=hub,
-        policy=policy,
-        audit=audit,
-        metrics=metrics,
-        limiter=limiter,
-        identify=lambda request: tracker.caller(request.protocol),
-        state=state,
-        templates=templates.status,
-    )
-    yield Graph(config, hub, cache, audit, metrics, policy, templates, state, tracker, deps)
-
-
-def credential_divert(graph: Graph) -> Divert:
-    """Hands connections whose peer address is a systemd credential request
-    (`LoadCredential=ID:<our socket>`) to the credential protocol instead of HTTP."""
-    service = CredentialService(graph.config.credential, graph.cache, graph.audit)
-
-    def divert(transport: asyncio.BaseTransport) -> asyncio.Protocol | None:
-        request = parse_peer_address(transport.get_extra_info("peername"))
-        if request is None:
-            return None
-        return CredentialProtocol(service, peer_caller, request)
-
-    return divert
 
 
 def claim_sockets(config: Config, stack: AsyncExitStack) -> list[socket.socket]:
@@ -192,30 +109,73 @@ def _message(exc: BaseException) -> str:
     return text if isinstance(text, str) else type(exc).__name__
 
 
-async def run_agent(config: Config, *, stop: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set or SIGTERM/SIGINT arrives."""
-    stop = stop or asyncio.Event()
+class Agent:
+    """One running agent: the shared objects, the live graph and its exit stack."""
+
+    def __init__(self, config: Config, config_path: Path | None, notifier: Notifier) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = notifier
+        self.shared = Shared.create(config)
+        self.stop = asyncio.Event()
+        self.reload = asyncio.Event()
+        self._graph_stack: AsyncExitStack | None = None
+        self.live: LiveGraph | None = None
+
+    async def open_graph(self, config: Config) -> tuple[Graph, AsyncExitStack | None]:
+        """Build a complete graph for `config` and make it the live one.
+
+        Raises (leaving nothing open and the old graph live) if it fails; else
+        returns the retired graph's stack, for the caller to close once the old
+        graph's loops are stopped."""
+        stack = AsyncExitStack()
+        try:
+            graph = await stack.enter_async_context(build_graph(config, self.shared))
+        except BaseException:
+            await stack.aclose()
+            raise
+        retired, self._graph_stack = self._graph_stack, stack
+        if self.live is None:
+            self.live = LiveGraph(graph)
+        else:
+            self.live.graph = graph
+        return graph, retired
+
+    async def close_graph(self) -> None:
+        if self._graph_stack is not None:
+            await self._graph_stack.aclose()
+            self._graph_stack = None
+
+
+async def run_agent(
+    config: Config, *, config_path: Path | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """Run until `stop` is set or SIGTERM/SIGINT arrives; SIGHUP reloads `config_path`."""
     report = harden_process(mlock=config.agent.mlock)
     raise_fd_limit(config.limits.max_connections)
-    notifier = Notifier.from_env()
+    agent = Agent(config, config_path, Notifier.from_env())
+    if stop is not None:
+        agent.stop = stop
+    agent.shared.metrics.set_hardening(report.features())
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload_not_supported)
+        loop.add_signal_handler(signum, agent.stop.set)
+    loop.add_signal_handler(signal.SIGHUP, agent.reload.set)
     try:
-        async with AsyncExitStack() as stack, build_graph(config, stack) as graph:
-            graph.metrics.set_hardening(report.features())
-            deps = dataclasses.replace(graph.deps, hardening=report.as_dict())
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(agent.close_graph)
+            graph, _ = await agent.open_graph(config)
+            assert agent.live is not None
             socks = claim_sockets(config, stack)
-            app = build_app(deps)
+            app = build_app(agent.live.api_deps(agent.shared, report.as_dict()))
             if config.tcp is not None:
                 install_tcp_guard(app, config.tcp.listen, load_token(config.tcp.token_file))
-            if await _until_stopped(warm_up(graph), stop):
-                await _serve(graph, app, socks, notifier, stop)
+            if await _until_stopped(warm_up(graph), agent.stop):
+                await _serve(agent, app, socks)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
-        notifier.close()
+        agent.notifier.close()
 
 
 async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
@@ -234,43 +194,110 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -
     return False
 
 
-async def _serve(
-    graph: Graph,
-    app: web.Application,
-    socks: Sequence[socket.socket],
-    notifier: Notifier,
-    stop: asyncio.Event,
-) -> None:
+async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket]) -> None:
+    assert agent.live is not None
+    shared = agent.shared
     runner = await start_serving(
         app,
-        list(socks),
-        tracker=graph.tracker,
-        idle_timeout=graph.config.limits.idle_timeout,
-        divert=credential_divert(graph),
+        socks,
+        tracker=shared.tracker,
+        idle_timeout=agent.config.limits.idle_timeout,
+        divert=agent.live.credential_divert(),
     )
-    graph.state.ready = True
-    log.info("agent.serving", socket=str(graph.config.agent.socket))
-    notifier.ready("serving")
+    shared.state.ready = True
+    log.info("agent.serving", socket=str(agent.config.agent.socket))
+    agent.notifier.ready("serving")
     try:
         async with asyncio.TaskGroup() as group:
-            tasks: list[asyncio.Task[Any]] = [
-                group.create_task(graph.cache.run(), name="cache"),
-                group.create_task(graph.templates.run(), name="templates"),
-            ]
+            loops = _start_loops(group, agent.live.graph)
             interval = watchdog_interval()
-            if interval is not None:
-                tasks.append(group.create_task(watchdog_loop(notifier, interval)))
-            await stop.wait()
+            watchdog = (
+                group.create_task(watchdog_loop(agent.notifier, interval))
+                if interval is not None
+                else None
+            )
+            while await _next_signal(agent) == "reload":
+                loops = await _reload(agent, group, loops)
             log.info("agent.stopping")
-            notifier.stopping()
-            for task in tasks:
-                task.cancel()
+            agent.notifier.stopping()
+            for task in [*loops, watchdog]:
+                if task is not None:
+                    task.cancel()
     finally:
-        graph.state.ready = False
+        shared.state.ready = False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_DEADLINE):
                 await runner.cleanup()
 
 
-def _reload_not_supported() -> None:
-    log.warning("config.reload_unsupported", hint="restart the agent to apply a new config")
+def _start_loops(group: asyncio.TaskGroup, graph: Graph) -> Loops:
+    return [
+        group.create_task(graph.cache.run(), name="cache"),
+        group.create_task(graph.templates.run(), name="templates"),
+    ]
+
+
+async def _next_signal(agent: Agent) -> str:
+    """Wait for a stop ("stop" wins) or a reload request."""
+    stopper = asyncio.create_task(agent.stop.wait())
+    reloader = asyncio.create_task(agent.reload.wait())
+    await asyncio.wait({stopper, reloader}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    reloader.cancel()
+    if agent.stop.is_set():
+        return "stop"
+    agent.reload.clear()
+    return "reload"
+
+
+async def _reload(agent: Agent, group: asyncio.TaskGroup, loops: Loops) -> Loops:
+    """Swap in a graph built from the config file; on any problem keep the old one."""
+    agent.notifier.reloading()
+    try:
+        config = await asyncio.to_thread(_load_reloadable, agent)
+        graph, retired = await agent.open_graph(config)
+    except SecretdError as exc:
+        log.error(
+            "config.reload_rejected", error=exc.message, policy="the old config keeps running"
+        )
+        agent.notifier.ready("serving (reload rejected; old config in use)")
+        return loops
+    for task in loops:  # stop the old graph's loops, then close it
+        task.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
+    if retired is not None:
+        await retired.aclose()  # the old cache, its backends and the old audit log
+    agent.config = config
+    agent.shared.tracker.max_connections = config.limits.max_connections
+    configure_logging(config.agent.log_level, config.agent.log_format)
+    log.info("config.reloaded")
+    if not await _until_stopped(warm_up(graph), agent.stop):
+        return []
+    agent.notifier.ready("serving (reloaded)")
+    return _start_loops(group, graph)
+
+
+# What a reload cannot change: the sockets are bound once; the rest needs a restart.
+_FIXED = ("socket", "socket_mode", "socket_group", "mlock")
+
+
+def _load_reloadable(agent: Agent) -> Config:
+    if agent.config_path is None:
+        raise ConfigError("no config file to reload from")
+    config = load_config(agent.config_path)
+    old = agent.config
+    changed = [
+        f"agent.{key}" for key in _FIXED if getattr(config.agent, key) != getattr(old.agent, key)
+    ]
+    if config.tcp != old.tcp:
+        changed.append("tcp")
+    if (config.limits.backend_rate, config.limits.backend_burst) != (
+        old.limits.backend_rate,
+        old.limits.backend_burst,
+    ):
+        changed.append("limits.backend_rate/backend_burst")
+    if changed:
+        raise ConfigError(
+            f"{agent.config_path}: {', '.join(changed)} changed; restart the agent to apply"
+        )
+    return config

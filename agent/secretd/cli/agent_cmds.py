@@ -48,7 +48,7 @@ def run_agent_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config.agent.log_level, config.agent.log_format)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(run_agent(config))
+        runner.run(run_agent(config, config_path=args.config))
     return 0
 
 
