@@ -16,7 +16,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from secretd.config import Config, FileBackendConfig, VaultBackendConfig, load_config
+from secretd.config import (
+    AllowRule,
+    AwsBackendConfig,
+    Config,
+    FileBackendConfig,
+    VaultBackendConfig,
+    load_config,
+)
 from secretd.errors import ConfigError, SecretdError
 from secretd.logs import configure_logging
 
@@ -115,7 +122,11 @@ def _check_tcp(config: Config) -> None:
         load_token(config.tcp.token_file)
 
 
-async def _check_backend(name: str, backend: object, max_secret_bytes: int) -> str | None:
+async def _check_backend(
+    name: str,
+    backend: FileBackendConfig | VaultBackendConfig | AwsBackendConfig,
+    max_secret_bytes: int,
+) -> str | None:
     try:
         if isinstance(backend, FileBackendConfig):
             from secretd.backends import file
@@ -138,16 +149,14 @@ def summary(config: Config) -> list[str]:
     lines = [f"socket     {agent.socket} (mode {agent.socket_mode:04o}{group})"]
     lines.append(f"tcp        {config.tcp.listen if config.tcp else 'off'}")
     for name, backend in config.backends.items():
-        where = getattr(backend, "path", None) or getattr(backend, "address", None) or ""
-        region = getattr(backend, "region", None)
-        detail = str(where) if where else (f"region {region}" if region else "default region")
-        lines.append(f"backend    {name}: {backend.type}, mount {backend.mount!r}, {detail}")
+        lines.append(
+            f"backend    {name}: {backend.type}, mount {backend.mount!r}, {_where(backend)}"
+        )
     declared = ", ".join(decl.name for decl in config.secret) or "none"
     lines.append(f"secrets    {len(config.secret)} declared: {declared}")
     lines.append(f"rules      {len(config.allow)} allow rule(s)")
     for rule in config.allow:
-        who = _rule_subjects(rule)
-        lines.append(f"  allow    {', '.join(rule.secrets)} to {who}")
+        lines.append(f"  allow    {', '.join(rule.secrets)} to {_subjects(rule)}")
     lines.append(f"templates  {len(config.template)}")
     for template in config.template:
         lines.append(f"  render   {template.destination} ({template.format}, {template.mode:04o})")
@@ -156,12 +165,28 @@ def summary(config: Config) -> list[str]:
     return lines
 
 
-def _rule_subjects(rule: object) -> str:
-    parts = []
-    for key in ("uids", "gids", "users", "groups", "units"):
-        values = getattr(rule, key, ())
-        if values:
-            parts.append(f"{key} {', '.join(str(v) for v in values)}")
-    if getattr(rule, "tcp", False):
+def _where(backend: FileBackendConfig | VaultBackendConfig | AwsBackendConfig) -> str:
+    if isinstance(backend, FileBackendConfig):
+        return str(backend.path)
+    if isinstance(backend, VaultBackendConfig):
+        return backend.address
+    return f"region {backend.region or 'default'}" + (
+        f", endpoint {backend.endpoint_url}" if backend.endpoint_url else ""
+    )
+
+
+def _subjects(rule: AllowRule) -> str:
+    parts = [
+        f"{key} {', '.join(str(v) for v in values)}"
+        for key, values in (
+            ("uids", rule.uids),
+            ("gids", rule.gids),
+            ("users", rule.users),
+            ("groups", rule.groups),
+            ("units", rule.units),
+        )
+        if values
+    ]
+    if rule.tcp:
         parts.append("tcp")
     return "; ".join(parts)
