@@ -1,6 +1,6 @@
 """AWS API calls in one simulated hour: 1,000 declared secrets, refresh_interval 5m.
 
-    .venv/bin/python -m tests.bench.bench_aws_calls [--secrets 1000] [--rotations 10]
+    .venv/bin/python -m tests.bench.bench_aws_calls [--secrets 1000] [--rotations 10] [--extra 0]
 
 Prints figures, asserts nothing (not collected by pytest). Every call counted is
 a real HTTP request to a real moto_server on 127.0.0.1 (AwsBackend.api_calls,
@@ -14,6 +14,8 @@ Aim: <= 1,200.
    small batches) over the AWS backend, secrets pinned as [[secret]] are;
    `rotations` secrets rotate at random moments, and the bench checks the
    cache ended on every rotated secret's new version.
+   `--extra N` adds N secrets nobody declared to the account (a large
+   account: ListSecrets filters by name instead of listing everything).
 2. backend alone: BatchGetSecretValue to load, then one current_versions of
    every name each 5 minutes, fetch_many for whatever moved - the floor a
    fully batched engine would reach.
@@ -52,7 +54,9 @@ async def open_aws(moto: MotoServer, clock: FakeClock) -> AwsBackend:
     return await open_backend("aws", config, max_secret_bytes=65536, clock=clock)
 
 
-def seed(admin: Any, count: int) -> list[SecretName]:
+def seed(admin: Any, count: int, extra: int) -> list[SecretName]:
+    for i in range(extra):
+        admin.create_secret(Name=f"other/{i:05d}", SecretString="not declared")
     names = [SecretName(f"app/{i:04d}") for i in range(count)]
     for name in names:
         admin.create_secret(Name=name, SecretString=f"value-of-{name}")
@@ -154,11 +158,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--secrets", type=int, default=1000)
     parser.add_argument("--rotations", type=int, default=10)
+    parser.add_argument("--extra", type=int, default=0, help="undeclared secrets in the account")
     args = parser.parse_args()
     configure_logging("error")
     os.environ.update(TEST_ENV)
     with MotoServer() as moto:
-        names = await asyncio.to_thread(seed, moto.admin_client(), args.secrets)
+        names = await asyncio.to_thread(seed, moto.admin_client(), args.secrets, args.extra)
+        print(f"account: {args.secrets + args.extra} secrets, {args.secrets} declared")
         await engine_hour(moto, names, args.rotations)
         await backend_hour(moto, names, args.rotations)
 

@@ -18,10 +18,13 @@ that is 10 calls a minute at most, instead of one DescribeSecret per secret
 per refresh.
 
 The lister remembers how many pages the whole account took and lists it
-whole when that is no dearer than filtering every followed name. While that is
-unknown it tries, within that budget, stopping as soon as every followed name
-was seen. Otherwise it filters the names that need an answer, topping the last
-filter up with the followed names seen longest ago. A filter whose answer runs
+whole when that is no dearer than filtering, compared over the same time: a
+listing serves every followed name for `max_age`, while filters are paid each
+time a name falls due (the cache's check period, learnt from the gaps between
+checks of a name). While the account's size is unknown it tries within that
+budget, stopping as soon as every followed name was seen. Otherwise it filters
+the names that need an answer, topping the last filter up with the followed
+names seen longest ago. A filter whose answer runs
 past MAX_FILTER_PAGES falls back to DescribeSecret for the names still missing.
 
 ListSecrets is eventually consistent on AWS: a rotation may show up one
@@ -31,6 +34,7 @@ listing late; the cache never moves a version backwards.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -45,7 +49,8 @@ FILTER_VALUES = 10
 MAX_FILTER_PAGES = 10
 MAX_ACCOUNT_PAGES = 10_000
 MAX_FOLLOWED = 100_000
-FORGET_AFTER = 3600.0  # names nobody asked about for this long are no longer followed
+FORGET_AFTER = 3600.0
+MIN_PERIOD = 1.0  # names nobody asked about for this long are no longer followed
 
 
 class AwsCall(Protocol):
@@ -78,11 +83,13 @@ class VersionLister:
         self._seen: dict[SecretName, tuple[float, str | None]] = {}
         self._asked: dict[SecretName, float] = {}
         self._listing = asyncio.Lock()
+        self._period: float | None = None  # seconds between checks of one name, learnt
 
     async def current_versions(self, names: Iterable[SecretName]) -> dict[SecretName, str]:
         now = self._monotonic()
         wanted = set(names)
         for name in wanted:
+            self._learn_period(now - self._asked.get(name, now))
             self._asked[name] = now
         self._forget(now)
         if any(not self._fresh(name, now) for name in wanted):
@@ -108,6 +115,18 @@ class VersionLister:
         self._asked.setdefault(name, now)
         self._seen[name] = (now, version_id)
 
+    def _learn_period(self, gap: float) -> None:
+        """Follow how often the cache checks a name (a moving average of the gaps)."""
+        if gap < MIN_PERIOD:
+            return
+        self._period = gap if self._period is None else self._period + (gap - self._period) / 16
+
+    def _listing_share(self) -> float:
+        """max_age over the check period: the share of checks one listing can answer."""
+        if self._period is None:
+            return 1.0
+        return min(1.0, max(self._max_age, MIN_PERIOD) / self._period)
+
     def _fresh(self, name: SecretName, now: float) -> bool:
         seen = self._seen.get(name)
         return seen is not None and now - seen[0] <= self._max_age
@@ -123,14 +142,16 @@ class VersionLister:
 
     async def _refresh(self, stale: set[SecretName], now: float) -> None:
         followed = set(self._asked)
-        filtered_cost = math.ceil(len(followed) / FILTER_VALUES)
+        # Filtering costs a call per 10 names each time they fall due; a whole
+        # listing serves every name for max_age. Compare them over the same time.
+        filtered_cost = math.ceil(len(followed) / FILTER_VALUES * self._listing_share())
         known = self._account_pages
         if (known is None or known <= filtered_cost) and await self._list_account(
             followed, now, budget=filtered_cost
         ):
             return
         rest = sorted(name for name in stale if not self._fresh_since(name, now))
-        rest += self._top_up(len(rest), exclude=set(rest))
+        rest += self._top_up(len(rest), exclude=set(rest), now=now)
         chunks = [rest[i : i + FILTER_VALUES] for i in range(0, len(rest), FILTER_VALUES)]
         async with asyncio.TaskGroup() as group:
             for chunk in chunks:
@@ -140,14 +161,27 @@ class VersionLister:
         seen = self._seen.get(name)
         return seen is not None and seen[0] >= now
 
-    def _top_up(self, count: int, *, exclude: set[SecretName]) -> list[SecretName]:
-        """Followed names seen longest ago, to fill the last filter to FILTER_VALUES."""
+    def _top_up(self, count: int, *, exclude: set[SecretName], now: float) -> list[SecretName]:
+        """Followed names the cache will check within max_age and that would be
+        stale by then, soonest first, to fill the last filter to FILTER_VALUES
+        (its price is the same with 1 name or 10)."""
         room = -count % FILTER_VALUES
         if not room:
             return []
-        candidates = [n for n in self._asked if n not in exclude]
-        candidates.sort(key=lambda n: self._seen.get(n, (0.0, None))[0])
-        return candidates[:room]
+        period = self._period or self._max_age
+        horizon = now + self._max_age
+
+        def due(name: SecretName) -> float:
+            return self._asked[name] + period
+
+        useful = (
+            name
+            for name in self._asked
+            if name not in exclude
+            and due(name) <= horizon
+            and self._seen.get(name, (0.0, None))[0] + self._max_age < due(name)
+        )
+        return heapq.nsmallest(room, useful, key=due)
 
     async def _list_account(self, followed: set[SecretName], now: float, *, budget: int) -> bool:
         """List the whole account within `budget` pages; True when that settled every name."""
