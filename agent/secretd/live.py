@@ -137,6 +137,9 @@ class LiveGraph:
     def snapshot(self) -> list[EntryInfo]:
         return self.graph.cache.snapshot()
 
+    def failed_pins(self) -> dict[SecretName, str]:
+        return self.graph.cache.failed_pins()
+
     def backend_health(self) -> Mapping[str, BackendHealth]:
         return self.graph.cache.backend_health()
 

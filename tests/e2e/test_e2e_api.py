@@ -153,3 +153,18 @@ async def test_reads_are_audited(store: Store, start_agent: StartAgent) -> None:
     assert reads[-1]["secret"] == "app/k" and reads[-1]["version_id"] == vid
     assert reads[-1]["caller"]["uid"] == 0 and reads[-1]["result"] == "ok"
     assert b"audited-value" not in agent.audit_path.read_bytes()
+
+
+async def test_a_declared_secret_that_fails_to_load_degrades_health(
+    store: Store, start_agent: StartAgent
+) -> None:
+    store.put("app/here", b"v")
+    agent = await start_agent(declared=("app/here", "app/not-in-store"))
+    async with agent.session() as http:
+        raw = await (await http.get("/v1/health")).read()
+        doc = orjson.loads(raw)
+        assert doc["status"] == "degraded"
+        assert doc["cache"]["declared_unloaded"] == 1
+        assert b"not-in-store" not in raw  # health names no secrets
+        assert (await http.get("/v1/secrets/app/here")).status == 200
+    assert "secret.preload_failed" in agent.log()

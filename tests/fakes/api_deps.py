@@ -43,6 +43,7 @@ class MemoryCache:
     cached: set[SecretName] = field(default_factory=set)
     stale: set[SecretName] = field(default_factory=set)
     failures: dict[SecretName, SecretdError] = field(default_factory=dict)
+    unloaded: dict[SecretName, str] = field(default_factory=dict)
     health: dict[str, Health] = field(default_factory=lambda: {"local": Health()})
     backend_reads: int = 0
     read_delay: float = 0.0
@@ -103,6 +104,9 @@ class MemoryCache:
             current = next(v for v in self.versions[name] if CURRENT in v.stages)
             out.append(Entry(name, current.version_id, 1.5, name in self.stale, False))
         return out
+
+    def failed_pins(self) -> Mapping[SecretName, str]:
+        return self.unloaded
 
     def backend_health(self) -> Mapping[str, Health]:
         return self.health

@@ -237,12 +237,19 @@ async def test_health_states() -> None:
         srv.cache.put("app/k", b"v")
         ok = await (await http.get("/v1/health")).json()
         assert ok["status"] == "ok"
-        assert ok["cache"] == {"entries": 1, "stale": 0}
+        assert ok["cache"] == {"entries": 1, "stale": 0, "declared_unloaded": 0}
         assert ok["backends"]["local"]["ok"] is True
         srv.cache.stale.add(SecretName("app/k"))
         degraded = await http.get("/v1/health")
         assert degraded.status == 200
         assert (await degraded.json())["status"] == "degraded"
+        srv.cache.stale.clear()
+        srv.cache.unloaded[SecretName("app/declared")] = "secret not found"
+        unloaded = await http.get("/v1/health")
+        raw = await unloaded.read()
+        assert orjson.loads(raw)["status"] == "degraded"
+        assert orjson.loads(raw)["cache"]["declared_unloaded"] == 1
+        assert b"app/declared" not in raw
 
 
 async def test_metrics_text() -> None:

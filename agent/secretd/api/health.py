@@ -1,4 +1,4 @@
-"""`GET /v1/health` and `GET /metrics` (SPEC §4). Neither ever shows a value or a name.
+"""`GET /v1/health` and `GET /metrics` (SPEC §4). Neither ever shows a value or a secret name.
 
 Health is `starting` (503) until the composition root flips `ServingState.ready`
 after preloading declared secrets and first renders; then `ok` (200), or
@@ -52,10 +52,14 @@ class HealthRoutes:
             }
             for t in self._deps.templates()
         ]
+        # How many declared secrets failed to load: a count, so health (open to
+        # every client of the socket) says nothing about which names exist.
+        unloaded = len(cache.failed_pins())
         if not self._deps.state.ready:
             status = "starting"
         elif (
             stale
+            or unloaded
             or not all(b["ok"] for b in backends.values())
             or not all(t["ok"] for t in templates)
         ):
@@ -65,7 +69,7 @@ class HealthRoutes:
         return {
             "status": status,
             "backends": backends,
-            "cache": {"entries": len(entries), "stale": stale},
+            "cache": {"entries": len(entries), "stale": stale, "declared_unloaded": unloaded},
             "templates": templates,
             "hardening": dict(self._deps.hardening),
         }
