@@ -183,7 +183,9 @@ class Metrics:
                 self._hardening.labels(_label(feature)).set(1 if worked else 0)
 
     def track_audit_failures(self, lost_lines: Callable[[], int]) -> None:
-        """Expose `secretd_audit_lost_lines`, read at scrape time (audit.AuditLog.failed_writes)."""
+        """Expose `secretd_audit_lost_lines`, read at scrape time (audit.AuditLog.failed_writes).
+
+        Call once per `Metrics`; across reloads pass a callable that reads the current log."""
         gauge = Gauge(
             "secretd_audit_lost_lines",
             "Audit lines lost to write errors since start",
