@@ -53,7 +53,19 @@ async def proxy(moto: MotoServer) -> AsyncIterator[FaultProxy]:
 
 @pytest.fixture
 async def backend(proxy: FaultProxy, admin: Any) -> AsyncIterator[AwsBackend]:
-    config = AwsBackendConfig(type="aws", region=REGION, endpoint_url=proxy.url, timeout="1s")
+    # Generous: a loaded machine must not turn a slow answer into a timeout here.
+    config = AwsBackendConfig(type="aws", region=REGION, endpoint_url=proxy.url, timeout="10s")
+    opened = await open_backend("aws", config, max_secret_bytes=4096)
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+@pytest.fixture
+async def hasty(proxy: FaultProxy, admin: Any) -> AsyncIterator[AwsBackend]:
+    """A backend with a short timeout, for a server that never answers."""
+    config = AwsBackendConfig(type="aws", region=REGION, endpoint_url=proxy.url, timeout="2s")
     opened = await open_backend("aws", config, max_secret_bytes=4096)
     try:
         yield opened
@@ -127,20 +139,20 @@ async def test_batches_and_listings_survive_throttling(
     ids=["reset", "500", "503-html", "blackhole"],
 )
 async def test_outages_are_backend_errors_then_recover(
-    backend: AwsBackend, admin: Any, proxy: FaultProxy, fault: Fault, expected: type[Exception]
+    hasty: AwsBackend, admin: Any, proxy: FaultProxy, fault: Fault, expected: type[Exception]
 ) -> None:
     admin.create_secret(Name="db/app", SecretString=CANARY)
     proxy.add(fault)
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(20):
         with pytest.raises(expected) as caught:
-            await backend.fetch(N("db/app"))
+            await hasty.fetch(N("db/app"))
         assert CANARY not in str(caught.value)
         with pytest.raises(BackendError):
-            await backend.current_versions([N("db/app")])
-        outcome = (await backend.fetch_many([N("db/app")]))[N("db/app")]
+            await hasty.current_versions([N("db/app")])
+        outcome = (await hasty.fetch_many([N("db/app")]))[N("db/app")]
         assert isinstance(outcome, BackendError) and not isinstance(outcome, BackendNotFound)
     proxy.clear()
-    assert (await backend.fetch(N("db/app"))).version.value.reveal() == CANARY.encode()
+    assert (await hasty.fetch(N("db/app"))).version.value.reveal() == CANARY.encode()
 
 
 @pytest.mark.parametrize(
