@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
@@ -78,7 +78,12 @@ class AgentProcess:
     store: Path
     key: Path
     proc: subprocess.Popen[bytes]
-    cli_outputs: list[bytes] = field(default_factory=list)
+    notify: socket.socket
+
+    def reload(self) -> None:
+        """SIGHUP, then wait for the agent's READY=1 that ends the reload."""
+        self.proc.send_signal(signal.SIGHUP)
+        _wait_ready(self.notify, self.proc, self.stderr_path)
 
     def request(self, path: str, method: str = "GET") -> Response:
         conn = UnixHTTPConnection(str(self.socket_path))
@@ -207,7 +212,15 @@ def running_agent(
             )
         _wait_ready(notify, proc, stderr_path)
         yield AgentProcess(
-            root, root / "s.sock", root / "audit.jsonl", stderr_path, config, store, key, proc
+            root,
+            root / "s.sock",
+            root / "audit.jsonl",
+            stderr_path,
+            config,
+            store,
+            key,
+            proc,
+            notify,
         )
     finally:
         notify.close()

@@ -5,6 +5,7 @@ cgroups. Denials are identical for existing and missing names and audited."""
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 
 import orjson
@@ -121,3 +122,16 @@ def test_root_is_not_allowed_without_a_rule(agent: AgentProcess) -> None:
     assert agent.request("/v1/secrets/db/app").status == 403
     listing = orjson.loads(agent.request("/v1/secrets?prefix=").body)
     assert listing["secrets"] == []
+
+
+def test_sighup_reopens_a_moved_audit_log(agent: AgentProcess) -> None:
+    rotated = agent.audit_path.with_name("audit.jsonl.1")
+    os.rename(agent.audit_path, rotated)
+    agent.reload()
+    agent.request("/v1/secrets/db/app")  # root is denied: one audit line
+    assert stat.S_IMODE(agent.audit_path.stat().st_mode) == 0o600
+    denials = [line for line in audit_lines(agent) if line["event"] == "deny"]
+    assert [line["secret"] for line in denials] == ["db/app"]
+    size = rotated.stat().st_size
+    agent.request("/v1/secrets/db/app")
+    assert rotated.stat().st_size == size  # nothing more goes to the moved file
