@@ -17,6 +17,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,13 +27,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "packaging/build-deb.sh"
+EXAMPLE = REPO / "packaging/secretd.toml.example"
 CONFIG = Path("/etc/secretd/secretd.toml")
 KEY = Path("/etc/secretd/store.key")
 STORE = Path("/var/lib/secretd/store")
 UNITS = ("secretd.service", "secretd.socket", "secretd-credentials.socket")
 WANTS = (
-    Path("/etc/systemd/system/multi-user.target.wants/secretd.service"),
     Path("/etc/systemd/system/sockets.target.wants/secretd.socket"),
+    Path("/etc/systemd/system/multi-user.target.wants/secretd.service"),
     Path("/etc/systemd/system/sockets.target.wants/secretd-credentials.socket"),
 )
 # A clean environment: nothing from the dev venv or the caller's shell leaks in.
@@ -166,8 +168,11 @@ def test_first_install_creates_user_dirs_store_and_key(installed: Path) -> None:
     assert (STORE.stat().st_uid, STORE.stat().st_mode & 0o777) == (uid, 0o700)
     for path in (Path("/run/secretd"), Path("/var/log/secretd")):
         assert path.stat().st_uid == uid, path
-    for link in WANTS:
+    api_socket, service, credentials_socket = WANTS
+    for link in (api_socket, service):
         assert link.is_symlink(), f"{link}: not enabled on first install"
+    # Opt-in: enabled by the operator when units use the dedicated socket.
+    assert not os.path.lexists(credentials_socket)
 
 
 def test_check_passes_as_root_and_as_secretd(installed: Path) -> None:
@@ -297,3 +302,38 @@ def test_install_reuses_a_provisioned_key_and_leaves_a_foreign_store_alone(
     finally:
         purge()
     _assert_purged()
+
+
+def test_every_commented_example_in_the_shipped_config_is_valid(tmp_path: Path) -> None:
+    """Uncommenting the example's [[...]] entries must give a config `check` accepts.
+
+    Runs with the dev venv's secretd, not the package, and needs no root.
+    """
+    text = re.sub(r"^# (\[\[\w+\]\])$", r"\1", EXAMPLE.read_text(), flags=re.M)
+    keys = r"name|secrets|units|destination|format|vars|command|unit|id|secret|field"
+    text = re.sub(rf"^# ((?:{keys}) = )", r"\1", text, flags=re.M)
+    assert text.count("[[") >= 4, "the example lost its commented [[...]] entries"
+    group = subprocess.run(["id", "-gn"], capture_output=True, text=True, check=True).stdout
+    text = text.replace('socket_group = "secretd"', f'socket_group = "{group.strip()}"')
+    text = text.replace("/var/lib/secretd/store", str(tmp_path / "store"))
+    text = text.replace("/etc/secretd/store.key", str(tmp_path / "store.key"))
+    text = text.replace("/var/log/secretd/audit.jsonl", str(tmp_path / "audit.jsonl"))
+    text = text.replace("/run/secretd/", f"{tmp_path}/")
+    config = tmp_path / "secretd.toml"
+    config.write_text(text)
+    secretd = str(Path(sys.executable).parent / "secretd")
+    store = [
+        secretd,
+        "store",
+        "init",
+        str(tmp_path / "store"),
+        "--key",
+        str(tmp_path / "store.key"),
+    ]
+    subprocess.run(store, check=True, capture_output=True, timeout=60)
+    result = subprocess.run(
+        [secretd, "check", "-c", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in ("1 declared: db/app", "1 allow rule(s)", "templates  1", "credentials 1"):
+        assert line in result.stdout
