@@ -301,7 +301,12 @@ class SecretCache(RefreshingCache):
             for name, backend in self._router.backends.items()
             if isinstance(backend, WatchableBackend)
         }
-        refresher = Refresher(self, watchables=watchables, clock=self._clock, rng=self._rng)
+        # Checks falling due within min_gap share one pass (one batch per backend);
+        # scaled with the interval so fast settings stay fast and slow ones batch well.
+        min_gap = min(max(self._settings.refresh_interval / 20, 0.05), 15.0)
+        refresher = Refresher(
+            self, watchables=watchables, clock=self._clock, rng=self._rng, min_gap=min_gap
+        )
         await refresher.run(evict_every=min(max(self._settings.idle_evict / 4, 1.0), 60.0))
 
     async def aclose(self) -> None:
