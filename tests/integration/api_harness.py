@@ -67,7 +67,11 @@ class Served:
 
 @asynccontextmanager
 async def serve_api(
-    *, max_connections: int = 64, idle_timeout: float = 5.0, uids: set[int] | None = None
+    *,
+    max_connections: int = 64,
+    idle_timeout: float = 5.0,
+    head_timeout: float | None = None,
+    uids: set[int] | None = None,
 ) -> AsyncIterator[Served]:
     tmp = Path(tempfile.mkdtemp(prefix="sdapi", dir="/tmp"))
     path = tmp / "s.sock"
@@ -91,7 +95,11 @@ async def serve_api(
     )
     listener = UnixListener.create(path, mode=0o660, group=None)
     runner = await start_serving(
-        build_app(deps), [listener.sock], tracker=tracker, idle_timeout=idle_timeout
+        build_app(deps),
+        [listener.sock],
+        tracker=tracker,
+        idle_timeout=idle_timeout,
+        head_timeout=head_timeout,
     )
     try:
         yield Served(path, cache, policy, audit, metrics, limiter, tracker, state, hub)

@@ -16,7 +16,7 @@ import pytest
 from secretd.api.listener import ListenerError, UnixListener
 from secretd.errors import ConfigError
 from tests.integration.api_harness import serve_api
-from tests.integration.hostile_requests import HEALTH_CLOSE, HOSTILE, status_of
+from tests.integration.hostile_requests import HEALTH_CLOSE, HOSTILE, close_get, status_of
 
 HEALTH = b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
@@ -147,6 +147,31 @@ async def test_slow_headers_are_cut_off() -> None:
                 closed = await reader.read() == b""
         assert closed
         writer.close()
+
+
+async def test_our_head_deadline_holds_whatever_aiohttp_does() -> None:
+    """With aiohttp's keep-alive timer far away (30 s), the head deadline alone cuts a
+    trickling client; a long-poll with a complete head is not cut by it."""
+    async with serve_api(idle_timeout=30, head_timeout=0.5) as srv:
+        vid = srv.cache.put("app/k", b"v")
+        reader, writer = await asyncio.open_unix_connection(str(srv.path))
+        closed = False
+        async with asyncio.timeout(10):
+            for byte in HEALTH[:-2]:
+                try:
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                except (ConnectionResetError, BrokenPipeError):
+                    closed = True
+                    break
+                await asyncio.sleep(0.05)
+            if not closed:
+                closed = await reader.read() == b""
+        assert closed
+        writer.close()
+        poll = close_get(f"/v1/secrets/app/k?wait=1500ms&index={vid}".encode())
+        answer = await srv.raw(poll, timeout=10)
+        assert status_of(answer) == 200
 
 
 async def test_idle_connection_is_closed() -> None:

@@ -9,10 +9,10 @@ stolen. An inherited (socket-activated) socket is adopted as is.
 Serving: `GuardedSite` wraps aiohttp's protocol factory to count connections
 (metrics), to answer a fast `503` and close beyond `max_connections`, and to
 remember each connection's socket so the caller's identity is read from
-SO_PEERCRED once per connection. The header-read deadline against slowloris is
-aiohttp's own: since 3.10 its keep-alive timer is armed at connection_made and
-closes a connection that has not completed a request within `keepalive_timeout`
-(trickling bytes does not extend it); we pass our idle timeout there.
+SO_PEERCRED once per connection, and to hold every connection to a
+request-head deadline against slowloris clients (api.deadline: independent of
+the aiohttp version). Idle keep-alive connections are closed by aiohttp's
+`keepalive_timeout`, which we set to the same idle timeout.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from secretd.api.deadline import HeadDeadline
 from secretd.errors import ConfigError, SecretdError
 from secretd.model import Caller
 
@@ -219,12 +220,18 @@ class _Tracked(asyncio.Protocol):
     open/close to the tracker."""
 
     def __init__(
-        self, handler: RequestHandler, tracker: ConnectionTracker, divert: Divert | None
+        self,
+        handler: RequestHandler,
+        tracker: ConnectionTracker,
+        divert: Divert | None,
+        head_timeout: float | None,
     ) -> None:
         self._handler = handler
         self._inner: asyncio.Protocol = handler
         self._tracker = tracker
         self._divert = divert
+        self._head_timeout = head_timeout
+        self._deadline: HeadDeadline | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         diverted = self._divert(transport) if self._divert is not None else None
@@ -237,15 +244,22 @@ class _Tracked(asyncio.Protocol):
                 cast(asyncio.Transport, transport).abort()
             return
         self._tracker.opened(self._handler, transport)
+        if self._head_timeout is not None:
+            self._deadline = HeadDeadline(self._head_timeout, transport.close)
+            self._deadline.start()
         self._handler.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.stop()
         try:
             self._inner.connection_lost(exc)
         finally:
             self._tracker.closed(self._handler)
 
     def data_received(self, data: bytes) -> None:
+        if self._deadline is not None:
+            self._deadline.feed(data)
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -285,7 +299,7 @@ class _Refuse(asyncio.Protocol):
 class GuardedSite(web.BaseSite):
     """An aiohttp site on an existing listening socket, with a connection cap."""
 
-    __slots__ = ("_backlog_sock", "_divert", "_tracker")
+    __slots__ = ("_backlog_sock", "_divert", "_head_timeout", "_tracker")
 
     def __init__(
         self,
@@ -294,11 +308,13 @@ class GuardedSite(web.BaseSite):
         *,
         tracker: ConnectionTracker,
         divert: Divert | None = None,
+        head_timeout: float | None = None,
     ) -> None:
         super().__init__(runner, backlog=max(MIN_BACKLOG, tracker.max_connections))
         self._backlog_sock = sock
         self._tracker = tracker
         self._divert = divert
+        self._head_timeout = head_timeout
 
     @property
     def name(self) -> str:
@@ -313,7 +329,7 @@ class GuardedSite(web.BaseSite):
         def factory() -> asyncio.Protocol:
             if not tracker.reserve():
                 return _Refuse()
-            return _Tracked(server(), tracker, self._divert)
+            return _Tracked(server(), tracker, self._divert, self._head_timeout)
 
         loop = asyncio.get_running_loop()
         if self._backlog_sock.family == socket.AF_UNIX:
@@ -357,8 +373,12 @@ async def start_serving(
     tracker: ConnectionTracker,
     idle_timeout: float,
     divert: Divert | None = None,
+    head_timeout: float | None = None,
 ) -> web.AppRunner:
-    """Start `app` on every listening socket in `socks`; `runner.cleanup()` stops it."""
+    """Start `app` on every listening socket in `socks`; `runner.cleanup()` stops it.
+
+    `idle_timeout` closes idle keep-alive connections; `head_timeout` (default: the
+    same) bounds the time to send a complete request head (api.deadline)."""
     runner = web.AppRunner(
         app,
         access_log=None,  # requests are audited; aiohttp's access log adds nothing
@@ -375,7 +395,13 @@ async def start_serving(
     try:
         for sock in socks:
             unix = sock.family == socket.AF_UNIX
-            site = GuardedSite(runner, sock, tracker=tracker, divert=divert if unix else None)
+            site = GuardedSite(
+                runner,
+                sock,
+                tracker=tracker,
+                divert=divert if unix else None,
+                head_timeout=idle_timeout if head_timeout is None else head_timeout,
+            )
             await site.start()
     except BaseException:
         await runner.cleanup()
