@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from secretd.api.listener import ListenerError, UnixListener
@@ -117,7 +118,10 @@ async def test_connection_cap_answers_503_fast_and_recovers() -> None:
         async with asyncio.timeout(5):
             refused = await srv.raw(HEALTH)
         assert refused.startswith(b"HTTP/1.1 503")
-        assert b"too_many_connections" in refused
+        head, _, body = refused.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        assert length == len(body)
+        assert orjson.loads(body)["error"]["code"] == "too_many_connections"
         assert srv.tracker.refused >= 1
         for _, writer in held:
             writer.close()

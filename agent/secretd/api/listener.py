@@ -1,32 +1,21 @@
-"""The Unix socket and the guarded aiohttp site that serves on it.
+"""The guarded aiohttp site that serves the API on the agent's sockets.
 
-Creating the socket (SPEC §4, §10): bind to a temporary name in the target
-directory, set mode and group, listen, then rename over the final path, so no
-client ever sees the socket with the wrong permissions. A socket file left by a
-dead agent (connect -> ECONNREFUSED) is replaced; a live agent's is never
-stolen. An inherited (socket-activated) socket is adopted as is.
-
-Serving: `GuardedSite` wraps aiohttp's protocol factory to count connections
-(metrics), to answer a fast `503` and close beyond `max_connections`, and to
+`GuardedSite` wraps aiohttp's protocol factory to count connections
+(metrics), to answer a fast `503` and close beyond `max_connections`, to
 remember each connection's socket so the caller's identity is read from
-SO_PEERCRED once per connection, and to hold every connection to a
-request-head deadline against slowloris clients (api.deadline: independent of
-the aiohttp version). Idle keep-alive connections are closed by aiohttp's
-`keepalive_timeout`, which we set to the same idle timeout.
+SO_PEERCRED once per connection, to hand systemd credential requests to their
+own protocol, and to hold every connection to a request-head deadline against
+slowloris clients (api.deadline: independent of the aiohttp version). Idle
+keep-alive connections are closed by aiohttp's `keepalive_timeout`, which we
+set to the same idle timeout. The socket file itself: api.unixsock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import grp
 import logging
-import os
-import secrets
 import socket
-import stat
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol, cast
 
 import structlog
@@ -34,115 +23,27 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from secretd.api.deadline import HeadDeadline
-from secretd.errors import ConfigError, SecretdError
+from secretd.api.unixsock import MIN_BACKLOG, ListenerError, UnixListener
 from secretd.model import Caller
 
 log = structlog.get_logger(__name__)
 
-MIN_BACKLOG = 1024
+__all__ = [
+    "MIN_BACKLOG",
+    "ConnectionTracker",
+    "Divert",
+    "GuardedSite",
+    "ListenerError",
+    "UnixListener",
+    "start_serving",
+]
+
 REFUSE_LINGER = 0.5
-_SUN_PATH_MAX = 107  # 108 bytes including the terminating NUL
+_REFUSAL_BODY = b'{"error":{"code":"too_many_connections","message":"connection limit reached"}}'
 _REFUSAL = (
-    b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"Content-Type: application/json\r\nConnection: close\r\nContent-Length: 81\r\n\r\n"
-    b'{"error":{"code":"too_many_connections","message":"connection limit reached"}}\r\n'
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY)
 )
-
-
-class ListenerError(SecretdError):
-    """The socket cannot be created (in use by a live agent, not a socket, ...)."""
-
-
-class UnixListener:
-    """A listening Unix socket that we created (and remove on close) or adopted."""
-
-    def __init__(self, sock: socket.socket, path: Path | None, inode: int | None) -> None:
-        self.sock = sock
-        self.path = path
-        self._inode = inode
-
-    @classmethod
-    def create(
-        cls, path: Path, *, mode: int, group: str | None, backlog: int = MIN_BACKLOG
-    ) -> UnixListener:
-        gid = _group_id(group)
-        _check_path_free(path)
-        tmp = path.parent / f".secretd-{secrets.token_hex(6)}.sock"
-        if len(os.fsencode(tmp)) > _SUN_PATH_MAX or len(os.fsencode(path)) > _SUN_PATH_MAX:
-            raise ConfigError(f"agent.socket {path}: path too long for a Unix socket (max 107)")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            sock.bind(os.fsdecode(tmp))
-            # Before listen(): until then connect() is refused, so nobody can slip in.
-            tmp.chmod(mode)
-            if gid is not None:
-                os.chown(tmp, -1, gid, follow_symlinks=False)
-            sock.listen(max(backlog, MIN_BACKLOG))
-            tmp.rename(path)
-            inode = os.lstat(path).st_ino
-        except OSError as exc:
-            sock.close()
-            tmp.unlink(missing_ok=True)
-            raise ListenerError(f"agent.socket {path}: cannot create ({exc.strerror})") from None
-        except BaseException:
-            sock.close()
-            tmp.unlink(missing_ok=True)
-            raise
-        sock.setblocking(False)
-        log.info("socket.created", path=str(path), mode=f"{mode:04o}", group=group)
-        return cls(sock, path, inode)
-
-    @classmethod
-    def adopt(cls, sock: socket.socket) -> UnixListener:
-        """An already bound and listening socket (systemd socket activation)."""
-        sock.setblocking(False)
-        return cls(sock, None, None)
-
-    def close(self) -> None:
-        """Close, and remove the socket file if it is still the one we created."""
-        self.sock.close()
-        if self.path is None:
-            return
-        try:
-            if os.lstat(self.path).st_ino == self._inode:
-                self.path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _group_id(group: str | None) -> int | None:
-    if group is None:
-        return None
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ConfigError(f"agent.socket_group: no such group {group!r}") from None
-
-
-def _check_path_free(path: Path) -> None:
-    """Refuse a path holding a non-socket or a live agent's socket."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        if not path.parent.is_dir():
-            raise ConfigError(
-                f"agent.socket {path}: directory {path.parent} does not exist"
-            ) from None
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ListenerError(f"agent.socket {path}: exists and is not a socket; remove it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(os.fsdecode(path))
-    except OSError as exc:
-        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            log.info("socket.stale_replaced", path=str(path))
-            return
-        raise ListenerError(f"agent.socket {path}: cannot probe ({exc.strerror})") from None
-    finally:
-        probe.close()
-    raise ListenerError(f"agent.socket {path}: another agent is serving on it; stop it first")
 
 
 class ConnectionObserver(Protocol):
