@@ -237,19 +237,56 @@ def test_installed_agent_serves_a_secret_put_by_secretd(installed: Path, scratch
         status = run(["/usr/bin/secretd", "status"])
         assert version_id in status and "local  yes" in status
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(timeout=15)
-        finally:
-            if agent.poll() is None:
-                agent.kill()
-                agent.wait(timeout=10)
-            log.close()
+        _stop(agent)
+        log.close()
     assert agent.returncode == 0, (scratch_dir / "agent.log").read_text()
     audit = Path("/var/log/secretd/audit.jsonl").read_text()
     assert '"event":"read","secret":"app/db"' in audit
     assert value.decode() not in audit + (scratch_dir / "agent.log").read_text()
     assert not Path("/run/secretd/secretd.sock").exists()
+
+
+def _stop(agent: subprocess.Popen[bytes]) -> None:
+    agent.send_signal(signal.SIGTERM)
+    try:
+        agent.wait(timeout=15)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(timeout=10)
+
+
+def test_socket_activated_installed_agent_serves_the_first_connection(
+    installed: Path, scratch_dir: Path
+) -> None:
+    """As secretd.socket starts it: the agent is launched by the first connection."""
+    if shutil.which("systemd-socket-activate") is None:
+        pytest.skip("systemd-socket-activate is not installed")
+    sock = scratch_dir / "api.sock"
+    log = (scratch_dir / "agent.log").open("wb")
+    agent = ["/usr/bin/secretd", "agent", "-c", str(CONFIG)]
+    activator = subprocess.Popen(
+        ["systemd-socket-activate", f"--listen={sock}", "--fdname=api", *AS_SECRETD, *agent],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd="/",
+        env=ENV,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert time.monotonic() < deadline, "systemd-socket-activate did not listen"
+            time.sleep(0.05)
+        # The first connection starts the agent and waits in the backlog until it serves.
+        status = run(["/usr/bin/secretd", "status", "--socket", str(sock)], timeout=60)
+        assert "local  yes" in status
+    finally:
+        _stop(activator)
+        log.close()
+    assert activator.returncode == 0, (scratch_dir / "agent.log").read_text()
+    assert "socket.inherited" in (scratch_dir / "agent.log").read_text()
+    # A socket systemd passed is systemd's: the agent leaves it in place.
+    assert sock.is_socket()
 
 
 def test_reinstall_keeps_the_store_and_its_key(installed: Path) -> None:
