@@ -1,12 +1,15 @@
 """The real `secretd` executable as the e2e tests drive it: a store made with the
 `secretd store` CLI, a config file, the agent process, and raw/HTTP clients on
-its Unix socket. Readiness is polled on /v1/health (never a bare sleep)."""
+its Unix socket. Readiness is `READY=1` on a NOTIFY_SOCKET the test binds (or,
+for a process started elsewhere, /v1/health polled until 200): never a bare sleep."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -85,6 +88,8 @@ class AgentProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     socket_name: str = "s.sock"
+    # Bound by start() unless the test passes its own NOTIFY_SOCKET: READY=1 arrives here.
+    notify: socket.socket | None = None
 
     @property
     def socket(self) -> Path:
@@ -101,6 +106,12 @@ class AgentProcess:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
         env.update(self.env)
+        if "NOTIFY_SOCKET" not in env:
+            path = self.directory / f"notify-{secrets.token_hex(4)}.sock"
+            self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self.notify.bind(str(path))
+            self.notify.setblocking(False)
+            env["NOTIFY_SOCKET"] = str(path)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [str(BIN), "agent", "-c", str(self.config)],
@@ -110,16 +121,31 @@ class AgentProcess:
             )
 
     async def wait_ready(self) -> None:
-        """Poll /v1/health until it answers 200; fail if the process dies first."""
+        """Wait for READY=1 on our NOTIFY_SOCKET (else poll /v1/health until 200);
+        fail if the process dies first or READY_WITHIN passes."""
         deadline = time.monotonic() + READY_WITHIN
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"agent exited {self.proc.returncode}: {self.log()}")
-            if await self._health_status() == 200:
+            if self.notify is not None:
+                if await self._ready_message():
+                    return
+            elif await self._health_status() == 200:
                 return
-            await asyncio.sleep(0.05)
+            else:
+                await asyncio.sleep(0.05)
         raise AssertionError(f"agent not ready within {READY_WITHIN}s: {self.log()}")
+
+    async def _ready_message(self) -> bool:
+        """One notify datagram within 0.1 s; True when it says READY=1."""
+        assert self.notify is not None
+        try:
+            async with asyncio.timeout(0.1):
+                data = await asyncio.get_running_loop().sock_recv(self.notify, 4096)
+        except TimeoutError:
+            return False
+        return b"READY=1" in data.split(b"\n")
 
     async def _health_status(self) -> int | None:
         try:
@@ -145,12 +171,19 @@ class AgentProcess:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError(f"agent ignored SIGTERM for {STOP_WITHIN}s") from None
+        finally:
+            if self.notify is not None:
+                self.notify.close()
+                self.notify = None
         return time.monotonic() - started
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
 
     def log(self) -> str:
         try:
