@@ -39,7 +39,7 @@ import structlog
 from aiohttp import web
 
 from secretd.api.app import build_app
-from secretd.api.listener import UnixListener, start_serving
+from secretd.api.listener import UnixListener, serve_diverted, start_serving
 from secretd.api.tcp import bind_tcp, install_tcp_guard, load_token
 from secretd.config import Config, load_config
 from secretd.errors import ConfigError, SecretdError
@@ -92,6 +92,16 @@ def claim_sockets(config: Config, stack: AsyncExitStack) -> list[socket.socket]:
     return socks
 
 
+def claim_credentials_socket(config: Config, stack: AsyncExitStack) -> socket.socket | None:
+    """The optional dedicated `LoadCredential=` socket (mode 0600: only root connects)."""
+    path = config.agent.credentials_socket
+    if path is None:
+        return None
+    listener = UnixListener.create(path, mode=0o600, group=None)
+    stack.callback(listener.close)
+    return listener.sock
+
+
 async def warm_up(graph: Graph) -> None:
     """Load declared secrets and render every template once; failures are reported."""
     declared = [decl.name for decl in graph.config.secret]
@@ -121,6 +131,7 @@ class Agent:
         self.reload = asyncio.Event()
         self._graph_stack: AsyncExitStack | None = None
         self.live: LiveGraph | None = None
+        self.credentials_sock: socket.socket | None = None
 
     async def open_graph(self, config: Config) -> tuple[Graph, AsyncExitStack | None]:
         """Build a complete graph for `config` and make it the live one.
@@ -167,6 +178,7 @@ async def run_agent(
             graph, _ = await agent.open_graph(config)
             assert agent.live is not None
             socks = claim_sockets(config, stack)
+            agent.credentials_sock = claim_credentials_socket(config, stack)
             app = build_app(agent.live.api_deps(agent.shared, report.as_dict()))
             if config.tcp is not None:
                 install_tcp_guard(app, config.tcp.listen, load_token(config.tcp.token_file))
@@ -204,10 +216,14 @@ async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket])
         idle_timeout=agent.config.limits.idle_timeout,
         divert=agent.live.credential_divert(),
     )
-    shared.state.ready = True
-    log.info("agent.serving", socket=str(agent.config.agent.socket))
-    agent.notifier.ready("serving")
+    credentials: asyncio.AbstractServer | None = None
     try:
+        if agent.credentials_sock is not None:
+            divert = agent.live.credential_divert()
+            credentials = await serve_diverted(agent.credentials_sock, divert)
+        shared.state.ready = True
+        log.info("agent.serving", socket=str(agent.config.agent.socket))
+        agent.notifier.ready("serving")
         async with asyncio.TaskGroup() as group:
             loops = _start_loops(group, agent.live.graph)
             interval = watchdog_interval()
@@ -225,6 +241,8 @@ async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket])
                     task.cancel()
     finally:
         shared.state.ready = False
+        if credentials is not None:
+            credentials.close()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_DEADLINE):
                 await runner.cleanup()
@@ -278,7 +296,7 @@ async def _reload(agent: Agent, group: asyncio.TaskGroup, loops: Loops) -> Loops
 
 
 # What a reload cannot change: the sockets are bound once; the rest needs a restart.
-_FIXED = ("socket", "socket_mode", "socket_group", "mlock")
+_FIXED = ("socket", "socket_mode", "socket_group", "credentials_socket", "mlock")
 
 
 def _load_reloadable(agent: Agent) -> Config:

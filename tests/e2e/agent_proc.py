@@ -66,12 +66,13 @@ def config_text(
     cache: str = "",
     declared: tuple[str, ...] = (),
     audit: bool = True,
+    agent_extra: str = "",
 ) -> str:
     audit_line = f'audit_log = "{directory}/audit.jsonl"\n' if audit else ""
     decls = "".join(f'[[secret]]\nname = "{name}"\n\n' for name in declared)
     return (
         f'[agent]\nsocket = "{directory}/s.sock"\nsocket_mode = "0666"\n'
-        f'{audit_line}log_format = "json"\n\n'
+        f'{audit_line}log_format = "json"\n{agent_extra}\n'
         f'[limits]\nidle_timeout = "2s"\n{limits}\n'
         f"[cache]\n{cache}\n"
         f'[backends.local]\ntype = "file"\npath = "{store.root}"\nkey_file = "{store.key}"\n\n'

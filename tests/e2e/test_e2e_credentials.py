@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import stat
+from pathlib import Path
 
 import orjson
 import pytest
@@ -83,3 +85,43 @@ async def test_credential_served_to_uid_0_and_refused_otherwise(
         assert results[3] == "forbidden_peer"
     assert b"cred-pw-42" not in agent.audit_path.read_bytes()
     assert "cred-pw-42" not in agent.log()
+
+
+async def test_the_dedicated_credentials_socket_is_0600_and_speaks_no_http(
+    workdir: Path, store: Store, start_agent: StartAgent
+) -> None:
+    store.put("app/db", b'{"password": "cred-pw-42"}')
+    path = workdir / "creds.sock"
+    agent = await start_agent(
+        allow=ALLOW_ROOT + CREDENTIAL, agent_extra=f'credentials_socket = "{path}"\n'
+    )
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+    plain = socket.socket(socket.AF_UNIX)  # no credential address: closed, nothing written
+    plain.settimeout(10)
+    plain.connect(str(path))
+    plain.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        answer = plain.recv(65536)
+    except ConnectionResetError:
+        answer = b""
+    plain.close()
+    assert answer == b""
+    assert await asyncio.to_thread(ask, str(path), "other.service", "db-password") == b""
+    assert agent.stop() < 5.0
+    assert not path.exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="credentials.CredentialProtocol.connection_made asserts isinstance(transport, "
+    "asyncio.Transport), which uvloop's transports are not: every request is closed",
+)
+async def test_the_dedicated_credentials_socket_serves_credentials(
+    workdir: Path, store: Store, start_agent: StartAgent
+) -> None:
+    store.put("app/db", b'{"password": "cred-pw-42"}')
+    path = workdir / "creds.sock"
+    await start_agent(allow=ALLOW_ROOT + CREDENTIAL, agent_extra=f'credentials_socket = "{path}"\n')
+    assert (
+        await asyncio.to_thread(ask, str(path), "app-web.service", "db-password") == b"cred-pw-42"
+    )

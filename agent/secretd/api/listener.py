@@ -32,9 +32,11 @@ __all__ = [
     "MIN_BACKLOG",
     "ConnectionTracker",
     "Divert",
+    "DivertOnly",
     "GuardedSite",
     "ListenerError",
     "UnixListener",
+    "serve_diverted",
     "start_serving",
 ]
 
@@ -172,6 +174,44 @@ class _Tracked(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._inner.resume_writing()
+
+
+class DivertOnly(asyncio.Protocol):
+    """For a socket that serves only diverted protocols (the dedicated credentials
+    socket): a connection the divert declines is closed with nothing written."""
+
+    def __init__(self, divert: Divert) -> None:
+        self._divert = divert
+        self._inner: asyncio.Protocol | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        try:
+            self._inner = self._divert(transport)
+            if self._inner is not None:
+                self._inner.connection_made(transport)
+                return
+        except Exception as exc:  # a bug there must not leave the peer hanging
+            log.error("connection.divert_failed", error=type(exc).__name__)
+        cast(asyncio.Transport, transport).abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self._inner is not None:
+            self._inner.eof_received()
+        return None
+
+
+async def serve_diverted(sock: socket.socket, divert: Divert) -> asyncio.AbstractServer:
+    """Serve `sock` with `DivertOnly` connections; close the returned server to stop."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_unix_server(lambda: DivertOnly(divert), sock=sock, backlog=MIN_BACKLOG)
 
 
 class _Refuse(asyncio.Protocol):
