@@ -50,6 +50,9 @@ def _skip_reason() -> str | None:
         return "installing a package needs root"
     if shutil.which("setpriv") is None:
         return "setpriv (util-linux) is not installed"
+    venv = subprocess.run(["/usr/bin/python3", "-c", "import ensurepip, venv"], capture_output=True)
+    if venv.returncode != 0:
+        return "the build needs python3-venv (Debian's /usr/bin/python3 cannot make a venv)"
     status = subprocess.run(
         ["dpkg-query", "-W", "-f=${Status}", "secretd"], capture_output=True, text=True
     )
@@ -432,3 +435,26 @@ def test_unit_examples_in_the_guide_verify(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
+
+
+def test_a_bad_provisioned_key_is_reported_and_left_alone(installed: Path) -> None:
+    purge()
+    KEY.parent.mkdir(mode=0o755)
+    KEY.write_bytes(b"too short")
+    KEY.chmod(0o600)
+    try:
+        result = subprocess.run(
+            ["dpkg", "-i", str(installed)], capture_output=True, cwd="/", env=ENV, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert b"holds 9 bytes" in result.stderr and b"secretd store init" in result.stderr
+        assert KEY.read_bytes() == b"too short" and KEY.stat().st_uid == 0
+        assert not (STORE / "store.json").exists()
+        check = subprocess.run(
+            ["/usr/bin/secretd", "check", "-c", str(CONFIG)], capture_output=True, env=ENV
+        )
+        # The agent will not start on it either (ExecStartPre= runs this check).
+        assert check.returncode == 2 and b"not a secretd store" in check.stderr
+    finally:
+        purge()
+    _assert_purged()
