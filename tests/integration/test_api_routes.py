@@ -112,6 +112,17 @@ async def test_refresh_reaches_backend_and_is_limited() -> None:
         assert miss.status == 429  # a miss would reach the backend
 
 
+async def test_concurrent_misses_for_one_name_spend_one_token() -> None:
+    """The cache coalesces them into one backend read, so the limit counts one."""
+    async with serve_api() as srv, srv.session() as http:
+        srv.cache.put("app/cold", b"v", cached=False)
+        srv.cache.read_delay = 0.2
+        srv.limiter.budget = 1
+        answers = await asyncio.gather(*(http.get("/v1/secrets/app/cold") for _ in range(20)))
+        assert [a.status for a in answers] == [200] * 20
+        assert srv.limiter.taken == 1
+
+
 async def test_stale_flag_and_backend_errors() -> None:
     async with serve_api() as srv, srv.session() as http:
         srv.cache.put("app/k", b"v")

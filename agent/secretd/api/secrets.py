@@ -43,6 +43,8 @@ class SecretRoutes:
 
     def __init__(self, deps: ApiDeps) -> None:
         self._deps = deps
+        # Reads under way that reach a backend, by (name, stage, version): joiners are free.
+        self._loading: dict[tuple[SecretName, str | None, str | None], int] = {}
 
     async def read(self, request: web.Request) -> web.StreamResponse:
         name = SecretName(request.match_info["name"])
@@ -88,13 +90,26 @@ class SecretRoutes:
 
     async def _fetch(self, caller: Caller, name: SecretName, query: SecretQuery) -> CachedSecret:
         cache = self._deps.cache
-        wants_current = query.stage is None and query.version is None
-        if query.refresh or not wants_current or not cache.is_cached(name):
-            # Refreshes, misses and other versions reach a backend: limited per caller.
-            self._deps.limiter.take(caller)
-        secret = await cache.read(
-            name, stage=query.stage, version_id=query.version, refresh=query.refresh
-        )
+        key = (name, query.stage, query.version)
+        if query.refresh:
+            self._deps.limiter.take(caller)  # an explicit ask of the backend: always counted
+            secret = await cache.read(
+                name, stage=query.stage, version_id=query.version, refresh=True
+            )
+        elif query.stage is None and query.version is None and cache.is_cached(name):
+            secret = await cache.read(name)  # the fast path: never limited
+        else:
+            # A miss (or another version) reaches a backend, unless it joins a load
+            # already under way (the cache coalesces them): only the first is counted.
+            if key not in self._loading:
+                self._deps.limiter.take(caller)
+            self._loading[key] = self._loading.get(key, 0) + 1
+            try:
+                secret = await cache.read(name, stage=query.stage, version_id=query.version)
+            finally:
+                self._loading[key] -= 1
+                if not self._loading[key]:
+                    del self._loading[key]
         if query.wait is not None and query.index is not None:
             secret = await self._long_poll(name, secret, query.index, query.wait)
         return secret
