@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
+import urllib.parse
 
 import orjson
 import pytest
 
 from secretd.errors import BackendTimeout, BackendUnavailable
-from secretd.model import SecretName
+from secretd.model import SecretName, name_problem
 from tests.integration.api_harness import serve_api
+from tests.integration.hostile_requests import close_get, status_of
 
 JSON_VALUE = b'{"user": "app", "password": "s3cret-pw", "port": 5432}'
 
@@ -299,3 +302,22 @@ async def test_a_bug_is_500_without_traceback() -> None:
         assert orjson.loads(raw) == {"error": {"code": "internal", "message": "internal error"}}
         assert b"Traceback" not in raw and b"s3cret" not in raw
         assert (await http.get("/v1/health")).status == 200
+
+
+async def test_names_over_the_wire_match_the_name_rules() -> None:
+    """500 seeded random names, percent-encoded in raw request bytes (an HTTP client
+    would normalise dot segments away): 400 invalid_name exactly when SPEC §1 says
+    the name is invalid; never a 5xx."""
+    rng = random.Random(20261128)
+    alphabet = "abcXYZ019/_+=.@-" + "/" * 4 + ". %?#\\\x00\x7fé:;,*~'\"<>"
+    async with serve_api() as srv:
+        for _ in range(500):
+            name = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+            target = b"/v1/secrets/" + urllib.parse.quote(name, safe="/").encode()
+            answer = await srv.raw(close_get(target))
+            status = status_of(answer)
+            body = orjson.loads(answer.partition(b"\r\n\r\n")[2])
+            if name_problem(name) is not None:
+                assert (status, body["error"]["code"]) == (400, "invalid_name"), name
+            else:
+                assert status in (403, 404), (name, status)  # only app/ blob json allowed
