@@ -84,7 +84,7 @@ def purge() -> None:
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     reason = _skip_reason()
     if reason is not None:
         pytest.skip(reason)
@@ -99,7 +99,8 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-4000:]
     path = Path(result.stdout.decode().strip().splitlines()[-1])
     assert path.is_file() and path.parent == out
-    return path
+    yield path
+    path.unlink()  # ~40 MB; pytest keeps the last runs' temporary directories
 
 
 @pytest.fixture(scope="module")
