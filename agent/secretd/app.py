@@ -175,15 +175,16 @@ async def run_agent(
     try:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(agent.close_graph)
-            graph, _ = await agent.open_graph(config)
+            await agent.open_graph(config)
             assert agent.live is not None
+            live = agent.live
+            agent.shared.metrics.track_audit_failures(lambda: live.graph.audit.failed_writes)
             socks = claim_sockets(config, stack)
             agent.credentials_sock = claim_credentials_socket(config, stack)
             app = build_app(agent.live.api_deps(agent.shared, report.as_dict()))
             if config.tcp is not None:
                 install_tcp_guard(app, config.tcp.listen, load_token(config.tcp.token_file))
-            if await _until_stopped(warm_up(graph), agent.stop):
-                await _serve(agent, app, socks)
+            await _serve(agent, app, socks)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
@@ -209,23 +210,27 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -
 async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket]) -> None:
     assert agent.live is not None
     shared = agent.shared
-    runner = await start_serving(
-        app,
-        socks,
-        tracker=shared.tracker,
-        idle_timeout=agent.config.limits.idle_timeout,
-        divert=agent.live.credential_divert(),
-    )
+    runner: web.AppRunner | None = None
     credentials: asyncio.AbstractServer | None = None
     try:
-        if agent.credentials_sock is not None:
-            divert = agent.live.credential_divert()
-            credentials = await serve_diverted(agent.credentials_sock, divert)
-        shared.state.ready = True
-        log.info("agent.serving", socket=str(agent.config.agent.socket))
-        agent.notifier.ready("serving")
         async with asyncio.TaskGroup() as group:
-            loops = _start_loops(group, agent.live.graph)
+            loops = await _start_loops(group, agent.live.graph, agent.stop)
+            if not loops:
+                return
+            # Clients that connected earlier wait in the backlog until now.
+            runner = await start_serving(
+                app,
+                socks,
+                tracker=shared.tracker,
+                idle_timeout=agent.config.limits.idle_timeout,
+                divert=agent.live.credential_divert(),
+            )
+            if agent.credentials_sock is not None:
+                divert = agent.live.credential_divert()
+                credentials = await serve_diverted(agent.credentials_sock, divert)
+            shared.state.ready = True
+            log.info("agent.serving", socket=str(agent.config.agent.socket))
+            agent.notifier.ready("serving")
             interval = watchdog_interval()
             watchdog = (
                 group.create_task(watchdog_loop(agent.notifier, interval))
@@ -243,16 +248,24 @@ async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket])
         shared.state.ready = False
         if credentials is not None:
             credentials.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(STOP_DEADLINE):
-                await runner.cleanup()
+        if runner is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_DEADLINE):
+                    await runner.cleanup()
 
 
-def _start_loops(group: asyncio.TaskGroup, graph: Graph) -> Loops:
-    return [
-        group.create_task(graph.cache.run(), name="cache"),
-        group.create_task(graph.templates.run(), name="templates"),
-    ]
+async def _start_loops(group: asyncio.TaskGroup, graph: Graph, stop: asyncio.Event) -> Loops:
+    """Start the cache's refresh/watch loops, warm up, then the template runner.
+
+    The watches start before the first loads so that a change landing between
+    loading a secret and serving it is not missed. Returns no loops (having
+    cancelled the cache's) when a stop came during the warm-up."""
+    cache_loop = group.create_task(graph.cache.run(), name="cache")
+    await asyncio.sleep(0)  # let the watches open before the loads begin
+    if not await _until_stopped(warm_up(graph), stop):
+        cache_loop.cancel()
+        return []
+    return [cache_loop, group.create_task(graph.templates.run(), name="templates")]
 
 
 async def _next_signal(agent: Agent) -> str:
@@ -289,10 +302,10 @@ async def _reload(agent: Agent, group: asyncio.TaskGroup, loops: Loops) -> Loops
     agent.shared.tracker.max_connections = config.limits.max_connections
     configure_logging(config.agent.log_level, config.agent.log_format)
     log.info("config.reloaded")
-    if not await _until_stopped(warm_up(graph), agent.stop):
-        return []
-    agent.notifier.ready("serving (reloaded)")
-    return _start_loops(group, graph)
+    loops = await _start_loops(group, graph, agent.stop)
+    if loops:
+        agent.notifier.ready("serving (reloaded)")
+    return loops
 
 
 # What a reload cannot change: the sockets are bound once; the rest needs a restart.

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from secretd.access.identity import peer_caller
 from secretd.access.policy import Policy
+from secretd.api.aws_compat import aws_arn_lookup
 from secretd.api.deps import ApiDeps, ServingState
 from secretd.api.listener import ConnectionTracker, Divert
 from secretd.api.ratelimit import RateLimiter
@@ -73,6 +74,7 @@ class Graph:
     policy: Policy
     templates: TemplateRunner
     credentials: CredentialService
+    router: Router
 
 
 @asynccontextmanager
@@ -106,9 +108,10 @@ async def build_graph(config: Config, shared: Shared) -> AsyncIterator[Graph]:
             pin=cache.pin,
             clock=shared.clock,
             metrics=shared.metrics,
+            audit=audit,
         )
         credentials = CredentialService(config.credential, cache, audit)
-        yield Graph(config, cache, audit, policy, templates, credentials)
+        yield Graph(config, cache, audit, policy, templates, credentials, router)
 
 
 class LiveGraph:
@@ -170,6 +173,10 @@ class LiveGraph:
             event, secret=secret, version_id=version_id, caller=caller, result=result, **extra
         )
 
+    def arn_lookup(self, name: SecretName) -> str | None:
+        """The AWS ARN of a secret an AWS backend serves (else None: a local ARN is used)."""
+        return aws_arn_lookup(self.graph.router.route)(name)
+
     def template_status(self) -> Sequence[TemplateStatus]:
         return self.graph.templates.status()
 
@@ -186,6 +193,7 @@ class LiveGraph:
             state=shared.state,
             templates=self.template_status,
             hardening=hardening,
+            arn_lookup=self.arn_lookup,
         )
 
     def credential_divert(self) -> Divert:

@@ -10,7 +10,6 @@ import stat
 from pathlib import Path
 
 import orjson
-import pytest
 
 from tests.e2e.agent_proc import Store
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
@@ -54,11 +53,6 @@ def ask(sock: str, unit: str, cred: str) -> bytes:
         client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="credentials.CredentialProtocol.connection_made asserts isinstance(transport, "
-    "asyncio.Transport), which uvloop's transports are not: every request is closed",
-)
 async def test_credential_served_to_uid_0_and_refused_otherwise(
     store: Store, start_agent: StartAgent
 ) -> None:
@@ -111,11 +105,6 @@ async def test_the_dedicated_credentials_socket_is_0600_and_speaks_no_http(
     assert not path.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="credentials.CredentialProtocol.connection_made asserts isinstance(transport, "
-    "asyncio.Transport), which uvloop's transports are not: every request is closed",
-)
 async def test_the_dedicated_credentials_socket_serves_credentials(
     workdir: Path, store: Store, start_agent: StartAgent
 ) -> None:
