@@ -147,6 +147,10 @@ class AuditLog:
     def secret_refreshed(
         self, name: SecretName, backend: str, version_id: str | None, result: str
     ) -> None:
+        # Routine checks that found nothing new are counted in metrics only: with
+        # thousands of polled secrets they would drown the trail (~33 lines/s).
+        if result == "unchanged":
+            return
         self.record(
             "refresh",
             secret=name,

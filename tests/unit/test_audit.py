@@ -311,3 +311,13 @@ def test_concurrent_writer_processes_never_interleave_lines(audit_path: Path) ->
     for n in range(writers):
         mine = [ln["secret"] for ln in parsed if ln["caller"]["uid"] == n]  # type: ignore[index]
         assert mine == [f"w{n}/s{i}" for i in range(per_writer)]  # in order per writer
+
+
+def test_unchanged_refreshes_are_not_audited(tmp_path: Path) -> None:
+    path = tmp_path / "audit-refresh.jsonl"
+    log = AuditLog.open(str(path))
+    log.secret_refreshed(SecretName("db/app"), "local", "v1", "unchanged")
+    log.secret_refreshed(SecretName("db/app"), "local", "v2", "changed")
+    log.close()
+    lines = [orjson.loads(line) for line in path.read_text().splitlines()]
+    assert [(line["event"], line["result"]) for line in lines] == [("refresh", "changed")]
