@@ -255,6 +255,44 @@ def test_installed_agent_serves_a_secret_put_by_secretd(installed: Path, scratch
     assert not Path("/run/secretd/secretd.sock").exists()
 
 
+# Run the installed agent with the kernel's memory-deny-write-execute on, the
+# protection the unit's MemoryDenyWriteExecute=yes asks systemd for: no bundled
+# native module (uvloop, cryptography, orjson, pydantic-core, ...) may need W+X pages.
+MDWE_WRAPPER = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit("PR_SET_MDWE failed")
+from secretd.cli.main import main
+sys.argv = ["secretd", "agent", "-c", sys.argv[1]]
+sys.exit(main())
+"""
+
+
+def test_installed_agent_runs_with_memory_deny_write_execute(
+    installed: Path, scratch_dir: Path
+) -> None:
+    probe = "import ctypes, sys; sys.exit(ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0)"
+    if subprocess.run(["/opt/secretd/bin/python", "-c", probe], timeout=30).returncode != 0:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux >= 6.3)")
+    value = secrets.token_hex(16).encode()
+    run([*AS_SECRETD, "/usr/bin/secretd", "store", "put", str(STORE), "app/db"], stdin=value)
+    config = _config_with_a_rule(scratch_dir)
+    wrapper = scratch_dir / "mdwe.py"
+    wrapper.write_text(MDWE_WRAPPER)
+    wrapper.chmod(0o644)
+    log = (scratch_dir / "agent.log").open("wb")
+    argv = [*AS_SECRETD, "/opt/secretd/bin/python", str(wrapper), str(config)]
+    agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd="/", env=ENV)
+    try:
+        _wait_until_serving(agent)
+        assert run(["/usr/bin/secretd", "get", "app/db", "--refresh"]).encode() == value
+    finally:
+        _stop(agent)
+        log.close()
+    assert agent.returncode == 0, (scratch_dir / "agent.log").read_text()
+
+
 def _stop(agent: subprocess.Popen[bytes]) -> None:
     agent.send_signal(signal.SIGTERM)
     try:
