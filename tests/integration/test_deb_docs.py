@@ -25,7 +25,8 @@ def test_every_commented_example_in_the_shipped_config_is_valid(tmp_path: Path) 
     Runs with the dev venv's secretd, not the package, and needs no root.
     """
     text = re.sub(r"^# (\[\[\w+\]\])$", r"\1", EXAMPLE.read_text(), flags=re.M)
-    keys = r"name|secrets|units|destination|format|vars|command|unit|id|secret|field"
+    keys = r"mlock|credentials_socket|name|secrets|units|destination|format|vars|command|unit|id"
+    keys += r"|secret|field"
     text = re.sub(rf"^# ((?:{keys}) = )", r"\1", text, flags=re.M)
     assert text.count("[[") >= 4, "the example lost its commented [[...]] entries"
     group = subprocess.run(["id", "-gn"], capture_output=True, text=True, check=True).stdout
