@@ -139,6 +139,7 @@ def test_package_metadata_and_files(installed: Path) -> None:
         str(CONFIG),
         "/usr/share/doc/secretd/README.md",
         "/usr/share/doc/secretd/docs/store.md",
+        "/usr/share/doc/secretd/docs/operating.md",
     ):
         assert path in listed, path
     # Byte-compiled at build time (the service cannot write under /opt).
