@@ -46,7 +46,13 @@ from secretd.errors import ConfigError, SecretdError
 from secretd.hardening import harden_process
 from secretd.live import Graph, LiveGraph, Shared, build_graph
 from secretd.logs import configure_logging
-from secretd.systemd import Notifier, listen_fds, watchdog_interval, watchdog_loop
+from secretd.systemd import (
+    InheritedSocket,
+    Notifier,
+    listen_fds,
+    watchdog_interval,
+    watchdog_loop,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -70,12 +76,24 @@ def raise_fd_limit(max_connections: int) -> None:
         log.warning("limits.fd_low", nofile=target, max_connections=max_connections)
 
 
-def claim_sockets(config: Config, stack: AsyncExitStack) -> list[socket.socket]:
+def split_inherited(inherited: list[InheritedSocket]) -> tuple[InheritedSocket | None, ...]:
+    """(API socket, credentials socket) among the sockets systemd passed, told apart by
+    their FileDescriptorName= (`credentials` is the credential-only one; the API is
+    the one named `api`, else the first other Unix socket), never by their order."""
+    unix = [s for s in inherited if s.sock.family == socket.AF_UNIX]
+    credentials = next((s for s in unix if s.name == "credentials"), None)
+    others = [s for s in unix if s is not credentials]
+    api = next((s for s in others if s.name == "api"), others[0] if others else None)
+    return api, credentials
+
+
+def claim_sockets(
+    config: Config, stack: AsyncExitStack, inherited: InheritedSocket | None
+) -> list[socket.socket]:
     """The Unix socket (inherited from systemd, else created) and the TCP one if configured."""
-    inherited = [s.sock for s in listen_fds() if s.sock.family == socket.AF_UNIX]
-    if inherited:
-        listener = UnixListener.adopt(inherited[0])
-        log.info("socket.inherited", count=len(inherited))
+    if inherited is not None:
+        listener = UnixListener.adopt(inherited.sock)
+        log.info("socket.inherited", name=inherited.name)
     else:
         listener = UnixListener.create(
             config.agent.socket,
@@ -92,8 +110,14 @@ def claim_sockets(config: Config, stack: AsyncExitStack) -> list[socket.socket]:
     return socks
 
 
-def claim_credentials_socket(config: Config, stack: AsyncExitStack) -> socket.socket | None:
+def claim_credentials_socket(
+    config: Config, stack: AsyncExitStack, inherited: InheritedSocket | None
+) -> socket.socket | None:
     """The optional dedicated `LoadCredential=` socket (mode 0600: only root connects)."""
+    if inherited is not None:
+        adopted = UnixListener.adopt(inherited.sock)
+        stack.callback(adopted.close)
+        return adopted.sock
     path = config.agent.credentials_socket
     if path is None:
         return None
@@ -179,8 +203,9 @@ async def run_agent(
             assert agent.live is not None
             live = agent.live
             agent.shared.metrics.track_audit_failures(lambda: live.graph.audit.failed_writes)
-            socks = claim_sockets(config, stack)
-            agent.credentials_sock = claim_credentials_socket(config, stack)
+            api_fd, credentials_fd = split_inherited(listen_fds())
+            socks = claim_sockets(config, stack, api_fd)
+            agent.credentials_sock = claim_credentials_socket(config, stack, credentials_fd)
             app = build_app(agent.live.api_deps(agent.shared, report.as_dict()))
             if config.tcp is not None:
                 install_tcp_guard(app, config.tcp.listen, load_token(config.tcp.token_file))

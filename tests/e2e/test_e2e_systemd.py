@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tests.e2e.agent_proc import BIN, AgentProcess, Store, config_text
 from tests.e2e.conftest import ALLOW_ROOT
+from tests.e2e.test_e2e_credentials import CREDENTIAL, ask
 
 
 def notifications(sock: socket.socket) -> list[str]:
@@ -92,5 +93,53 @@ async def test_socket_activation_serves_the_passed_socket(workdir: Path, store: 
         assert not (workdir / "s.sock").exists()
         agent.stop()
         assert path.exists()  # an inherited socket is not ours to remove
+    finally:
+        agent.kill()
+
+
+TWO_SOCKETS = """
+import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.dup2(int(sys.argv[2]), 4)
+os.environ.update(LISTEN_FDS="2", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="credentials:api")
+os.execv(sys.argv[3], sys.argv[3:])
+"""
+
+
+def _listening(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(16)
+    return sock
+
+
+async def test_two_activated_sockets_are_told_apart_by_name(workdir: Path, store: Store) -> None:
+    """secretd.socket and secretd-credentials.socket may arrive in any order."""
+    store.put("app/db", b'{"password": "by-name-7"}')
+    creds, api = _listening(workdir / "creds.sock"), _listening(workdir / "api.sock")
+    config = workdir / "secretd.toml"
+    config.write_text(config_text(workdir, store, allow=ALLOW_ROOT + CREDENTIAL))
+    config.chmod(0o600)
+    argv = [str(BIN), "agent", "-c", str(config)]
+    with (workdir / "agent.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", TWO_SOCKETS, str(creds.fileno()), str(api.fileno()), *argv],
+            pass_fds=(creds.fileno(), api.fileno()),
+            stdout=log,
+            stderr=log,
+        )
+    creds.close()
+    api.close()
+    agent = AgentProcess(workdir, config, proc=proc, socket_name="api.sock")
+    try:
+        await agent.wait_ready()
+        async with agent.session() as http:
+            body = await (await http.get("/v1/secrets/app/db?field=password")).json()
+        assert body["value"] == "by-name-7"
+        got = await asyncio.to_thread(
+            ask, str(workdir / "creds.sock"), "app.service", "db-password"
+        )
+        assert got == b"by-name-7"
+        agent.stop()
     finally:
         agent.kill()

@@ -22,7 +22,12 @@ def scratch_root(tmp_path: Path) -> Path:
     """A root with the system's units, our units, and a stand-in /usr/bin/secretd."""
     root = tmp_path / "root"
     (root / "usr/lib").mkdir(parents=True)
-    shutil.copytree("/lib/systemd", root / "usr/lib/systemd", symlinks=True)
+    shutil.copytree(
+        "/lib/systemd",
+        root / "usr/lib/systemd",
+        symlinks=True,
+        ignore=shutil.ignore_patterns("*.dpkg-*"),
+    )
     (root / "usr/bin").mkdir(parents=True)
     exe = root / "usr/bin/secretd"
     exe.write_text("#!/bin/sh\n")

@@ -303,9 +303,18 @@ class SecretCache(RefreshingCache):
         }
         # Checks falling due within min_gap share one pass (one batch per backend);
         # scaled with the interval so fast settings stay fast and slow ones batch well.
-        min_gap = min(max(self._settings.refresh_interval / 20, 0.05), 15.0)
+        interval = self._settings.refresh_interval
+        min_gap = min(max(interval / 20, 0.05), 15.0)
+        # With nothing scheduled yet (the loop starts before the first loads), look
+        # again within one interval so newly loaded secrets are never checked late.
+        max_gap = max(min(interval, 30.0), min_gap)
         refresher = Refresher(
-            self, watchables=watchables, clock=self._clock, rng=self._rng, min_gap=min_gap
+            self,
+            watchables=watchables,
+            clock=self._clock,
+            rng=self._rng,
+            min_gap=min_gap,
+            max_gap=max_gap,
         )
         await refresher.run(evict_every=min(max(self._settings.idle_evict / 4, 1.0), 60.0))
 
