@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev demo test gates pytest bench clean
+.PHONY: dev demo test gates pytest bench deb clean
 
 $(BIN)/secretd: agent/pyproject.toml sdk/pyproject.toml pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: gates pytest
 
 bench: dev
 	$(BIN)/python -m tests.bench
+
+deb:
+	packaging/build-deb.sh dist
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

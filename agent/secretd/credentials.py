@@ -5,9 +5,10 @@ the abstract address ``\\0<random hex>/unit/<unit name>/<credential id>``,
 reads until EOF, and stores what it read as the credential. Anyone can bind
 such an address, so the address is believed only when the peer's kernel-
 verified uid is 0. Otherwise - or when no `[[credential]]` matches, or the
-secret cannot be read - the connection is closed with nothing written: systemd
-then fails the unit's start, which is the safe outcome. Every request is
-audited (never the value).
+secret cannot be read - the connection is closed with nothing written. systemd
+then starts the unit with an empty credential file (systemd #27373), so units
+guard with `ExecStartPre=/usr/bin/test -s %d/ID` (docs/operating.md). Every
+request is audited (never the value).
 """
 
 from __future__ import annotations

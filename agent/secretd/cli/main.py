@@ -8,6 +8,7 @@ Each command module exposes `register(subparsers)`, adding its subcommands with
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -57,11 +58,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `secretd check | head`: the reader left; not an error of ours
+        _silence_stdout()
+        return 1
     except Exception as exc:  # a bug: one line unless --debug
         if args.debug:
             traceback.print_exc()
         print(f"secretd: internal error ({type(exc).__name__}); run with --debug", file=sys.stderr)
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":
