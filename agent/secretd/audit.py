@@ -84,9 +84,10 @@ class AuditLog:
     ) -> None:
         """Write one audit line. Raises ValueError/TypeError on misuse (a value, an
         unknown event), never on a write failure."""
-        line = self._format(event, secret, version_id, caller, result, extra)
-        if self._fd is not None:
-            self._write(line)
+        if self._fd is None:  # off: still refuse misuse, but build no line (the hot path)
+            _check_fields(event, secret, version_id, result, extra)
+            return
+        self._write(self._format(event, secret, version_id, caller, result, extra))
 
     def _format(
         self,
@@ -106,7 +107,8 @@ class AuditLog:
             "caller": caller.describe() if caller is not None else None,
             "result": result,
         }
-        if secret is not None and name_problem(secret) is not None:
+        checked = type(secret) is SecretName  # validated when it was made
+        if secret is not None and not checked and name_problem(secret) is not None:
             entry["secret"] = None
             entry["invalid_name"] = True
         entry.update(extra)

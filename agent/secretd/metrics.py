@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -89,6 +89,8 @@ class Metrics:
         self._read_results = frozenset({"ok", "stale"}) | _error_codes()
         reg = self.registry
         self._reads = Counter("secretd_reads", "API secret reads", ["result"], registry=reg)
+        self._read_children: dict[str, Any] = {}
+        self._lookup_children: dict[str, Any] = {}
         self._lookups = Counter("secretd_cache_lookups", "Cache lookups", ["result"], registry=reg)
         self._backend_calls = Counter(
             "secretd_backend_calls", "Backend calls", ["backend", "op", "result"], registry=reg
@@ -131,7 +133,11 @@ class Metrics:
     # CacheObserver
 
     def cache_lookup(self, result: str) -> None:
-        self._lookups.labels(_label(result, LOOKUP_RESULTS)).inc()
+        label = _label(result, LOOKUP_RESULTS)
+        child = self._lookup_children.get(label)
+        if child is None:
+            child = self._lookup_children[label] = self._lookups.labels(label)
+        child.inc()
 
     def backend_call(self, backend: str, op: str, seconds: float, ok: bool) -> None:
         backend_label, op_label = _label(backend), _label(op, BACKEND_OPS)
@@ -148,7 +154,11 @@ class Metrics:
 
     def read(self, result: str) -> None:
         """One API read ended with `result`: "ok", "stale" or an error `code`."""
-        self._reads.labels(_label(result, self._read_results)).inc()
+        label = _label(result, self._read_results)
+        child = self._read_children.get(label)
+        if child is None:  # resolved once per label: labels() costs a lock and a lookup
+            child = self._read_children[label] = self._reads.labels(label)
+        child.inc()
 
     def connection_opened(self) -> None:
         self._open.inc()
