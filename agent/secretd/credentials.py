@@ -19,13 +19,14 @@ import re
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import cast
 
 import structlog
 
 from secretd.config.schema import CredentialConfig
 from secretd.errors import SecretdError
 from secretd.model import Caller, SecretReader
+from secretd.observe import AuditSink
 
 log = structlog.get_logger(__name__)
 
@@ -39,21 +40,6 @@ class CredentialRequest:
 
     unit: str
     id: str
-
-
-class AuditSink(Protocol):
-    """The slice of audit.AuditLog that credentials use."""
-
-    def record(
-        self,
-        event: str,
-        *,
-        secret: str | None,
-        version_id: str | None,
-        caller: Caller | None,
-        result: str,
-        **extra: str,
-    ) -> None: ...
 
 
 def parse_peer_address(peer: object) -> CredentialRequest | None:

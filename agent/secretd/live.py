@@ -157,7 +157,7 @@ class LiveGraph:
     def readable_filter(self, caller: Caller) -> Callable[[SecretName], bool]:
         return self.graph.policy.readable_filter(caller)
 
-    # AuditView
+    # AuditSink
 
     def record(
         self,

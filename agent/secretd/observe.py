@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from secretd.model import SecretName
+from secretd.model import Caller, SecretName
 
 
 class CacheObserver(Protocol):
@@ -29,6 +29,22 @@ class CacheObserver(Protocol):
     ) -> None:
         """A refresh of `name` ended with `result` (changed, unchanged, error, not_found)."""
         ...
+
+
+class AuditSink(Protocol):
+    """Where audit lines go (audit.AuditLog implements it): the API, the template
+    runner and the credential service record through this one role."""
+
+    def record(
+        self,
+        event: str,
+        *,
+        secret: str | None,
+        version_id: str | None,
+        caller: Caller | None,
+        result: str,
+        **extra: str,
+    ) -> None: ...
 
 
 class NullObserver:

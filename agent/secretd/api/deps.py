@@ -15,6 +15,7 @@ from aiohttp import web
 
 from secretd.events import Hub
 from secretd.model import Caller, SecretName, SecretReader
+from secretd.observe import AuditSink
 
 
 class EntryView(Protocol):
@@ -69,21 +70,6 @@ class PolicyView(Protocol):
     def readable_filter(self, caller: Caller) -> Callable[[SecretName], bool]: ...
 
 
-class AuditView(Protocol):
-    """The audit trail (audit.AuditLog implements it)."""
-
-    def record(
-        self,
-        event: str,
-        *,
-        secret: str | None,
-        version_id: str | None,
-        caller: Caller | None,
-        result: str,
-        **extra: str,
-    ) -> None: ...
-
-
 class MetricsView(Protocol):
     """Counters and the Prometheus exposition (metrics.Metrics implements it)."""
 
@@ -131,7 +117,7 @@ class ApiDeps:
     cache: CacheView
     hub: Hub
     policy: PolicyView
-    audit: AuditView
+    audit: AuditSink
     metrics: MetricsView
     limiter: Limiter
     # The caller of a request from its connection (SO_PEERCRED); None when unknown.

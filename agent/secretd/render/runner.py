@@ -34,7 +34,8 @@ from secretd.clock import Clock
 from secretd.config.schema import TemplateConfig
 from secretd.errors import SecretdError
 from secretd.events import Hub, Subscription
-from secretd.model import Caller, SecretName, SecretReader, rfc3339
+from secretd.model import SecretName, SecretReader, rfc3339
+from secretd.observe import AuditSink
 from secretd.render.command import CommandResult, run_command
 from secretd.render.memo import ReadMemo
 from secretd.render.sink import SinkResult, TemplateSink, load_sinks
@@ -48,21 +49,6 @@ class RenderMetrics(Protocol):
     def render(self, template: str, result: str) -> None:
         """`result`: written, unchanged or error."""
         ...
-
-
-class RenderAudit(Protocol):
-    """The part of `audit.AuditLog` the runner uses (one `render` line per write or failure)."""
-
-    def record(
-        self,
-        event: str,
-        *,
-        secret: str | None,
-        version_id: str | None,
-        caller: Caller | None,
-        result: str,
-        **extra: str,
-    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +104,7 @@ class TemplateRunner:
         pin: Callable[[Iterable[SecretName]], None],
         clock: Clock,
         metrics: RenderMetrics | None = None,
-        audit: RenderAudit | None = None,
+        audit: AuditSink | None = None,
         rng: random.Random | None = None,
         retry_base: float = 1.0,
         retry_max: float = 60.0,
