@@ -139,14 +139,22 @@ class AgentProcess:
         raise AssertionError(f"agent not ready within {READY_WITHIN}s: {self.log()}")
 
     async def _ready_message(self) -> bool:
-        """One notify datagram within 0.1 s; True when it says READY=1."""
+        """Every notify datagram queued now (else a 50 ms pause); True on READY=1.
+
+        Reads without cancelling a pending receive: a cancelled sock_recv can
+        swallow the very datagram that was arriving."""
         assert self.notify is not None
-        try:
-            async with asyncio.timeout(0.1):
-                data = await asyncio.get_running_loop().sock_recv(self.notify, 4096)
-        except TimeoutError:
-            return False
-        return b"READY=1" in data.split(b"\n")
+        self.notify.setblocking(False)
+        ready = False
+        while True:
+            try:
+                data = self.notify.recv(4096)
+            except BlockingIOError:
+                break
+            ready = ready or b"READY=1" in data.split(b"\n")
+        if not ready:
+            await asyncio.sleep(0.05)
+        return ready
 
     async def _health_status(self) -> int | None:
         try:
