@@ -254,7 +254,7 @@ async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket])
                 divert = agent.live.credential_divert()
                 credentials = await serve_diverted(agent.credentials_sock, divert)
             shared.state.ready = True
-            log.info("agent.serving", socket=str(agent.config.agent.socket))
+            log.info("agent.serving", socket=str(socks[0].getsockname()))
             agent.notifier.ready("serving")
             interval = watchdog_interval()
             watchdog = (
