@@ -22,6 +22,9 @@ class StoreSeeder:
     supports_binary = True
     supports_delete = True
 
+    def served(self, value: bytes) -> bytes:
+        return value  # served exactly as put
+
     def __init__(self, root: Path) -> None:
         self.store = FileStore(root, max_secret_bytes=SEEDER_MAX_SECRET_BYTES)
 
