@@ -11,7 +11,7 @@ not found although AWS still holds it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,15 +20,11 @@ from secretd.backends.aws import open_backend
 from secretd.backends.base import Backend
 from secretd.config.schema import AwsBackendConfig
 from tests.contract.contract import BackendContract, Seeder
-from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer
+from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer, moto
 
 pytestmark = pytest.mark.aws
 
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
+__all__ = ["moto"]  # shared fixtures
 
 
 class MotoSeeder:

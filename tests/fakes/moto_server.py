@@ -3,7 +3,8 @@
 `MotoServer` starts `.venv/bin/moto_server` on a free port, waits until it
 answers, and stops it (SIGTERM, then SIGKILL) on `stop()`. `reset()` wipes its
 state between tests. `admin_client()` is a plain boto3 client the tests use to
-create, rotate and delete secrets, as an operator would.
+create, rotate and delete secrets, as an operator would. The `moto` (module)
+and `admin` fixtures are shared by the AWS tests: import them by name.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 REGION = "us-east-1"
 TEST_ENV = {
@@ -115,3 +119,19 @@ class MotoServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    """One real moto_server per test module."""
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def admin(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A boto3 client on a freshly reset moto, with test credentials in the env."""
+    for key, value in TEST_ENV.items():
+        monkeypatch.setenv(key, value)
+    moto.reset()
+    return moto.admin_client()

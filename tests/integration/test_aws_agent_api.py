@@ -10,7 +10,7 @@ import shutil
 import socket
 import struct
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,15 +33,11 @@ from secretd.events import Hub
 from secretd.model import Caller, SecretName
 from secretd.observe import NullObserver
 from tests.fakes.api_deps import CountingLimiter, CountingMetrics, ListAudit
-from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer
+from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer, moto
 
 pytestmark = pytest.mark.aws
 
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
+__all__ = ["moto"]  # shared fixtures
 
 
 class RootOnly:

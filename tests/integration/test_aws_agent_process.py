@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,17 +16,13 @@ import orjson
 import pytest
 
 from tests.e2e.agent_proc import AgentProcess
-from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer, free_port
+from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer, free_port, moto
 
 pytestmark = pytest.mark.aws
 
+__all__ = ["moto"]  # shared fixtures
+
 TOKEN = b"process-token-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,23 +18,11 @@ from secretd.config.schema import AwsBackendConfig
 from secretd.errors import BackendAuthError, BackendNotFound, BadBackendAnswer, ConfigError
 from secretd.model import Fetched, SecretName
 from tests.fakes.fake_clock import FakeClock
-from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer
+from tests.fakes.moto_server import REGION, MotoServer, admin, moto
 
 pytestmark = pytest.mark.aws
 
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
-
-
-@pytest.fixture
-def admin(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Any:
-    for key, value in TEST_ENV.items():
-        monkeypatch.setenv(key, value)
-    moto.reset()
-    return moto.admin_client()
+__all__ = ["admin", "moto"]  # shared fixtures
 
 
 def config(url: str, **extra: Any) -> AwsBackendConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -23,26 +23,14 @@ from secretd.errors import (
 from secretd.model import Fetched, SecretName
 from tests.fakes.fake_clock import FakeClock
 from tests.fakes.fault_proxy import Fault, FaultProxy
-from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer
+from tests.fakes.moto_server import REGION, MotoServer, admin, moto
 
 pytestmark = pytest.mark.aws
 
+__all__ = ["admin", "moto"]  # shared fixtures
+
 THROTTLED = b'{"__type":"ThrottlingException","message":"Rate exceeded"}'
 CANARY = "canary-aws-5e1d"
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
-
-
-@pytest.fixture
-def admin(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Any:
-    for key, value in TEST_ENV.items():
-        monkeypatch.setenv(key, value)
-    moto.reset()
-    return moto.admin_client()
 
 
 @pytest.fixture
