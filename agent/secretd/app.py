@@ -285,7 +285,7 @@ async def _start_loops(group: asyncio.TaskGroup, graph: Graph, stop: asyncio.Eve
     The watches start before the first loads so that a change landing between
     loading a secret and serving it is not missed. Returns no loops (having
     cancelled the cache's) when a stop came during the warm-up."""
-    cache_loop = group.create_task(graph.cache.run(), name="cache")
+    cache_loop = group.create_task(graph.refresh(), name="cache")
     await asyncio.sleep(0)  # let the watches open before the loads begin
     if not await _until_stopped(warm_up(graph), stop):
         cache_loop.cancel()

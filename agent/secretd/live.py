@@ -26,10 +26,11 @@ from secretd.api.deps import ApiDeps, ServingState
 from secretd.api.listener import ConnectionTracker, Divert
 from secretd.api.ratelimit import RateLimiter
 from secretd.audit import AuditLog
-from secretd.backends.registry import open_backends
+from secretd.backends.base import WatchableBackend
+from secretd.backends.registry import close_backends, open_backends
 from secretd.backends.router import Router
 from secretd.cache.entries import BackendHealth, EntryInfo
-from secretd.cache.loader import SecretCache
+from secretd.cache.secret_cache import SecretCache, build_cache
 from secretd.clock import SystemClock
 from secretd.config import Config
 from secretd.credentials import CredentialProtocol, CredentialService, parse_peer_address
@@ -37,6 +38,7 @@ from secretd.events import Hub
 from secretd.metrics import Metrics
 from secretd.model import CachedSecret, Caller, SecretName
 from secretd.observe import Observers
+from secretd.refresh.refresher import Refresher
 from secretd.render.runner import TemplateRunner, TemplateStatus
 
 
@@ -75,6 +77,12 @@ class Graph:
     templates: TemplateRunner
     credentials: CredentialService
     router: Router
+    refresher: Refresher
+
+    async def refresh(self) -> None:
+        """The refresh, watch and evict loops, until cancelled."""
+        idle_evict = self.config.cache.idle_evict
+        await self.refresher.run(evict_every=min(max(idle_evict / 4, 1.0), 60.0))
 
 
 @asynccontextmanager
@@ -89,8 +97,9 @@ async def build_graph(config: Config, shared: Shared) -> AsyncIterator[Graph]:
         backends = await open_backends(
             config.backends, max_secret_bytes=config.limits.max_secret_bytes
         )
+        stack.push_async_callback(close_backends, backends)
         router = Router(backends, {name: b.mount for name, b in config.backends.items()})
-        cache = SecretCache(
+        cache = build_cache(
             router=router,
             hub=shared.hub,
             settings=config.cache,
@@ -100,6 +109,13 @@ async def build_graph(config: Config, shared: Shared) -> AsyncIterator[Graph]:
             rng=random.Random(),  # noqa: S311 - refresh jitter, not cryptography
         )
         stack.push_async_callback(cache.aclose)
+        refresher = Refresher.for_interval(
+            cache.refresh_target,
+            refresh_interval=config.cache.refresh_interval,
+            watchables={n: b for n, b in backends.items() if isinstance(b, WatchableBackend)},
+            clock=shared.clock,
+            rng=random.Random(),  # noqa: S311 - refresh jitter, not cryptography
+        )
         policy = Policy(config.allow)
         templates = TemplateRunner(
             config.template,
@@ -111,7 +127,7 @@ async def build_graph(config: Config, shared: Shared) -> AsyncIterator[Graph]:
             audit=audit,
         )
         credentials = CredentialService(config.credential, cache, audit)
-        yield Graph(config, cache, audit, policy, templates, credentials, router)
+        yield Graph(config, cache, audit, policy, templates, credentials, router, refresher)
 
 
 class LiveGraph:

@@ -34,13 +34,14 @@ from typing import Any
 from secretd.backends.aws import AwsBackend, open_backend
 from secretd.backends.base import Backend
 from secretd.backends.router import Router
-from secretd.cache.loader import SecretCache
+from secretd.cache.secret_cache import build_cache
 from secretd.config import CacheSection
 from secretd.config.schema import AwsBackendConfig
 from secretd.events import Hub
 from secretd.logs import configure_logging
 from secretd.model import SecretName
 from secretd.observe import NullObserver
+from tests.fakes.cache_rig import refresh_loops
 from tests.fakes.fake_clock import FakeClock
 from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer
 
@@ -77,7 +78,7 @@ async def engine_hour(moto: MotoServer, names: list[SecretName], rotations: int)
     clock = FakeClock()
     backend = await open_aws(moto, clock)
     backends: dict[str, Backend] = {"aws": backend}
-    cache = SecretCache(
+    cache = build_cache(
         router=Router(backends, {"aws": ""}),
         hub=Hub(),
         settings=CacheSection(refresh_interval="5m"),
@@ -93,7 +94,7 @@ async def engine_hour(moto: MotoServer, names: list[SecretName], rotations: int)
     expected: dict[SecretName, str] = {}
     cache.pin(names)
     start = clock.monotonic()
-    runner = asyncio.create_task(cache.run())
+    runner = asyncio.create_task(refresh_loops(cache, cache.core.settings, clock))
     passes = 0
     try:
         while clock.monotonic() < start + HOUR:

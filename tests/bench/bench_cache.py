@@ -21,7 +21,7 @@ import uvloop
 
 from secretd.backends.base import Backend
 from secretd.backends.router import Router
-from secretd.cache.loader import SecretCache
+from secretd.cache.secret_cache import SecretCache, build_cache
 from secretd.clock import SystemClock
 from secretd.config import CacheSection
 from secretd.events import Hub
@@ -36,7 +36,7 @@ CONCURRENCY = 64
 
 def build(backend: MemoryBackend) -> SecretCache:
     backends: dict[str, Backend] = {"memory": backend}
-    return SecretCache(
+    return build_cache(
         router=Router(backends, {"memory": ""}),
         hub=Hub(),
         settings=CacheSection(),

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from secretd.backends.base import Backend
+from secretd.backends.base import Backend, WatchableBackend
+from secretd.backends.registry import close_backends
 from secretd.backends.router import Router
-from secretd.cache.loader import SecretCache
+from secretd.cache.secret_cache import SecretCache, build_cache
+from secretd.clock import Clock
 from secretd.config import CacheSection
 from secretd.events import Hub
 from secretd.model import SecretName
@@ -57,8 +60,39 @@ class CacheRig:
     def refresher(self, **kwargs: Any) -> Refresher:
         watchables = kwargs.pop("watchables", dict(self.backends))
         return Refresher(
-            self.cache, watchables=watchables, clock=self.clock, rng=random.Random(7), **kwargs
+            self.cache.refresh_target,
+            watchables=watchables,
+            clock=self.clock,
+            rng=random.Random(7),
+            **kwargs,
         )
+
+    async def run_loops(self) -> None:
+        """The refresh, watch and evict loops as the agent runs them, until cancelled."""
+        await refresh_loops(self.cache, self.settings, self.clock, dict(self.backends))
+
+
+async def refresh_loops(
+    cache: SecretCache,
+    settings: CacheSection,
+    clock: Clock,
+    watchables: Mapping[str, WatchableBackend] | None = None,
+) -> None:
+    """Run `cache`'s refresher tuned as the agent tunes it, until cancelled."""
+    refresher = Refresher.for_interval(
+        cache.refresh_target,
+        refresh_interval=settings.refresh_interval,
+        watchables=watchables or {},
+        clock=clock,
+        rng=random.Random(7),
+    )
+    await refresher.run(evict_every=min(max(settings.idle_evict / 4, 1.0), 60.0))
+
+
+async def close_cache(cache: SecretCache) -> None:
+    """Close `cache` and the backends behind it (the agent's graph does both)."""
+    await cache.aclose()
+    await close_backends(cache.core.gateway.router.backends)
 
 
 def make_rig(
@@ -82,7 +116,7 @@ def make_rig(
     settings = CacheSection(**cache_settings)
     hub = Hub()
     observer = RecordingObserver()
-    cache = SecretCache(
+    cache = build_cache(
         router=router,
         hub=hub,
         settings=settings,

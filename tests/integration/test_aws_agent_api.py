@@ -25,7 +25,7 @@ from secretd.api.listener import ConnectionTracker, UnixListener, start_serving
 from secretd.backends.aws import open_backend
 from secretd.backends.base import Backend
 from secretd.backends.router import Router
-from secretd.cache.loader import SecretCache
+from secretd.cache.secret_cache import build_cache
 from secretd.clock import SystemClock
 from secretd.config import CacheSection
 from secretd.config.schema import AwsBackendConfig
@@ -33,6 +33,7 @@ from secretd.events import Hub
 from secretd.model import Caller, SecretName
 from secretd.observe import NullObserver
 from tests.fakes.api_deps import CountingLimiter, CountingMetrics, ListAudit
+from tests.fakes.cache_rig import close_cache
 from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer, moto
 
 pytestmark = pytest.mark.aws
@@ -80,7 +81,7 @@ async def agent(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     backends: dict[str, Backend] = {"aws": backend}
     router = Router(backends, {"aws": ""})
     hub = Hub()
-    cache = SecretCache(
+    cache = build_cache(
         router=router,
         hub=hub,
         settings=CacheSection(),
@@ -110,7 +111,7 @@ async def agent(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     finally:
         await runner.cleanup()
         listener.close()
-        await cache.aclose()
+        await close_cache(cache)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

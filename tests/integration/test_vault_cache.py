@@ -17,7 +17,7 @@ import pytest
 
 from secretd.backends.router import Router
 from secretd.backends.vault import open_backend
-from secretd.cache.loader import SecretCache
+from secretd.cache.secret_cache import SecretCache, build_cache
 from secretd.clock import SystemClock
 from secretd.config.schema import CacheSection, VaultBackendConfig
 from secretd.errors import BackendError
@@ -25,6 +25,7 @@ from secretd.events import Hub
 from secretd.model import SecretName
 from secretd.observe import NullObserver
 from tests.fakes.bao_server import BaoServer, bao_server, vault_config
+from tests.fakes.cache_rig import close_cache, refresh_loops
 from tests.fakes.fault_proxy import Fault, FaultProxy, hostile_bodies
 
 __all__ = ["bao_server"]
@@ -37,7 +38,7 @@ async def open_cache(
 ) -> SecretCache:
     backend = await open_backend("vault", config, max_secret_bytes=65536)
     router = Router({"vault": backend}, {"vault": "vault/"})
-    return SecretCache(
+    return build_cache(
         router=router,
         hub=hub or Hub(),
         settings=CacheSection.model_validate(settings),
@@ -71,7 +72,7 @@ async def test_256_concurrent_cold_reads_make_one_kv_read(
             *(cache.read(SecretName("vault/cache/cold")) for _ in range(256))
         )
     finally:
-        await cache.aclose()
+        await close_cache(cache)
     assert {r.version.version_id for r in results} == {"1"}
     assert {password(r.version.value.reveal()) for r in results} == {"p1"}
     assert len(bao_server.audit_requests("secret/data/cache/cold", operation="read")) == 1
@@ -121,7 +122,7 @@ async def test_a_failing_refresh_serves_the_last_good_value_as_stale(
         assert password(after.version.value.reveal()) == "newer"
         assert cache.backend_health()["vault"].ok
     finally:
-        await cache.aclose()
+        await close_cache(cache)
 
 
 async def test_an_auth_failure_shows_in_health(bao_server: BaoServer, tmp_path: Path) -> None:
@@ -134,7 +135,7 @@ async def test_an_auth_failure_shows_in_health(bao_server: BaoServer, tmp_path: 
         assert not health.ok
         assert health.last_error is not None and "refused" in health.last_error
     finally:
-        await cache.aclose()
+        await close_cache(cache)
 
 
 async def test_rotation_is_noticed_by_metadata_checks_alone(
@@ -144,7 +145,7 @@ async def test_rotation_is_noticed_by_metadata_checks_alone(
     hub = Hub()
     cache = await open_cache(vault_config(bao_server, tmp_path), hub, refresh_interval="250ms")
     name = SecretName("vault/cache/rot")
-    runner = asyncio.ensure_future(cache.run())
+    runner = asyncio.ensure_future(refresh_loops(cache, cache.core.settings, SystemClock()))
     try:
         cache.pin([name])
         await cache.preload([name])
@@ -170,7 +171,7 @@ async def test_rotation_is_noticed_by_metadata_checks_alone(
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
-        await cache.aclose()
+        await close_cache(cache)
 
 
 async def test_no_value_or_token_leaks_into_logs_errors_or_health(
@@ -203,7 +204,7 @@ async def test_no_value_or_token_leaks_into_logs_errors_or_health(
             seen.append(str(cache.backend_health()["vault"].last_error))
             seen.append(repr(got))
     finally:
-        await cache.aclose()
+        await close_cache(cache)
     printed = capsys.readouterr()
     assert "vault.logged_in" in printed.out + printed.err  # the logs were captured
     for text in [printed.out, printed.err, *seen]:

@@ -31,7 +31,7 @@ async def test_idle_unpinned_entries_are_evicted_pinned_ones_stay() -> None:
     rig.clock.advance(1800)
     await rig.cache.read(SecretName("c"))  # c is read again: not idle
     rig.clock.advance(1800)
-    assert rig.cache.evict_idle() == 1
+    assert rig.cache.refresh_target.evict_idle() == 1
     assert _names(rig.cache.snapshot()) == ["b", "c"]
     await rig.cache.read(SecretName("a"))
     assert rig.backend.fetches["a"] == 2  # evicted, so loaded again

@@ -10,7 +10,7 @@ import pytest
 
 from secretd.backends.base import Backend
 from secretd.backends.router import Router
-from secretd.cache.loader import SecretCache
+from secretd.cache.secret_cache import SecretCache, build_cache
 from secretd.config import CacheSection
 from secretd.errors import BackendTimeout, BadBackendAnswer
 from secretd.events import Hub
@@ -54,7 +54,7 @@ def _cache_over(backend: JunkBackend) -> tuple[SecretCache, FakeClock, Recording
     clock = FakeClock()
     observer = RecordingObserver()
     backends: dict[str, Backend] = {backend.name: backend}
-    cache = SecretCache(
+    cache = build_cache(
         router=Router(backends, {backend.name: ""}),
         hub=Hub(),
         settings=CacheSection(refresh_interval="1m"),
@@ -92,8 +92,8 @@ async def test_a_version_check_answer_that_is_not_a_mapping_fails_the_batch(junk
     await cache.read(SecretName("a"))
     backend.versions_answer = junk
     clock.advance(60)
-    for backend_name, names in cache.due_checks(clock.monotonic()).items():
-        await cache.check(backend_name, names)
+    for backend_name, names in cache.refresh_target.due_checks(clock.monotonic()).items():
+        await cache.refresh_target.check(backend_name, names)
     [info] = cache.snapshot()
     assert info.stale and info.last_error is not None and "version check" in info.last_error
 
@@ -105,8 +105,8 @@ async def test_junk_version_ids_and_extra_names_are_treated_as_absent_and_confir
     await cache.read(SecretName("a"))
     backend.versions_answer = {"a": 1, "zzz": "9", "../etc": "1"}
     clock.advance(60)
-    for backend_name, names in cache.due_checks(clock.monotonic()).items():
-        await cache.check(backend_name, names)
+    for backend_name, names in cache.refresh_target.due_checks(clock.monotonic()).items():
+        await cache.refresh_target.check(backend_name, names)
     [info] = cache.snapshot()
     assert info.version_id == "1" and not info.stale  # a confirming fetch said: unchanged
     assert backend.inner.fetches["a"] == 2

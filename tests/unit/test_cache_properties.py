@@ -58,7 +58,7 @@ async def scenario(ops: list[str]) -> None:
                 rig.clock.advance(61)
                 await refresher.poll_once()
             elif op == "watch":
-                await rig.cache.on_change("memory", "db/app")
+                await rig.cache.refresh_target.on_change("memory", "db/app")
             elif op == "tick":
                 rig.clock.advance(30)
             elif op in ("read", "refresh"):

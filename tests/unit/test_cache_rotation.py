@@ -100,10 +100,10 @@ async def test_watch_events_for_uncached_names_cost_nothing_but_clear_the_negati
     rig = make_rig(negative_ttl="1h")
     with pytest.raises(NotFound):
         await rig.cache.read(DB)
-    await rig.cache.on_change("memory", "db/app")
+    await rig.cache.refresh_target.on_change("memory", "db/app")
     assert rig.backend.fetches[DB] == 1  # not loaded: the next read will load it
     rig.backend.put(DB, "created")
-    await rig.cache.on_change("memory", "db/app")
+    await rig.cache.refresh_target.on_change("memory", "db/app")
     assert (await rig.cache.read(DB)).version.value.reveal() == b"created"
 
 
@@ -131,7 +131,7 @@ async def test_a_deleted_secret_is_removed_and_announced() -> None:
     await rig.cache.read(DB)
     rig.backend.delete(DB)
     async with rig.hub.subscribe() as sub:
-        await rig.cache.on_change("memory", "db/app")
+        await rig.cache.refresh_target.on_change("memory", "db/app")
         assert sub.drain() == [Changed(DB, None)]
     assert rig.cache.snapshot() == []
     with pytest.raises(NotFound):
@@ -187,7 +187,7 @@ async def test_prefix_mounts_strip_names_and_key_the_cache_by_full_name() -> Non
     assert [i.name for i in rig.cache.snapshot()] == ["vault/app/db"]
     async with rig.hub.subscribe() as sub:
         vault.put("app/db", "rotated")
-        await rig.cache.on_change("vault", "app/db")
+        await rig.cache.refresh_target.on_change("vault", "app/db")
         assert sub.drain() == [Changed(SecretName("vault/app/db"), "2")]
 
 
@@ -200,7 +200,7 @@ async def test_a_change_during_an_in_flight_fetch_is_not_answered_by_that_fetch(
     await rig.clock.settle()
     gate_one = rig.backend.waiting
     rig.backend.put(DB, "two")
-    change = asyncio.create_task(rig.cache.on_change("memory", "db/app"))
+    change = asyncio.create_task(rig.cache.refresh_target.on_change("memory", "db/app"))
     await rig.clock.settle()
     rig.backend.release()  # the early fetch answers "one"
     await early

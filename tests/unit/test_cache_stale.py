@@ -92,7 +92,7 @@ async def test_failing_refreshes_back_off_exponentially_with_jitter_up_to_a_cap(
     delays = []
     for failures in range(1, 12):
         await refresher.poll_once()
-        due = rig.cache.next_check_at()
+        due = rig.cache.refresh_target.next_check_at()
         assert due is not None
         delay = due - rig.clock.monotonic()
         ceiling = backoff.ceiling(failures)
@@ -117,6 +117,6 @@ async def test_a_recovered_secret_returns_to_the_routine_interval() -> None:
     rig.clock.advance(1.0)  # first retry is within 1 s
     await refresher.poll_once()
     assert not (await rig.cache.read(DB)).stale
-    due = rig.cache.next_check_at()
+    due = rig.cache.refresh_target.next_check_at()
     assert due is not None
     assert 240.0 <= due - rig.clock.monotonic() <= 300.0

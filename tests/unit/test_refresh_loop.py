@@ -80,7 +80,7 @@ async def test_the_run_loop_watches_watchable_backends() -> None:
     rig = make_rig()
     rig.backend.put("a", "v1")
     await rig.cache.read(SecretName("a"))
-    runner = asyncio.create_task(rig.cache.run())
+    runner = asyncio.create_task(rig.run_loops())
     try:
         await rig.clock.settle()
         assert rig.backend.watchers == 1

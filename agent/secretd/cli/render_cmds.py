@@ -59,9 +59,9 @@ def run_render_once(args: argparse.Namespace) -> int:
 
 async def render_once(config: Config) -> list[TemplateStatus]:
     """Render every template of `config` once; never runs commands."""
-    from secretd.backends.registry import open_backends
+    from secretd.backends.registry import close_backends, open_backends
     from secretd.backends.router import Router
-    from secretd.cache.loader import SecretCache
+    from secretd.cache.secret_cache import build_cache
     from secretd.clock import SystemClock
     from secretd.events import Hub
     from secretd.observe import NullObserver
@@ -73,7 +73,7 @@ async def render_once(config: Config) -> list[TemplateStatus]:
     load_sinks(config.template)  # a bad template is a config error before any backend opens
     backends = await open_backends(config.backends, max_secret_bytes=config.limits.max_secret_bytes)
     router = Router(backends, {name: cfg.mount for name, cfg in config.backends.items()})
-    cache = SecretCache(
+    cache = build_cache(
         router=router,
         hub=hub,
         settings=config.cache,
@@ -94,6 +94,7 @@ async def render_once(config: Config) -> list[TemplateStatus]:
             return runner.status()  # the unfinished ones are not ok
     finally:
         await cache.aclose()
+        await close_backends(backends)
 
 
 def report(statuses: list[TemplateStatus]) -> int:

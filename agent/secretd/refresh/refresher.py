@@ -81,6 +81,29 @@ class Refresher:
         self._max_gap = max(max_gap, min_gap)
         self._watch_backoff = Backoff(base=0.1, cap=30.0)
 
+    @classmethod
+    def for_interval(
+        cls,
+        target: RefreshTarget,
+        *,
+        refresh_interval: float,
+        watchables: Mapping[str, WatchableBackend],
+        clock: Clock,
+        rng: random.Random,
+    ) -> Refresher:
+        """A refresher tuned to the cache's `refresh_interval`.
+
+        Checks falling due within `min_gap` share one pass (one batch per
+        backend), scaled with the interval so fast settings stay fast and slow
+        ones batch well. With nothing scheduled yet (the loop starts before the
+        first loads) it looks again within one interval, so newly loaded
+        secrets are never checked late."""
+        min_gap = min(max(refresh_interval / 20, 0.05), 15.0)
+        max_gap = max(min(refresh_interval, 30.0), min_gap)
+        return cls(
+            target, watchables=watchables, clock=clock, rng=rng, min_gap=min_gap, max_gap=max_gap
+        )
+
     async def run(self, *, evict_every: float = 60.0) -> None:
         """All loops, until cancelled."""
         async with asyncio.TaskGroup() as group:
