@@ -39,6 +39,7 @@ def config_for(demo: Path) -> str:
     return f"""# The quick-start config (packaging/demo.py). Paths are relative to this file.
 [agent]
 socket = "secretd.sock"
+state_dir = "state"
 socket_mode = "0600"
 audit_log = "{demo / "audit.jsonl"}"
 

@@ -1,22 +1,27 @@
 """The composition root: a validated `Config` becomes the running agent.
 
-Order of start-up (SPEC §7, §8, §10):
+Order of start-up (docs/operating.md):
 
-1. harden the process (non-dumpable, no core files, optional mlockall) and
-   raise the descriptor limit so `max_connections` clients fit;
-2. build the graph (secretd.live): audit log, every backend (all or nothing),
-   the cache, the access policy, the template runner (which compiles every
-   template: a bad one stops the start) and the credential service;
+1. harden the process (non-dumpable, no core files, optional mlockall), raise
+   the descriptor limit so `max_connections` clients fit, and open the state
+   directory;
+2. build the graph (secretd.graph): audit log, every backend (all or nothing,
+   none contacted), the cache, the access policy, the template runner (which
+   compiles every template: a bad one stops the start) and the credential
+   service;
 3. claim the socket (a socket-activated one, or create it with its mode and
    group); clients that connect now wait in the backlog;
-4. load the declared secrets and render every template once (failures are
-   logged and shown in health, they do not stop the start);
+4. start the supervised background work (backends' renewals and state, the
+   refresh/watch loops), load the declared secrets and render every template
+   once (failures are logged and shown in health, they do not stop the start);
 5. serve: the API (and, on the same Unix socket, systemd `LoadCredential=`
-   requests, told apart by the peer's abstract address), the refresh/watch
-   loops and the template runner run in one TaskGroup; `READY=1` goes to systemd;
-6. SIGHUP: build and validate a complete new graph from the config file; if
-   anything fails the old one keeps running untouched; else swap, close the
-   old one, preload and render (RELOADING=1 ... READY=1 around it);
+   requests, told apart by the peer's abstract address) and the template
+   runner; `READY=1` goes to systemd;
+6. SIGHUP: build a complete new graph beside the running one (graph.py); if
+   anything fails the old one keeps running untouched; else carry the cached
+   values over, swap, and retire the old graph in the background
+   (RELOADING=1 ... READY=1 around it). A reload never waits on a backend.
+   SIGUSR1 reopens the audit log and nothing else (log rotation);
 7. SIGTERM/SIGINT (also during start-up): stop accepting, cancel the loops,
    close the backends, remove the socket: within 5 s.
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import resource
 import signal
 import socket
@@ -43,9 +49,11 @@ from secretd.api.listener import UnixListener, serve_diverted, start_serving
 from secretd.api.tcp import bind_tcp, install_tcp_guard, load_token
 from secretd.config import Config, load_config
 from secretd.errors import ConfigError, SecretdError
+from secretd.graph import BackendPool, Graph, LiveGraph, Shared, open_graph, retire_graph
 from secretd.hardening import harden_process
-from secretd.live import Graph, LiveGraph, Shared, build_graph
 from secretd.logs import configure_logging
+from secretd.state import StateDir
+from secretd.supervise import Supervisor
 from secretd.systemd import (
     InheritedSocket,
     Notifier,
@@ -144,42 +152,38 @@ def _message(exc: BaseException) -> str:
 
 
 class Agent:
-    """One running agent: the shared objects, the live graph and its exit stack."""
+    """One running agent: its signals, its backends and its current graph."""
 
-    def __init__(self, config: Config, config_path: Path | None, notifier: Notifier) -> None:
+    def __init__(
+        self, config: Config, config_path: Path | None, notifier: Notifier, state: StateDir
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self.notifier = notifier
         self.shared = Shared.create(config)
+        self.pool = BackendPool(state=state)
         self.stop = asyncio.Event()
         self.reload = asyncio.Event()
-        self._graph_stack: AsyncExitStack | None = None
+        self.graph: Graph | None = None
         self.live: LiveGraph | None = None
         self.credentials_sock: socket.socket | None = None
 
-    async def open_graph(self, config: Config) -> tuple[Graph, AsyncExitStack | None]:
-        """Build a complete graph for `config` and make it the live one.
-
-        Raises (leaving nothing open and the old graph live) if it fails; else
-        returns the retired graph's stack, for the caller to close once the old
-        graph's loops are stopped."""
-        stack = AsyncExitStack()
-        try:
-            graph = await stack.enter_async_context(build_graph(config, self.shared))
-        except BaseException:
-            await stack.aclose()
-            raise
-        retired, self._graph_stack = self._graph_stack, stack
+    def install(self, graph: Graph) -> None:
+        """Make `graph` the one every request and credential sees."""
+        self.graph = graph
         if self.live is None:
             self.live = LiveGraph(graph)
         else:
             self.live.graph = graph
-        return graph, retired
 
-    async def close_graph(self) -> None:
-        if self._graph_stack is not None:
-            await self._graph_stack.aclose()
-            self._graph_stack = None
+    def reopen_audit(self) -> None:
+        """SIGUSR1: reopen the audit log by its path (after rotation); nothing else."""
+        if self.graph is None:
+            return
+        try:
+            self.graph.audit.reopen()
+        except SecretdError as exc:
+            log.error("audit.reopen_failed", error=exc.message, policy="still writing the old file")
 
 
 async def run_agent(
@@ -188,7 +192,8 @@ async def run_agent(
     """Run until `stop` is set or SIGTERM/SIGINT arrives; SIGHUP reloads `config_path`."""
     report = harden_process(mlock=config.agent.mlock)
     raise_fd_limit(config.limits.max_connections)
-    agent = Agent(config, config_path, Notifier.from_env())
+    state = await asyncio.to_thread(StateDir.open, config.agent.state_dir)
+    agent = Agent(config, config_path, Notifier.from_env(), state)
     if stop is not None:
         agent.stop = stop
     agent.shared.metrics.set_hardening(report.features())
@@ -196,24 +201,33 @@ async def run_agent(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, agent.stop.set)
     loop.add_signal_handler(signal.SIGHUP, agent.reload.set)
+    loop.add_signal_handler(signal.SIGUSR1, agent.reopen_audit)
     try:
         async with AsyncExitStack() as stack:
-            stack.push_async_callback(agent.close_graph)
-            await agent.open_graph(config)
+            stack.push_async_callback(agent.pool.aclose)
+            graph = await open_graph(config, agent.shared, agent.pool)
+            stack.push_async_callback(_close_current, agent)
+            agent.install(graph)
             assert agent.live is not None
             live = agent.live
             agent.shared.metrics.track_audit_failures(lambda: live.graph.audit.failed_writes)
             api_fd, credentials_fd = split_inherited(listen_fds())
             socks = claim_sockets(config, stack, api_fd)
             agent.credentials_sock = claim_credentials_socket(config, stack, credentials_fd)
-            app = build_app(agent.live.api_deps(agent.shared, report.as_dict()))
+            app = build_app(live.api_deps(agent.shared, report.as_dict()))
             if config.tcp is not None:
                 install_tcp_guard(app, config.tcp.listen, load_token(config.tcp.token_file))
             await _serve(agent, app, socks)
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(signum)
         agent.notifier.close()
+
+
+async def _close_current(agent: Agent) -> None:
+    if agent.graph is not None:
+        await agent.graph.cache.aclose()
+        agent.graph.audit.close()
 
 
 async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
@@ -233,42 +247,45 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -
 
 
 async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket]) -> None:
-    assert agent.live is not None
+    assert agent.graph is not None and agent.live is not None
     shared = agent.shared
     runner: web.AppRunner | None = None
     credentials: asyncio.AbstractServer | None = None
     try:
         async with asyncio.TaskGroup() as group:
-            loops = await _start_loops(group, agent.live.graph, agent.stop)
-            if not loops:
-                return
-            # Clients that connected earlier wait in the backlog until now.
-            runner = await start_serving(
-                app,
-                socks,
-                tracker=shared.tracker,
-                idle_timeout=agent.config.limits.idle_timeout,
-                divert=agent.live.credential_divert(),
-            )
-            if agent.credentials_sock is not None:
-                divert = agent.live.credential_divert()
-                credentials = await serve_diverted(agent.credentials_sock, divert)
-            shared.state.ready = True
-            log.info("agent.serving", socket=str(socks[0].getsockname()))
-            agent.notifier.ready("serving")
-            interval = watchdog_interval()
-            watchdog = (
-                group.create_task(watchdog_loop(agent.notifier, interval))
-                if interval is not None
-                else None
-            )
-            while await _next_signal(agent) == "reload":
-                loops = await _reload(agent, group, loops)
-            log.info("agent.stopping")
-            agent.notifier.stopping()
-            for task in [*loops, watchdog]:
-                if task is not None:
+            supervisor = Supervisor(group, clock=shared.clock, rng=random.Random())  # noqa: S311
+            agent.pool.attach(supervisor)
+            agent.pool.commit(agent.graph.backends)
+            loops: Loops = []
+            try:
+                loops = await _start_loops(group, agent.graph, agent.stop)
+                if not loops:
+                    return
+                # Clients that connected earlier wait in the backlog until now.
+                runner = await start_serving(
+                    app,
+                    socks,
+                    tracker=shared.tracker,
+                    idle_timeout=agent.config.limits.idle_timeout,
+                    divert=agent.live.credential_divert(),
+                )
+                if agent.credentials_sock is not None:
+                    divert = agent.live.credential_divert()
+                    credentials = await serve_diverted(agent.credentials_sock, divert)
+                shared.state.ready = True
+                log.info("agent.serving", socket=str(socks[0].getsockname()))
+                agent.notifier.ready("serving")
+                interval = watchdog_interval()
+                if interval is not None:
+                    supervisor.start("watchdog", lambda: watchdog_loop(agent.notifier, interval))
+                while await _next_signal(agent) == "reload":
+                    loops = await _reload(agent, supervisor, group, loops)
+                log.info("agent.stopping")
+                agent.notifier.stopping()
+            finally:
+                for task in loops:
                     task.cancel()
+                await supervisor.stop_all()
     finally:
         shared.state.ready = False
         if credentials is not None:
@@ -306,35 +323,48 @@ async def _next_signal(agent: Agent) -> str:
     return "reload"
 
 
-async def _reload(agent: Agent, group: asyncio.TaskGroup, loops: Loops) -> Loops:
-    """Swap in a graph built from the config file; on any problem keep the old one."""
+async def _reload(
+    agent: Agent, supervisor: Supervisor, group: asyncio.TaskGroup, loops: Loops
+) -> Loops:
+    """Swap in a graph built from the config file; on any problem keep the old one.
+
+    Nothing here waits on a backend: unchanged backends are kept with their
+    cached values, new declared secrets and templates are loaded by the new
+    graph's loops, and the old graph is retired in the background."""
     agent.notifier.reloading()
+    old = agent.graph
+    assert old is not None
     try:
         config = await asyncio.to_thread(_load_reloadable, agent)
-        graph, retired = await agent.open_graph(config)
+        new = await open_graph(config, agent.shared, agent.pool, previous=old)
     except SecretdError as exc:
         log.error(
             "config.reload_rejected", error=exc.message, policy="the old config keeps running"
         )
         agent.notifier.ready("serving (reload rejected; old config in use)")
         return loops
-    for task in loops:  # stop the old graph's loops, then close it
+    for task in loops:  # the old graph's loops stop before its entries move on
         task.cancel()
     await asyncio.gather(*loops, return_exceptions=True)
-    if retired is not None:
-        await retired.aclose()  # the old cache, its backends and the old audit log
+    carried = new.adopt(old, agent.pool.kept(new.backends))
+    retired = agent.pool.commit(new.backends)
+    agent.install(new)
+    supervisor.start("graph:retire", lambda: retire_graph(old, new, retired, agent.pool))
     agent.config = config
     agent.shared.tracker.max_connections = config.limits.max_connections
     configure_logging(config.agent.log_level, config.agent.log_format)
-    log.info("config.reloaded")
-    loops = await _start_loops(group, graph, agent.stop)
-    if loops:
-        agent.notifier.ready("serving (reloaded)")
+    new.cache.pin(decl.name for decl in config.secret)
+    log.info("config.reloaded", carried=carried, backends_replaced=len(retired))
+    loops = [
+        group.create_task(new.refresh(), name="cache"),
+        group.create_task(new.templates.run(), name="templates"),
+    ]
+    agent.notifier.ready("serving (reloaded)")
     return loops
 
 
 # What a reload cannot change: the sockets are bound once; the rest needs a restart.
-_FIXED = ("socket", "socket_mode", "socket_group", "credentials_socket", "mlock")
+_FIXED = ("socket", "socket_mode", "socket_group", "credentials_socket", "mlock", "state_dir")
 
 
 def _load_reloadable(agent: Agent) -> Config:

@@ -50,6 +50,7 @@ class AuditLog:
         self._failed_writes = 0
         self._torn_line = False  # a partial write left a line without its newline
         self._failing = False  # between a failed write and the next good one
+        self._path: Path | None = None  # the file to open again on reopen()
 
     @classmethod
     def open(cls, target: str | None, *, clock: Clock | None = None) -> AuditLog:
@@ -61,7 +62,21 @@ class AuditLog:
             return cls(None, owns_fd=False, clock=clock)
         if target == "-":
             return cls(sys.stderr.fileno(), owns_fd=False, clock=clock)
-        return cls(_open_audit_file(Path(target)), owns_fd=True, clock=clock)
+        audit = cls(_open_audit_file(Path(target)), owns_fd=True, clock=clock)
+        audit._path = Path(target)
+        return audit
+
+    def reopen(self) -> None:
+        """Open the file again by its path (after logrotate moved it away) and
+        switch to it; on failure keep writing to the old descriptor.
+        Raises ConfigError naming the path when the new file cannot be opened."""
+        if self._path is None or not self._owns_fd:
+            return
+        fd = _open_audit_file(self._path)
+        old, self._fd = self._fd, fd
+        if old is not None:
+            os.close(old)
+        log.info("audit.reopened", path=str(self._path))
 
     @property
     def enabled(self) -> bool:

@@ -40,6 +40,7 @@ def start_agent(root: Path, wait_line: str) -> tuple[subprocess.Popen[bytes], so
         f"""
 [agent]
 socket = "{root}/s.sock"
+state_dir = "{root}/state"
 log_level = "warning"
 [backends.local]
 type = "file"

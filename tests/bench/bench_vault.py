@@ -146,6 +146,7 @@ def secretd_config(
     text = f"""
 [agent]
 socket = "{work}/sd.sock"
+state_dir = "{work}/state"
 socket_mode = "0600"
 log_level = "warning"
 

@@ -71,7 +71,8 @@ def config_text(
     audit_line = f'audit_log = "{directory}/audit.jsonl"\n' if audit else ""
     decls = "".join(f'[[secret]]\nname = "{name}"\n\n' for name in declared)
     return (
-        f'[agent]\nsocket = "{directory}/s.sock"\nsocket_mode = "0666"\n'
+        f'[agent]\nsocket = "{directory}/s.sock"\nstate_dir = "{directory}/state"\n'
+        f'socket_mode = "0666"\n'
         f'{audit_line}log_format = "json"\n{agent_extra}\n'
         f'[limits]\nidle_timeout = "2s"\n{limits}\n'
         f"[cache]\n{cache}\n"

@@ -5,8 +5,11 @@ keeps serving; long-polls parked across a reload still see rotations."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
+
+import aiohttp
 
 from tests.e2e.agent_proc import AgentProcess, Store, config_text
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
@@ -87,3 +90,60 @@ async def test_a_parked_long_poll_survives_a_reload(
             resp = await poll
         body = await resp.json()
         assert (body["version_id"], body["value"]) == (second, "two")
+
+
+async def read_value(http: aiohttp.ClientSession, name: str) -> tuple[int, str | None]:
+    async with http.get(f"/v1/secrets/{name}") as resp:
+        body = await resp.json()
+        return resp.status, body.get("value")
+
+
+async def test_rollback_protection_survives_a_reload_and_a_restart(
+    workdir: Path, store: Store, start_agent: StartAgent
+) -> None:
+    store.put("app/k", b"old")
+    record = store.record_path("app/k")
+    older = record.read_bytes()  # an authentic record, generation 1
+    store.put("app/k", b"new")
+    agent = await start_agent(declared=("app/k",))
+    async with agent.session() as http:
+        assert await read_value(http, "app/k") == (200, "new")
+        record.write_bytes(older)  # the older file is put back: a replay
+        await wait_log(agent, "went back from generation")
+        assert await read_value(http, "app/k") != (200, "old")
+
+        sighup(agent)  # the same config: a reload keeps the backend and its marks
+        await wait_log(agent, "config.reloaded")
+        async with http.get("/v1/secrets/app/k", params={"refresh": "true"}) as resp:
+            body = await resp.json()
+        assert body.get("value") != "old"
+    agent.stop()
+
+    # A restart reads the marks back from the state directory: still refused.
+    restarted = await start_agent(declared=("app/k",))
+    async with restarted.session() as http:
+        status, value = await read_value(http, "app/k")
+    assert value != "old" and status == 503
+    assert "went back from generation 2 to 1" in restarted.log()
+    marks = list((workdir / "state").glob("file-store-*.json"))
+    assert len(marks) == 1 and '"app/k":2' in marks[0].read_text()
+
+
+async def test_sigusr1_reopens_the_audit_log_and_reloads_nothing(
+    workdir: Path, store: Store, start_agent: StartAgent
+) -> None:
+    store.put("app/k", b"v")
+    agent = await start_agent()
+    async with agent.session() as http:
+        assert (await read_value(http, "app/k"))[0] == 200
+        rotated = agent.audit_path.with_suffix(".1")
+        agent.audit_path.rename(rotated)  # what logrotate does
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGUSR1)
+        await wait_log(agent, "audit.reopened")
+        assert (await read_value(http, "app/k"))[0] == 200
+    lines = [json.loads(line) for line in agent.audit_path.read_text().splitlines()]
+    assert [(e["event"], e["secret"]) for e in lines] == [("read", "app/k")]
+    assert rotated.read_text().count('"event":"read"') == 1
+    assert "config.reloaded" not in agent.log() and "RELOADING" not in agent.log()
+    assert agent.audit_path.stat().st_mode & 0o777 == 0o600

@@ -89,6 +89,7 @@ def start_agent(root: Path, templates: str) -> Agent:
         f"""
 [agent]
 socket = "{root}/s.sock"
+state_dir = "{root}/state"
 
 [backends.local]
 type = "file"

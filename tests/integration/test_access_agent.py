@@ -34,6 +34,7 @@ UNIT = f"secretd-acl-{os.getpid()}.service"
 CONFIG = f"""
 [agent]
 socket = "$root/s.sock"
+state_dir = "$root/state"
 socket_mode = "0666"
 audit_log = "$root/audit.jsonl"
 

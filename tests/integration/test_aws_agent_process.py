@@ -52,7 +52,8 @@ def write_config(directory: Path, moto: MotoServer, port: int) -> Path:
     token.chmod(0o600)
     config = directory / "secretd.toml"
     config.write_text(
-        f'[agent]\nsocket = "{directory}/s.sock"\nlog_format = "json"\n\n'
+        f'[agent]\nsocket = "{directory}/s.sock"\nstate_dir = "{directory}/state"\n'
+        f'log_format = "json"\n\n'
         f'[tcp]\nlisten = "127.0.0.1:{port}"\ntoken_file = "{token}"\n\n'
         f'[backends.aws]\ntype = "aws"\nmount = ""\nregion = "{REGION}"\n'
         f'endpoint_url = "{moto.url}"\n\n'

@@ -151,6 +151,7 @@ ROTATED_JSON = orjson.dumps({"password": CANARY2, "user": "app"}).decode()
 AGENT_CONFIG = """
 [agent]
 socket = "$root/s.sock"
+state_dir = "$root/state"
 socket_mode = "0666"
 log_level = "debug"
 log_format = "$log_format"

@@ -138,6 +138,7 @@ def test_report_features_and_dict() -> None:
 AGENT_CONFIG = """
 [agent]
 socket = "$root/s.sock"
+state_dir = "$root/state"
 log_level = "debug"
 
 [backends.local]

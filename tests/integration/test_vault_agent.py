@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -15,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.agent_proc import AgentProcess
+from tests.e2e.agent_proc import BIN, AgentProcess
 from tests.fakes.bao_server import BaoServer, write_private
 
 pytestmark = pytest.mark.vault
@@ -44,6 +46,7 @@ def agent_config(workdir: Path, server: BaoServer) -> Path:
     text = f"""
 [agent]
 socket = "{workdir}/s.sock"
+state_dir = "{workdir}/state"
 socket_mode = "0600"
 log_format = "json"
 
@@ -153,3 +156,59 @@ async def test_an_outage_is_served_stale_then_recovers(
         return json.loads((await get_secret(agent))["value"]) == {"password": "after"}
 
     await until(rotated, "a rotation after the outage is picked up")
+
+
+async def test_a_reload_during_an_outage_keeps_serving_every_cached_value(
+    agent: AgentProcess, server: BaoServer, workdir: Path
+) -> None:
+    """SIGHUP while the server is paused (routine log rotation, or a credential
+    added): not one read fails, and the value served stays the cached one."""
+    assert json.loads((await get_secret(agent))["value"]) == {"password": "first"}
+    server.pause()
+    failures: list[int] = []
+    served: set[str] = set()
+    stop = asyncio.Event()
+
+    async def keep_reading() -> int:
+        reads = 0
+        async with agent.session() as session:
+            while not stop.is_set() and reads < 5000:
+                async with session.get("/v1/secrets/vault/app/db") as resp:
+                    body = await resp.json()
+                    if resp.status != 200:
+                        failures.append(resp.status)
+                    else:
+                        served.add(body["value"])
+                reads += 1
+                await asyncio.sleep(0.01)
+        return reads
+
+    reader = asyncio.create_task(keep_reading())
+    try:
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGHUP)  # the same config
+        await until(lambda: logged(agent, "config.reloaded", 1), "the first reload")
+        credential = '\n[[credential]]\nunit = "app.service"\nid = "db"\nsecret = "vault/app/db"\n'
+        with (workdir / "secretd.toml").open("a") as config:
+            config.write(credential)
+        agent.proc.send_signal(signal.SIGHUP)
+        await until(lambda: logged(agent, "config.reloaded", 2), "the second reload")
+        await asyncio.sleep(0.5)  # reads keep coming after the swap
+    finally:
+        stop.set()
+        reads = await reader
+        server.resume()
+    assert reads > 20 and failures == []
+    assert served == {json.dumps({"password": "first"}, separators=(",", ":"))}
+    status = subprocess.run(
+        [str(BIN), "status", "--json", "--socket", str(agent.socket)],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    cached = {s["name"] for s in json.loads(status.stdout)["secrets"]}
+    assert "vault/app/db" in cached
+
+
+async def logged(agent: AgentProcess, event: str, count: int) -> bool:
+    return agent.log().count(event) >= count

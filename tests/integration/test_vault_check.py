@@ -18,6 +18,7 @@ def check(tmp_path: Path, backend: str) -> subprocess.CompletedProcess[str]:
     text = f"""
 [agent]
 socket = "{tmp_path}/s.sock"
+state_dir = "{tmp_path}/state"
 
 [backends.vault]
 type = "vault"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from secretd.backoff import Backoff
 from secretd.errors import BackendUnavailable, BadBackendAnswer
 from secretd.model import SecretName
-from secretd.refresh.schedule import Backoff
 from tests.fakes.cache_rig import make_rig
 
 DB = SecretName("db/app")

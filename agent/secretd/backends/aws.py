@@ -44,6 +44,7 @@ from secretd.errors import (
     ConfigError,
 )
 from secretd.model import Fetched, SecretName
+from secretd.state import StateDir
 
 log = structlog.get_logger(__name__)
 
@@ -60,10 +61,12 @@ async def open_backend(
     config: AwsBackendConfig,
     *,
     max_secret_bytes: int,
+    state: StateDir | None = None,
     rng: random.Random | None = None,
     clock: Clock | None = None,
 ) -> AwsBackend:
     """Create the aiobotocore client inside the running loop and wrap it."""
+    del state  # nothing of AWS's is kept across restarts
     try:
         from aiobotocore.config import AioConfig
         from aiobotocore.session import AioSession

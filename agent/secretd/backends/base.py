@@ -56,3 +56,14 @@ class ListableBackend(Backend, Protocol):
     """A backend that can enumerate its names cheaply (the file store)."""
 
     async def list_names(self, prefix: str = "") -> Sequence[SecretName]: ...
+
+
+@runtime_checkable
+class BackgroundBackend(Backend, Protocol):
+    """A backend with work of its own to do while it is open (token renewal,
+    saving state). The agent runs `run()` as a supervised task from open to
+    close; a backend must not start tasks of its own."""
+
+    async def run(self) -> None:
+        """Do the background work until cancelled."""
+        ...

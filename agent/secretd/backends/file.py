@@ -10,8 +10,9 @@ under `asyncio.timeout(config.timeout)`. Errors are mapped at this boundary:
     timeout                                      -> BackendTimeout
 
 Each record carries a generation that grows with every write; a record whose
-generation goes backwards while the agent runs (a replayed or restored older
-file) is refused until the agent restarts.
+generation is lower than one already seen (a replayed or restored older file)
+is refused. The marks survive reloads (the backend object is kept) and
+restarts (backends.file_marks, in the agent's state directory).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import TypeVar
 
 import structlog
 
+from secretd.backends.file_marks import GenerationMarks
 from secretd.backends.file_watch import WatchTuning, watch_paths
 from secretd.config import FileBackendConfig
 from secretd.errors import (
@@ -42,6 +44,7 @@ from secretd.errors import (
     UnknownKeyId,
 )
 from secretd.model import CURRENT, Fetched, SecretName
+from secretd.state import StateDir
 from secretd.store.keyfile import Keyring
 from secretd.store.store import FileStore
 
@@ -53,10 +56,11 @@ _LEARN_INTERVAL = 1.0  # seconds between re-reads of store.json for new keys
 
 
 async def open_backend(
-    name: str, config: FileBackendConfig, *, max_secret_bytes: int
+    name: str, config: FileBackendConfig, *, max_secret_bytes: int, state: StateDir | None = None
 ) -> FileBackend:
     """Open the store at `config.path` with its keyring (key_file, else the one
-    recorded by `store init`, plus old_key_files). Raises ConfigError."""
+    recorded by `store init`, plus old_key_files) and its rollback marks (kept in
+    `state` when given, else in memory only). Raises ConfigError."""
     store = FileStore(config.path, max_secret_bytes=max_secret_bytes)
     try:
         keyring = await asyncio.to_thread(_open_keyring, store, config)
@@ -64,7 +68,8 @@ async def open_backend(
         raise ConfigError(f"backend {name!r}: {exc.message}") from None
     except OSError as exc:
         raise ConfigError(f"backend {name!r}: {config.path}: {exc.strerror}") from None
-    return FileBackend(name, store, keyring, timeout=config.timeout)
+    marks = await asyncio.to_thread(GenerationMarks, state, config.path)
+    return FileBackend(name, store, keyring, timeout=config.timeout, marks=marks)
 
 
 def _open_keyring(store: FileStore, config: FileBackendConfig) -> Keyring:
@@ -87,6 +92,7 @@ class FileBackend:
         *,
         timeout: float = 10.0,
         tuning: WatchTuning | None = None,
+        marks: GenerationMarks | None = None,
     ) -> None:
         self.name = name
         self._store = store
@@ -94,7 +100,7 @@ class FileBackend:
         self._timeout = timeout
         self._tuning = tuning or WatchTuning()
         self._stop = asyncio.Event()
-        self._generations: dict[SecretName, int] = {}
+        self._marks = marks or GenerationMarks(None, store.root)
         self._index: dict[str, tuple[_StatKey, SecretName]] = {}  # file name -> name
         self._index_lock = threading.Lock()  # the index is updated from worker threads
         self._key_lock = threading.Lock()
@@ -138,7 +144,7 @@ class FileBackend:
             return Fetched(name, version), generation
 
         fetched, generation = await self._call(f"reading {name!r}", self._learning(read))
-        if generation < self._generations.get(name, 0):
+        if generation < self._marks.seen(name):
             # A reader that opened the file just before a rename can see the older
             # one: read again before calling it a rollback.
             fetched, generation = await self._call(f"reading {name!r}", self._learning(read))
@@ -182,14 +188,18 @@ class FileBackend:
             return learnt
 
     def _note_generation(self, name: SecretName, generation: int) -> None:
-        seen = self._generations.get(name, 0)
+        seen = self._marks.seen(name)
         if generation < seen:
             raise BadBackendAnswer(
                 f"file backend {self.name!r}: secret {name!r} went back from generation "
-                f"{seen} to {generation} (an older file was put back?); restart the agent "
-                "to accept it"
+                f"{seen} to {generation} (an older file was put back?); to accept a restored "
+                f"store, stop the agent and remove {self._marks.where}"
             )
-        self._generations[name] = generation
+        self._marks.note(name, generation)
+
+    async def run(self) -> None:
+        """Background work: keep the rollback marks saved. Runs until cancelled."""
+        await self._marks.flush_forever()
 
     async def current_versions(self, names: Sequence[SecretName]) -> Mapping[SecretName, str]:
         def read() -> dict[SecretName, tuple[str, int]]:
@@ -285,3 +295,4 @@ class FileBackend:
         if not self._stop.is_set():
             self._stop.set()
             self._keyring.close()
+            await asyncio.to_thread(self._marks.flush)

@@ -5,7 +5,10 @@ still runs file and vault backends) and awaits its `open_backend`.
 Every backend module exposes::
 
     async def open_backend(name: str, config: <Its>BackendConfig, *,
-                           max_secret_bytes: int) -> Backend
+                           max_secret_bytes: int, state: StateDir | None) -> Backend
+
+Opening never contacts a remote backend: an outage shows in health, and a
+reload never waits on one.
 
 If one backend fails to open, the ones already opened are closed again and the
 error propagates: the agent starts with all its backends or not at all.
@@ -24,6 +27,7 @@ import structlog
 from secretd.backends.base import Backend
 from secretd.config import BackendConfig
 from secretd.errors import BackendTimeout, ConfigError, SecretdError
+from secretd.state import StateDir
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +43,7 @@ async def open_backends(
     configs: Mapping[str, BackendConfig],
     *,
     max_secret_bytes: int,
+    state: StateDir | None = None,
     load_module: ModuleLoader = importlib.import_module,
 ) -> dict[str, Backend]:
     """Open every backend, in config order; all or nothing.
@@ -48,7 +53,13 @@ async def open_backends(
     opened: dict[str, Backend] = {}
     try:
         for name, config in configs.items():
-            opened[name] = await _open_one(name, config, max_secret_bytes, load_module)
+            opened[name] = await open_one(
+                name,
+                config,
+                max_secret_bytes=max_secret_bytes,
+                state=state,
+                load_module=load_module,
+            )
     except BaseException:
         await close_backends(opened)
         raise
@@ -65,15 +76,21 @@ async def close_backends(backends: Mapping[str, Backend]) -> None:
             log.warning("backend.close_failed", backend=name, error=type(exc).__name__)
 
 
-async def _open_one(
-    name: str, config: BackendConfig, max_secret_bytes: int, load_module: ModuleLoader
+async def open_one(
+    name: str,
+    config: BackendConfig,
+    *,
+    max_secret_bytes: int,
+    state: StateDir | None = None,
+    load_module: ModuleLoader = importlib.import_module,
 ) -> Backend:
+    """Open one backend. Raises ConfigError (or another SecretdError) naming it."""
     kind = config.type
     try:
         module = load_module(f"secretd.backends.{kind}")
         opener = _opener_of(module, kind)
         async with asyncio.timeout(max(config.timeout, 1.0) * 3):
-            backend = await opener(name, config, max_secret_bytes=max_secret_bytes)
+            backend = await opener(name, config, max_secret_bytes=max_secret_bytes, state=state)
     except ModuleNotFoundError as exc:
         raise _missing_dependency(name, kind, exc) from None
     except TimeoutError:

@@ -45,6 +45,7 @@ from secretd.errors import (
 )
 from secretd.fileperm import check_private_file
 from secretd.model import CURRENT, Fetched, SecretName, SecretValue, Version
+from secretd.state import StateDir
 
 __all__ = ["VaultBackend", "check_vault_config", "open_backend"]
 
@@ -267,6 +268,7 @@ async def open_backend(
     config: VaultBackendConfig,
     *,
     max_secret_bytes: int,
+    state: StateDir | None = None,
     clock: Clock | None = None,
     rng: random.Random | None = None,
 ) -> VaultBackend:
@@ -275,6 +277,7 @@ async def open_backend(
     Raises ConfigError when the config's files are unusable; the server is not
     contacted here (an outage at start-up shows in health, not as a crash).
     """
+    del state  # nothing of Vault's is kept across restarts
     tls = await asyncio.to_thread(check_vault_config, name, config)
     clock = clock or SystemClock()
     rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography

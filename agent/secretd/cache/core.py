@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 import structlog
 
+from secretd.backoff import Backoff, jittered_interval
 from secretd.cache.entries import (
     Entry,
     EntryTable,
@@ -45,7 +46,6 @@ from secretd.errors import (
 from secretd.events import Changed, Hub
 from secretd.model import SecretName, Version
 from secretd.observe import CacheObserver
-from secretd.refresh.schedule import Backoff, jittered_interval
 
 log = structlog.get_logger(__name__)
 

@@ -47,6 +47,12 @@ class SingleFlight(Generic[T]):
         if not task.cancelled():
             task.exception()  # retrieved here: every waiter may have gone away
 
+    async def drain(self, grace: float) -> None:
+        """Wait up to `grace` seconds for the calls in flight now to finish."""
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+
     async def aclose(self) -> None:
         """Cancel every in-flight call and wait for them to end."""
         tasks = list(self._tasks.values())

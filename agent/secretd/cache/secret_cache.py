@@ -30,6 +30,7 @@ from collections.abc import Iterable
 import structlog
 
 from secretd.backends.router import Router
+from secretd.backoff import Backoff
 from secretd.cache.core import CacheCore
 from secretd.cache.entries import (
     BackendHealth,
@@ -48,7 +49,6 @@ from secretd.errors import BackendNotFound, BackendUnavailable, NotFound, Secret
 from secretd.events import Hub
 from secretd.model import CURRENT, CachedSecret, SecretName, Version
 from secretd.observe import CacheObserver
-from secretd.refresh.schedule import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -308,6 +308,11 @@ class SecretCache:
         return sorted(found)
 
     # -- lifecycle --------------------------------------------------------------
+
+    async def drain(self, grace: float) -> None:
+        """Let the loads under way finish (at most `grace` seconds): readers wait on them."""
+        await self._core.flights.drain(grace)
+        await self._core.other_flights.drain(grace)
 
     async def aclose(self) -> None:
         """Cancel in-flight loads. The backends belong to whoever opened them."""

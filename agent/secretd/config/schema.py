@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from secretd.config.types import ConfigPath, Duration, LoopbackAddress, Mode, Name
+from secretd.state import default_state_dir
 
 
 class Section(BaseModel):
@@ -35,6 +36,8 @@ class AgentSection(Section):
     audit_log: str | None = None  # "-" = stderr
     credentials_socket: ConfigPath | None = None  # optional dedicated 0600 socket (§8)
     mlock: bool = False  # try mlockall(); reported in health
+    # The agent's own persistent state (rollback marks, ...): never values.
+    state_dir: ConfigPath = Field(default_factory=default_state_dir)
 
 
 class TcpSection(Section):

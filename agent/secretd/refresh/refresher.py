@@ -24,9 +24,9 @@ from typing import Protocol
 import structlog
 
 from secretd.backends.base import WatchableBackend
+from secretd.backoff import Backoff
 from secretd.clock import Clock
 from secretd.model import SecretName
-from secretd.refresh.schedule import Backoff
 
 log = structlog.get_logger(__name__)
 

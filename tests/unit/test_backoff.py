@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from secretd.refresh.schedule import Backoff, jittered_interval
+from secretd.backoff import Backoff, jittered_interval
 
 
 def test_jittered_interval_stays_within_bounds_and_varies() -> None:

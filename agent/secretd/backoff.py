@@ -1,5 +1,7 @@
-"""When to check a secret again: pure functions of an interval, a failure count
-and a seeded `random.Random` (so tests can pin every delay).
+"""How long to wait before trying again: pure functions of an interval, a
+failure count and a seeded `random.Random` (so tests can pin every delay). The
+one backoff of the agent: the cache's refreshes, the template runner's retries,
+the backends' logins and retries, and the supervisor's restarts all use it.
 
 - `jittered_interval`: a healthy secret is checked again after a delay drawn
   uniformly from ``[interval * (1 - spread), interval]``. Jitter only ever makes

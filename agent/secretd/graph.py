@@ -1,0 +1,408 @@
+"""The one place that builds, keeps and closes what a config describes.
+
+- `Shared`: what outlives every reload - the change hub (parked long-polls keep
+  waiting on it), metrics, the connection tracker, the rate limiter, the
+  serving state and the clock.
+- `BackendPool`: the open backends. A reload reuses every backend whose
+  definition (its config section, the size limit) did not change - the same
+  object, with its token, its connections and its rollback marks - and opens
+  only new or changed ones; each backend's background work (`run()`) is a
+  supervised task from open to close.
+- `Graph`: what one config builds - audit log, router, cache, refresher,
+  access policy, template runner, credential service. `open_graph` builds and
+  so validates a complete one beside the running one; if anything fails,
+  everything opened for it is closed again and the running one is untouched.
+  `Graph.adopt` carries the old cache's entries (values, stale state,
+  schedule) over for every backend that was kept, so a reload never makes a
+  served secret unavailable and never waits on a backend.
+
+`secretd agent` (app.py), `secretd render --once` and `secretd check` all build
+through here. docs/architecture.md draws the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import cast
+
+import structlog
+
+from secretd.access.identity import peer_caller
+from secretd.access.policy import Policy
+from secretd.api.aws_compat import aws_arn_lookup
+from secretd.api.deps import ApiDeps, ServingState
+from secretd.api.listener import ConnectionTracker, Divert
+from secretd.api.ratelimit import RateLimiter
+from secretd.audit import AuditLog
+from secretd.backends.base import Backend, BackgroundBackend, WatchableBackend
+from secretd.backends.registry import close_backends, open_one
+from secretd.backends.router import Router
+from secretd.cache.entries import BackendHealth, EntryInfo
+from secretd.cache.secret_cache import SecretCache, build_cache
+from secretd.clock import SystemClock
+from secretd.config import BackendConfig, Config
+from secretd.credentials import CredentialProtocol, CredentialService, parse_peer_address
+from secretd.events import Hub
+from secretd.metrics import Metrics
+from secretd.model import CachedSecret, Caller, SecretName
+from secretd.observe import CacheObserver, NullObserver, Observers
+from secretd.refresh.refresher import Refresher
+from secretd.render.runner import TemplateRunner, TemplateStatus
+from secretd.state import StateDir
+from secretd.supervise import Supervisor
+
+log = structlog.get_logger(__name__)
+
+# A retired graph's loads under way get this long to finish before they are cancelled.
+RETIRE_GRACE = 30.0
+
+
+@dataclass
+class Shared:
+    """What a reload keeps."""
+
+    hub: Hub
+    metrics: Metrics
+    tracker: ConnectionTracker
+    limiter: RateLimiter
+    state: ServingState
+    clock: SystemClock
+
+    @classmethod
+    def create(cls, config: Config) -> Shared:
+        clock = SystemClock()
+        metrics = Metrics()
+        tracker = ConnectionTracker(
+            identify=peer_caller, observer=metrics, max_connections=config.limits.max_connections
+        )
+        limiter = RateLimiter(
+            rate=config.limits.backend_rate, burst=config.limits.backend_burst, clock=clock
+        )
+        return cls(Hub(), metrics, tracker, limiter, ServingState(), clock)
+
+
+@dataclass(frozen=True)
+class Definition:
+    """What a backend is opened from; equal definitions mean the same backend."""
+
+    config: BackendConfig
+    max_secret_bytes: int
+
+
+@dataclass(eq=False)
+class Held:
+    """One open backend and its background task."""
+
+    definition: Definition
+    backend: Backend
+    work: asyncio.Task[None] | None = None
+
+
+class BackendPool:
+    """The open backends by name, kept across reloads while unchanged."""
+
+    def __init__(self, *, state: StateDir | None, supervisor: Supervisor | None = None) -> None:
+        self._state = state
+        self._supervisor = supervisor
+        self._held: dict[str, Held] = {}
+
+    def attach(self, supervisor: Supervisor) -> None:
+        """Run the background work of backends committed from now on under `supervisor`."""
+        self._supervisor = supervisor
+
+    async def acquire(self, config: Config) -> dict[str, Held]:
+        """Backends for `config`: the unchanged ones reused, the others opened now.
+        All or nothing: on failure, what was opened now is closed again."""
+        chosen: dict[str, Held] = {}
+        try:
+            for name, section in config.backends.items():
+                definition = Definition(section, config.limits.max_secret_bytes)
+                held = self._held.get(name)
+                if held is None or held.definition != definition:
+                    held = Held(definition, await self._open(name, definition))
+                chosen[name] = held
+        except BaseException:
+            await self.discard(chosen)
+            raise
+        return chosen
+
+    async def _open(self, name: str, definition: Definition) -> Backend:
+        return await open_one(
+            name,
+            definition.config,
+            max_secret_bytes=definition.max_secret_bytes,
+            state=self._state,
+        )
+
+    def kept(self, chosen: Mapping[str, Held]) -> set[str]:
+        """Names in `chosen` that are the very backends held now."""
+        return {name for name, held in chosen.items() if self._held.get(name) is held}
+
+    def commit(self, chosen: Mapping[str, Held]) -> list[Held]:
+        """Make `chosen` the pool, start the background work of the new ones,
+        and return the held backends that are no longer used."""
+        retired = [held for name, held in self._held.items() if chosen.get(name) is not held]
+        for name, held in chosen.items():
+            background = isinstance(held.backend, BackgroundBackend)
+            if held.work is None and background and self._supervisor is not None:
+                run = cast(BackgroundBackend, held.backend).run
+                held.work = self._supervisor.start(f"backend:{name}", run)
+        self._held = dict(chosen)
+        return retired
+
+    async def discard(self, chosen: Mapping[str, Held]) -> None:
+        """Close the backends in `chosen` that the pool does not hold (a failed build)."""
+        fresh = {n: h.backend for n, h in chosen.items() if self._held.get(n) is not h}
+        await close_backends(fresh)
+
+    async def release(self, retired: list[Held]) -> None:
+        """Stop the background work of `retired` backends, then close them."""
+        for held in retired:
+            if held.work is not None and self._supervisor is not None:
+                await self._supervisor.stop(held.work)
+        await close_backends({h.backend.name: h.backend for h in retired})
+
+    async def aclose(self) -> None:
+        retired = list(self._held.values())
+        self._held = {}
+        await self.release(retired)
+
+
+@dataclass(eq=False)
+class Graph:
+    """The objects one config builds."""
+
+    config: Config
+    audit: AuditLog
+    router: Router
+    cache: SecretCache
+    refresher: Refresher
+    policy: Policy
+    templates: TemplateRunner
+    credentials: CredentialService
+    backends: dict[str, Held] = field(default_factory=dict)
+
+    async def refresh(self) -> None:
+        """The refresh, watch and evict loops, until cancelled."""
+        idle_evict = self.config.cache.idle_evict
+        await self.refresher.run(evict_every=min(max(idle_evict / 4, 1.0), 60.0))
+
+    def adopt(self, old: Graph, kept: set[str]) -> int:
+        """Carry `old`'s cache entries over for the backends in `kept`."""
+        return self.cache.core.adopt(old.cache.core, kept)
+
+
+async def open_graph(
+    config: Config,
+    shared: Shared,
+    pool: BackendPool,
+    *,
+    previous: Graph | None = None,
+    observe: bool = True,
+    audit: bool = True,
+) -> Graph:
+    """Build every object of `config` (and so validate it).
+
+    Raises ConfigError (or another SecretdError) naming what is wrong; whatever
+    was opened for this graph is closed again and `previous` is untouched."""
+    log_ = _audit_for(config, previous) if audit else AuditLog.open(None)
+    try:
+        held = await pool.acquire(config)
+    except BaseException:
+        _close_audit(log_, previous)
+        raise
+    try:
+        return _assemble(config, shared, log_, held, observe=observe)
+    except BaseException:
+        await pool.discard(held)
+        _close_audit(log_, previous)
+        raise
+
+
+def _assemble(
+    config: Config, shared: Shared, audit: AuditLog, held: dict[str, Held], *, observe: bool
+) -> Graph:
+    backends = {name: h.backend for name, h in held.items()}
+    router = Router(backends, {name: b.mount for name, b in config.backends.items()})
+    observer: CacheObserver = Observers([shared.metrics, audit]) if observe else NullObserver()
+    cache = build_cache(
+        router=router,
+        hub=shared.hub,
+        settings=config.cache,
+        max_secret_bytes=config.limits.max_secret_bytes,
+        observer=observer,
+        clock=shared.clock,
+        rng=random.Random(),  # noqa: S311 - refresh jitter, not cryptography
+    )
+    refresher = Refresher.for_interval(
+        cache.refresh_target,
+        refresh_interval=config.cache.refresh_interval,
+        watchables={n: b for n, b in backends.items() if isinstance(b, WatchableBackend)},
+        clock=shared.clock,
+        rng=random.Random(),  # noqa: S311 - refresh jitter, not cryptography
+    )
+    templates = TemplateRunner(
+        config.template,
+        cache,
+        shared.hub,
+        pin=cache.pin,
+        clock=shared.clock,
+        metrics=shared.metrics,
+        audit=audit,
+    )
+    return Graph(
+        config=config,
+        audit=audit,
+        router=router,
+        cache=cache,
+        refresher=refresher,
+        policy=Policy(config.allow),
+        templates=templates,
+        credentials=CredentialService(config.credential, cache, audit),
+        backends=held,
+    )
+
+
+def _audit_for(config: Config, previous: Graph | None) -> AuditLog:
+    """The previous graph's audit log when the target is unchanged, else a new one."""
+    target = config.agent.audit_log
+    if previous is not None and previous.config.agent.audit_log == target:
+        return previous.audit
+    return AuditLog.open(target)
+
+
+def _close_audit(audit: AuditLog, previous: Graph | None) -> None:
+    if previous is None or audit is not previous.audit:
+        audit.close()
+
+
+async def retire_graph(old: Graph, new: Graph, retired: list[Held], pool: BackendPool) -> None:
+    """Close what `old` used and `new` does not: loads under way get `RETIRE_GRACE`
+    to finish (their readers are waiting), then the backends no longer used are
+    closed, and the audit log if it was replaced. Never raises; cancelling it
+    (agent stop) skips the grace, not the closing."""
+    try:
+        await old.cache.drain(RETIRE_GRACE)
+    finally:
+        try:
+            await old.cache.aclose()
+            await pool.release(retired)
+        except Exception as exc:  # closing must not crash the agent
+            log.warning("graph.retire_failed", error=type(exc).__name__)
+        if new.audit is not old.audit:
+            old.audit.close()
+
+
+@asynccontextmanager
+async def standalone_graph(config: Config, *, state: StateDir | None) -> AsyncIterator[Graph]:
+    """A graph with no agent around it (`secretd render --once`): no supervised
+    background work, no audit of its own refreshes; everything closed on exit."""
+    shared = Shared.create(config)
+    pool = BackendPool(state=state, supervisor=None)
+    graph = await open_graph(config, shared, pool, observe=False, audit=False)
+    pool.commit(graph.backends)
+    try:
+        yield graph
+    finally:
+        await graph.cache.aclose()
+        await pool.aclose()
+        graph.audit.close()
+
+
+class LiveGraph:
+    """The current Graph, and proxies onto it for long-lived collaborators."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+
+    # CacheView
+
+    async def read(
+        self,
+        name: SecretName,
+        *,
+        stage: str | None = None,
+        version_id: str | None = None,
+        refresh: bool = False,
+    ) -> CachedSecret:
+        return await self.graph.cache.read(
+            name, stage=stage, version_id=version_id, refresh=refresh
+        )
+
+    def is_cached(self, name: SecretName) -> bool:
+        return self.graph.cache.is_cached(name)
+
+    def snapshot(self) -> list[EntryInfo]:
+        return self.graph.cache.snapshot()
+
+    def failed_pins(self) -> dict[SecretName, str]:
+        return self.graph.cache.failed_pins()
+
+    def backend_health(self) -> Mapping[str, BackendHealth]:
+        return self.graph.cache.backend_health()
+
+    async def list_names(self, prefix: str) -> list[SecretName]:
+        return await self.graph.cache.list_names(prefix)
+
+    # PolicyView
+
+    def allows(self, caller: Caller, name: SecretName) -> bool:
+        return self.graph.policy.allows(caller, name)
+
+    def readable_filter(self, caller: Caller) -> Callable[[SecretName], bool]:
+        return self.graph.policy.readable_filter(caller)
+
+    # AuditSink
+
+    def record(
+        self,
+        event: str,
+        *,
+        secret: str | None,
+        version_id: str | None,
+        caller: Caller | None,
+        result: str,
+        **extra: str,
+    ) -> None:
+        self.graph.audit.record(
+            event, secret=secret, version_id=version_id, caller=caller, result=result, **extra
+        )
+
+    def arn_lookup(self, name: SecretName) -> str | None:
+        """The AWS ARN of a secret an AWS backend serves (else None: a local ARN is used)."""
+        return aws_arn_lookup(self.graph.router.route)(name)
+
+    def template_status(self) -> Sequence[TemplateStatus]:
+        return self.graph.templates.status()
+
+    def api_deps(self, shared: Shared, hardening: Mapping[str, object]) -> ApiDeps:
+        tracker = shared.tracker
+        return ApiDeps(
+            cache=self,
+            hub=shared.hub,
+            policy=self,
+            audit=self,
+            metrics=shared.metrics,
+            limiter=shared.limiter,
+            identify=lambda request: tracker.caller(request.protocol),
+            state=shared.state,
+            templates=self.template_status,
+            hardening=hardening,
+            arn_lookup=self.arn_lookup,
+        )
+
+    def credential_divert(self) -> Divert:
+        """Connections whose peer address is a systemd credential request
+        (`LoadCredential=ID:<our socket>`) go to the credential protocol, not HTTP."""
+
+        def divert(transport: asyncio.BaseTransport) -> asyncio.Protocol | None:
+            request = parse_peer_address(transport.get_extra_info("peername"))
+            if request is None:
+                return None
+            return CredentialProtocol(self.graph.credentials, peer_caller, request)
+
+        return divert
