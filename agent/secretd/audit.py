@@ -201,6 +201,29 @@ def _check_fields(
             raise TypeError(f"audit field {key!r} must be str, not {type(item).__name__}")
 
 
+def check_audit_target(target: str | None) -> None:
+    """What `AuditLog.open` would refuse, found without creating or changing
+    anything (`secretd check` may run as another user than the agent)."""
+    if target is None or target == "-":
+        return
+    path = Path(target)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise ConfigError(f"audit_log {path}: directory {path.parent} does not exist") from None
+        return
+    except OSError as exc:
+        raise ConfigError(f"audit_log {path}: cannot stat ({exc.strerror})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError(f"audit_log {path}: is a symlink")
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"audit_log {path}: not a regular file")
+    if stat.S_IMODE(st.st_mode) & 0o022:
+        mode = stat.S_IMODE(st.st_mode)
+        raise ConfigError(f"audit_log {path}: mode {mode:04o} lets others write it; chmod go-w")
+
+
 def _open_audit_file(path: Path) -> int:
     """Open for append, creating 0600; refuse symlinks, non-files and writable-by-others."""
     try:

@@ -37,21 +37,24 @@ from secretd.api.aws_compat import aws_arn_lookup
 from secretd.api.deps import ApiDeps, ServingState
 from secretd.api.listener import ConnectionTracker, Divert
 from secretd.api.ratelimit import RateLimiter
-from secretd.audit import AuditLog
+from secretd.api.tcp import load_token
+from secretd.audit import AuditLog, check_audit_target
 from secretd.backends.base import Backend, BackgroundBackend, WatchableBackend
-from secretd.backends.registry import close_backends, open_one
+from secretd.backends.registry import check_backend, close_backends, open_one
 from secretd.backends.router import Router
 from secretd.cache.entries import BackendHealth, EntryInfo
 from secretd.cache.secret_cache import SecretCache, build_cache
 from secretd.clock import SystemClock
 from secretd.config import BackendConfig, Config
 from secretd.credentials import CredentialProtocol, CredentialService, parse_peer_address
+from secretd.errors import ConfigError, SecretdError
 from secretd.events import Hub
 from secretd.metrics import Metrics
 from secretd.model import CachedSecret, Caller, SecretName
 from secretd.observe import CacheObserver, NullObserver, Observers
 from secretd.refresh.refresher import Refresher
 from secretd.render.runner import TemplateRunner, TemplateStatus
+from secretd.render.sink import load_sinks
 from secretd.state import StateDir
 from secretd.supervise import Supervisor
 
@@ -406,3 +409,43 @@ class LiveGraph:
             return CredentialProtocol(self.graph.credentials, peer_caller, request)
 
         return divert
+
+
+async def check_config(config: Config) -> list[str]:
+    """`secretd check`: build every part of `config` the agent would build, without
+    starting anything or contacting a remote backend. One line per problem."""
+    problems = [
+        problem
+        for check in (
+            lambda: _check_socket_dir(config),
+            lambda: Policy(config.allow),
+            lambda: load_sinks(config.template),
+            lambda: _check_tcp(config),
+            lambda: check_audit_target(config.agent.audit_log),
+        )
+        if (problem := _problem_of(check)) is not None
+    ]
+    for name, section in config.backends.items():
+        problems.extend(
+            await check_backend(name, section, max_secret_bytes=config.limits.max_secret_bytes)
+        )
+    return problems
+
+
+def _problem_of(check: Callable[[], object]) -> str | None:
+    try:
+        check()
+    except SecretdError as exc:
+        return exc.message
+    return None
+
+
+def _check_socket_dir(config: Config) -> None:
+    parent = config.agent.socket.parent
+    if not parent.is_dir():
+        raise ConfigError(f"agent.socket {config.agent.socket}: directory {parent} does not exist")
+
+
+def _check_tcp(config: Config) -> None:
+    if config.tcp is not None:
+        load_token(config.tcp.token_file)

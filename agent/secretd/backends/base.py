@@ -59,6 +59,16 @@ class ListableBackend(Backend, Protocol):
 
 
 @runtime_checkable
+class CheckableBackend(Backend, Protocol):
+    """A backend that can check more than its opening did, without contacting a
+    remote server (the file store verifies its records against its keys)."""
+
+    async def check(self) -> list[str]:
+        """One line per problem found, naming the file or secret; [] when all is well."""
+        ...
+
+
+@runtime_checkable
 class BackgroundBackend(Backend, Protocol):
     """A backend with work of its own to do while it is open (token renewal,
     saving state). The agent runs `run()` as a supervised task from open to

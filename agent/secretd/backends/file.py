@@ -197,6 +197,20 @@ class FileBackend:
             )
         self._marks.note(name, generation)
 
+    async def check(self) -> list[str]:
+        """`secretd check`: every record verifies and its current version opens
+        with the loaded keys (values are decrypted and dropped, never shown)."""
+        return await asyncio.to_thread(self._check_records)
+
+    def _check_records(self) -> list[str]:
+        names, problems = self._store.names()
+        for name in names:
+            try:  # learning new keys as the running agent would
+                self._learning(lambda: self._store.open_version(name, self._keyring))()  # noqa: B023
+            except (StoreError, NotFound, TooLarge) as exc:
+                problems.append(f"backend {self.name!r}: {exc.message}")
+        return problems
+
     async def run(self) -> None:
         """Background work: keep the rollback marks saved. Runs until cancelled."""
         await self._marks.flush_forever()

@@ -1,11 +1,13 @@
 """`secretd agent -c FILE` (run the daemon in the foreground) and `secretd check -c FILE`.
 
 `check` validates everything that can be validated without asking a remote
-backend: the config itself, the file stores and their key files, Vault
-credential and CA files, the TCP token file, the access rules (users and
-groups must exist) and every template (compiled, owners resolved). It prints
-what the agent would serve and render, or every problem found, and exits 2 on
-any problem.
+backend, by building what the agent would build (secretd.graph.check_config):
+the config itself, every backend as it would be opened (file stores with their
+key files and records, Vault credential and CA files, the AWS client set-up),
+the TCP token file, the audit log, the access rules (users and groups must
+exist) and every template (compiled, owners resolved). It prints what the
+agent would serve and render, or every problem found, and exits 2 on any
+problem.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from secretd.config import (
@@ -24,7 +25,6 @@ from secretd.config import (
     VaultBackendConfig,
     load_config,
 )
-from secretd.errors import ConfigError, SecretdError
 from secretd.logs import configure_logging
 
 
@@ -75,71 +75,9 @@ def run_check_command(args: argparse.Namespace) -> int:
 
 async def find_problems(config: Config) -> list[str]:
     """Every problem found, each naming the file or key at fault."""
-    checks: list[tuple[str, Callable[[], object]]] = [
-        ("socket", lambda: _check_socket_dir(config)),
-        ("allow", lambda: _check_policy(config)),
-        ("template", lambda: _check_templates(config)),
-        ("tcp", lambda: _check_tcp(config)),
-    ]
-    problems = [p for _, check in checks if (p := _problem_of(check)) is not None]
-    for name, backend in config.backends.items():
-        problem = await _check_backend(name, backend, config.limits.max_secret_bytes)
-        if problem is not None:
-            problems.append(problem)
-    return problems
+    from secretd.graph import check_config
 
-
-def _problem_of(check: Callable[[], object]) -> str | None:
-    try:
-        check()
-    except SecretdError as exc:
-        return exc.message
-    return None
-
-
-def _check_socket_dir(config: Config) -> None:
-    parent = config.agent.socket.parent
-    if not parent.is_dir():
-        raise ConfigError(f"agent.socket {config.agent.socket}: directory {parent} does not exist")
-
-
-def _check_policy(config: Config) -> None:
-    from secretd.access.policy import Policy
-
-    Policy(config.allow)
-
-
-def _check_templates(config: Config) -> None:
-    from secretd.render.sink import load_sinks
-
-    load_sinks(config.template)
-
-
-def _check_tcp(config: Config) -> None:
-    if config.tcp is not None:
-        from secretd.api.tcp import load_token
-
-        load_token(config.tcp.token_file)
-
-
-async def _check_backend(
-    name: str,
-    backend: FileBackendConfig | VaultBackendConfig | AwsBackendConfig,
-    max_secret_bytes: int,
-) -> str | None:
-    try:
-        if isinstance(backend, FileBackendConfig):
-            from secretd.backends import file
-
-            opened = await file.open_backend(name, backend, max_secret_bytes=max_secret_bytes)
-            await opened.aclose()
-        elif isinstance(backend, VaultBackendConfig):
-            from secretd.backends.vault import check_vault_config
-
-            check_vault_config(name, backend)
-    except SecretdError as exc:
-        return exc.message
-    return None
+    return await check_config(config)
 
 
 def summary(config: Config) -> list[str]:

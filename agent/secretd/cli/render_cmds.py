@@ -2,17 +2,17 @@
 commands, exit 0 when all rendered and 1 naming each failure (2 for a bad
 config or template).
 
-It reads through a `SecretCache` over the configured backends but runs none of
-the cache's refresh loops, so nothing outlives the one pass; every backend
+It builds the agent's own graph (backends, cache, templates: secretd.graph)
+but runs none of its loops, so nothing outlives the one pass; every backend
 call is bounded by the backend's `timeout`, so a missing or unreachable secret
-ends the run with an error rather than a wait.
+ends the run with an error rather than a wait. Rollback marks are not kept
+(no state directory is used), since the agent owns them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,43 +58,20 @@ def run_render_once(args: argparse.Namespace) -> int:
 
 
 async def render_once(config: Config) -> list[TemplateStatus]:
-    """Render every template of `config` once; never runs commands."""
-    from secretd.backends.registry import close_backends, open_backends
-    from secretd.backends.router import Router
-    from secretd.cache.secret_cache import build_cache
-    from secretd.clock import SystemClock
-    from secretd.events import Hub
-    from secretd.observe import NullObserver
-    from secretd.render.runner import TemplateRunner
+    """Render every template of `config` once, through the agent's own graph
+    (secretd.graph) with none of its loops running; never runs commands."""
+    from secretd.graph import standalone_graph
     from secretd.render.sink import load_sinks
 
     call_timeout = max(backend.timeout for backend in config.backends.values())
-    hub = Hub()
     load_sinks(config.template)  # a bad template is a config error before any backend opens
-    backends = await open_backends(config.backends, max_secret_bytes=config.limits.max_secret_bytes)
-    router = Router(backends, {name: cfg.mount for name, cfg in config.backends.items()})
-    cache = build_cache(
-        router=router,
-        hub=hub,
-        settings=config.cache,
-        max_secret_bytes=config.limits.max_secret_bytes,
-        observer=NullObserver(),
-        clock=SystemClock(),
-        rng=random.Random(),  # noqa: S311 - retry jitter, not crypto
-        call_timeout=call_timeout,
-    )
-    try:
-        runner = TemplateRunner(
-            config.template, cache, hub, pin=lambda names: None, clock=SystemClock()
-        )
+    async with standalone_graph(config, state=None) as graph:
+        runner = graph.templates
         try:
             async with asyncio.timeout(call_timeout * 2 + PASS_SLACK):
                 return await runner.first_render()
         except TimeoutError:
             return runner.status()  # the unfinished ones are not ok
-    finally:
-        await cache.aclose()
-        await close_backends(backends)
 
 
 def report(statuses: list[TemplateStatus]) -> int:
