@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tests.e2e.agent_proc import BIN, AgentProcess, Store, config_text
 from tests.e2e.conftest import ALLOW_ROOT
-from tests.e2e.test_e2e_credentials import CREDENTIAL, ask
+from tests.e2e.test_e2e_credentials import CREDENTIAL
+from tests.fakes.credential_client import load_credential
 
 
 def notifications(sock: socket.socket) -> list[str]:
@@ -137,7 +138,7 @@ async def test_two_activated_sockets_are_told_apart_by_name(workdir: Path, store
             body = await (await http.get("/v1/secrets/app/db?field=password")).json()
         assert body["value"] == "by-name-7"
         got = await asyncio.to_thread(
-            ask, str(workdir / "creds.sock"), "app.service", "db-password"
+            load_credential, str(workdir / "creds.sock"), "app.service", "db-password"
         )
         assert got == b"by-name-7"
         agent.stop()
