@@ -24,10 +24,19 @@ from pathlib import Path
 import pytest
 
 from tests.system.install import PYTHON, ROOT, agent_venv, ensure_secretd_user
-from tests.system.machine import Machine, cgroup_procs, namespaces_work
+from tests.system.machine import (
+    Machine,
+    cgroup_procs,
+    claim,
+    namespaces_work,
+    process_start,
+    sweep_stale_runs,
+)
 from tests.system.rig import SEEDS, Rig, install_units, prepare_run
 
 REQUIRED = os.environ.get("SECRETD_REQUIRE_SYSTEM_TESTS") == "1"
+CANARY = "the host's /tmp must survive the tier\n"
+CANARY_PREFIX = "secretd-systest-canary-"
 
 
 def _unavailable() -> str | None:
@@ -55,18 +64,22 @@ def rig() -> Iterator[Rig]:
         pytest.skip(f"real-systemd tier: {reason}")
     ensure_secretd_user()
     venv = agent_venv()
+    sweep_stale_runs(ROOT)
+    for stale in Path("/tmp").glob(f"{CANARY_PREFIX}*"):
+        if not (ROOT / stale.name.removeprefix(CANARY_PREFIX)).exists():
+            stale.unlink(missing_ok=True)
     run_dir = ROOT / f"run-{secrets.token_hex(4)}"
     run_dir.mkdir()
-    canary = Path(f"/tmp/secretd-systest-canary-{run_dir.name}")
-    canary.write_text("the host's /tmp must survive the tier\n")
+    claim(run_dir)
+    canary = Path(f"/tmp/{CANARY_PREFIX}{run_dir.name}")
+    canary.write_text(CANARY)
     private_dirs = _private_tmp_dirs()
     machine: Machine | None = None
     try:
         prepare_run(run_dir, venv)
-        install_units(
-            run_dir / "units", venv=venv, config=run_dir / "etc/secretd.toml", rw_dir=run_dir / "rw"
-        )
-        machine = Machine.boot(run_dir, run_dir / "units")
+        units = run_dir / "units"
+        install_units(units, venv=venv, config=run_dir / "etc/secretd.toml", rw_dir=run_dir / "rw")
+        machine = Machine.boot(run_dir, units)
         rig = Rig(machine, run_dir, venv)
         for name, value in SEEDS.items():
             rig.put(name, value)
@@ -74,10 +87,16 @@ def rig() -> Iterator[Rig]:
     finally:
         if machine is not None:
             machine.shutdown()
-            leaked = cgroup_procs(machine.cgroup) if machine.cgroup.exists() else []
-            assert not leaked, f"processes left in {machine.cgroup}: {leaked}"
-            assert not Path(f"/proc/{machine.pid}").exists(), "systemd outlived the tier"
-        assert canary.read_text().startswith("the host's /tmp"), "the host's /tmp was touched"
+            _assert_gone(machine)
+        assert canary.read_text() == CANARY, "the host's /tmp was touched"
         assert _private_tmp_dirs() <= private_dirs, "PrivateTmp= directories left on the host"
         canary.unlink()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _assert_gone(machine: Machine) -> None:
+    """Nothing of the machine is left: no process in its cgroup, no cgroup, no systemd."""
+    leaked = cgroup_procs(machine.cgroup) if machine.cgroup.exists() else []
+    assert not leaked, f"processes left in {machine.cgroup}: {leaked}"
+    assert not machine.cgroup.exists(), f"{machine.cgroup} left"
+    assert process_start(machine.pid) is None, "systemd outlived the tier"

@@ -53,9 +53,9 @@ def source_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def _run(argv: list[str], **kwargs: object) -> None:
+def _run(argv: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
-    done = subprocess.run(argv, capture_output=True, env=env, timeout=600, check=False, **kwargs)  # type: ignore[call-overload]
+    done = subprocess.run(argv, capture_output=True, env=env, timeout=600, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{argv[:3]} failed: {done.stderr.decode(errors='replace')[-3000:]}")
 

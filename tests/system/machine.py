@@ -275,6 +275,40 @@ def cgroup_procs(cgroup: Path) -> list[int]:
     return found
 
 
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot), or None if it is gone:
+    with the PID, it names one process, never a later one given the same PID."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def claim(run_dir: Path) -> None:
+    """Mark `run_dir` as this process's (see sweep_stale_runs)."""
+    (run_dir / "owner").write_text(f"{os.getpid()} {process_start(os.getpid())}\n")
+
+
+def sweep_stale_runs(root: Path) -> None:
+    """Remove what runs left whose test process died without its teardown (their
+    systemd died with it, through --pdeathsig); runs still owned are left alone."""
+    cgroups = cgroup2_root()
+    for run_dir in root.glob("run-*"):
+        try:
+            pid, started = (run_dir / "owner").read_text().split()
+        except (FileNotFoundError, ValueError):
+            continue  # being set up right now
+        if process_start(int(pid)) == started:
+            continue
+        cgroup = cgroups / f"secretd-systest-{run_dir.name}" if cgroups else None
+        if cgroup is not None and cgroup.exists():
+            if cgroup_procs(cgroup):
+                continue  # something still runs there: not ours to judge
+            remove_cgroup(cgroup)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def namespaces_work() -> str | None:
     """None when this host lets us make the namespaces, else why not."""
     if os.geteuid() != 0:

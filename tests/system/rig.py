@@ -22,6 +22,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from tests.system.install import REPO
@@ -234,12 +235,27 @@ class Rig:
     def agent_events(self, event: str) -> list[dict[str, object]]:
         """The agent's JSON log lines named `event` (they reach systemd's console)."""
         found = []
-        for line in self.machine.log("console", tail=10**7).splitlines():
+        for line in self.machine.log("console", tail=10**8).splitlines():
             if line.startswith("{") and f'"{event}"' in line:
                 entry = json.loads(line)
                 if entry.get("event") == event:
                     found.append(entry)
         return found
+
+    def agent_event(self, event: str, since: datetime, within: float = 30) -> dict[str, object]:
+        """The first `event` logged after `since` (the console is copied with a lag)."""
+        found: list[dict[str, object]] = []
+
+        def logged() -> bool:
+            found[:] = [e for e in self.agent_events(event) if when(e["timestamp"]) > since]
+            return bool(found)
+
+        eventually(logged, within, f"the agent logs {event} after {since}")
+        return found[0]
+
+    def console_says(self, text: str, within: float = 30) -> None:
+        """Wait for `text` in systemd's console (copied there with a lag)."""
+        eventually(lambda: text in self.machine.log("console", tail=10**8), within, repr(text))
 
     def status_text(self, wanted: str, within: float = 30) -> None:
         """Wait for the agent's STATUS= line (as systemd shows it) to be `wanted`."""
@@ -252,6 +268,14 @@ class Rig:
     def exists(self, path: str) -> bool:
         """Whether `path` exists inside the machine."""
         return self.machine.run("test", "-e", path, check=False).returncode == 0
+
+
+def when(value: object) -> datetime:
+    """A systemd `--timestamp=us+utc` or a structlog ISO timestamp, as a datetime (UTC)."""
+    text = str(value)
+    if text.endswith(" UTC"):
+        return datetime.strptime(text, "%a %Y-%m-%d %H:%M:%S.%f UTC")
+    return datetime.fromisoformat(text.removesuffix("Z"))
 
 
 def eventually(condition: Callable[[], object], within: float, what: str) -> None:

@@ -3,23 +3,13 @@ packaged secretd.socket and secretd.service."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import pytest
 
-from tests.system.rig import SERVICE, SOCKET, Rig
+from tests.system.rig import SERVICE, SOCKET, Rig, when
 
 pytestmark = pytest.mark.timeout(300)  # the first test of the tier may build the venv
 
 CLD_EXITED = "1"  # ExecMainCode: the process exited (rather than being killed)
-
-
-def when(value: object) -> datetime:
-    """A systemd `--timestamp=us+utc` or a structlog ISO timestamp, as a datetime."""
-    text = str(value)
-    if text.endswith(" UTC"):
-        return datetime.strptime(text, "%a %Y-%m-%d %H:%M:%S.%f UTC")
-    return datetime.fromisoformat(text.removesuffix("Z"))
 
 
 def test_the_first_connection_activates_the_agent_which_is_active_only_once_ready(
@@ -48,8 +38,9 @@ def test_the_first_connection_activates_the_agent_which_is_active_only_once_read
     assert props["StatusText"] == "serving"  # sent with READY=1 on systemd's notify socket
     assert "secretd.socket" in props["TriggeredBy"].split()
     # systemd made it active when READY=1 arrived, after the agent served, not at exec.
-    serving = when(rig.agent_events("agent.serving")[-1]["timestamp"])
-    assert when(props["ExecMainStartTimestamp"]) < serving <= when(props["ActiveEnterTimestamp"])
+    started = when(props["ExecMainStartTimestamp"])
+    serving = when(rig.agent_event("agent.serving", since=started)["timestamp"])
+    assert started < serving <= when(props["ActiveEnterTimestamp"])
 
 
 def test_stop_exits_cleanly_within_5_seconds_and_the_socket_stays(rig: Rig) -> None:
