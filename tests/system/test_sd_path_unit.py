@@ -1,38 +1,31 @@
-"""docs/operating.md's `.path` pattern, as written there: after a rotation
-(`secretd store put`) the template's command touches a stamp, the root `.path`
-unit sees it and `systemctl try-restart`s the app, which starts again with the
-new value from its `EnvironmentFile=`."""
+"""docs/operating.md's `.path` pattern, its units taken from the guide as
+written: after a rotation (`secretd store put`) the template's command (in
+rig.base_config, as in the guide) touches a stamp, the root `.path` unit sees
+it and `systemctl try-restart`s the app, which starts again with the new value
+from its `EnvironmentFile=`."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from tests.system.install import REPO
 from tests.system.rig import Rig, eventually
 
 pytestmark = pytest.mark.timeout(300)
 
-PATH_UNIT = """\
-[Unit]
-Description=Restart app.service when its rendered secrets change
+GUIDE = REPO / "docs/operating.md"
 
-[Path]
-PathChanged=/run/secretd/app.changed
-Unit=app-secrets.service
 
-[Install]
-WantedBy=multi-user.target
-"""
-RESTARTER = """\
-[Unit]
-Description=Restart app.service after a secret rotation
-
-[Service]
-Type=oneshot
-ExecStart=/bin/systemctl try-restart app.service
-"""
+def documented(path: str) -> str:
+    """The ```ini block of docs/operating.md that starts `# <path>`: run as written."""
+    for block in re.findall(r"```ini\n(.*?)```", GUIDE.read_text(), re.S):
+        if block.splitlines()[0] == f"# {path}":
+            return str(block)
+    raise AssertionError(f"docs/operating.md shows no {path}")
 
 
 def seen(report: Path) -> tuple[int, bytes] | None:
@@ -60,8 +53,8 @@ def test_a_rotation_restarts_the_app_through_the_path_unit(rig: Rig) -> None:
         f"ExecStart=/usr/bin/python3 {rig.run_dir}/bin/dump-environment.py --stay "
         f"{report} ROTATING\n",
     )
-    rig.add_unit("app-secrets.path", PATH_UNIT)
-    rig.add_unit("app-secrets.service", RESTARTER)
+    for name in ("app-secrets.path", "app-secrets.service"):
+        rig.add_unit(name, documented(f"/etc/systemd/system/{name}"))
     rig.machine.systemctl("start", "app-secrets.path", "app.service")
     eventually(lambda: seen(report) is not None, 30, "app.service reports its environment")
     first = seen(report)
