@@ -37,7 +37,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +46,7 @@ CGROUP2_MOUNTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "SYSTEMD_COLORS": "0"}
 BOOT_WITHIN = 30.0
 CLEANUP_WITHIN = 10.0
+COMMAND_WITHIN = 120.0
 
 # $1 cgroup.procs of the machine's cgroup, $2 run directory, $3 unit directory,
 # $4 the pty that becomes /dev/console.
@@ -168,23 +169,15 @@ class Machine:
             time.sleep(0.1)
         raise MachineError(f"systemd not running ({state!r}): {self.log('console')}")
 
-    def run(
-        self,
-        *argv: str,
-        check: bool = True,
-        stdin: bytes | None = None,
-        timeout: float = 60,
-        env: Mapping[str, str] | None = None,
-    ) -> subprocess.CompletedProcess[str]:
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """`argv` inside the machine (all its namespaces), as root."""
         done = subprocess.run(
             ["nsenter", f"--target={self.pid}", "--all", "--", *argv],
-            input=stdin.decode() if stdin is not None else None,
             capture_output=True,
             text=True,
-            env={**ENV, **(env or {})},
+            env=ENV,
             cwd="/",
-            timeout=timeout,
+            timeout=COMMAND_WITHIN,
             check=False,
         )
         if check and done.returncode != 0:

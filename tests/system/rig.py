@@ -21,7 +21,7 @@ import pwd
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -175,7 +175,6 @@ class Rig:
     run_dir: Path
     venv: Path
     dirty: bool = True  # the agent must be (re)started from the base config
-    extra_config: list[str] = field(default_factory=list)
 
     @property
     def config(self) -> Path:
@@ -224,6 +223,7 @@ class Rig:
         if self.dirty:
             self.write_config(base_config(self.run_dir))
             self.machine.systemctl("start", *SOCKETS)
+            self.machine.systemctl("reset-failed", SERVICE, check=False)
             self.machine.systemctl("restart", SERVICE)
             self.dirty = False
         self.machine.systemctl("start", SERVICE)
@@ -291,13 +291,12 @@ def prepare_run(run_dir: Path, venv: Path) -> None:
     """Config dir, store (created with the CLI, owned by secretd), rw and out dirs."""
     secretd = pwd.getpwnam("secretd")
     run_dir.chmod(0o755)
-    for name in ("etc", "out", "bin"):
-        (run_dir / name).mkdir(mode=0o755)
+    for name in ("etc", "out", "bin", "rw"):
+        (run_dir / name).mkdir()
+        (run_dir / name).chmod(0o755)  # whatever our umask: the secretd user reads etc/
     (run_dir / "bin/copy-credentials.py").write_text(COPY_CREDENTIALS)
     (run_dir / "bin/dump-environment.py").write_text(DUMP_ENVIRONMENT)
-    rw = run_dir / "rw"
-    rw.mkdir(mode=0o755)
-    os.chown(rw, secretd.pw_uid, secretd.pw_gid)
+    os.chown(run_dir / "rw", secretd.pw_uid, secretd.pw_gid)
     subprocess.run(
         [
             f"{venv}/bin/secretd",
