@@ -99,6 +99,7 @@ def agent_venv() -> Path:
             shutil.rmtree(target, ignore_errors=True)
             _build(target)
             (target / ".complete").touch()
+        os.utime(target)  # in use: old means unused for a day
         _forget_old_venvs(keep=target)
     return target
 
