@@ -2,13 +2,14 @@
 
 When a unit starts, PID 1 connects to our socket from a client socket bound to
 the abstract address ``\\0<random hex>/unit/<unit name>/<credential id>``,
-reads until EOF, and stores what it read as the credential. Anyone can bind
-such an address, so the address is believed only when the peer's kernel-
-verified uid is 0. Otherwise - or when no `[[credential]]` matches, or the
-secret cannot be read - the connection is closed with nothing written. systemd
-then starts the unit with an empty credential file (systemd #27373), so units
-guard with `ExecStartPre=/usr/bin/test -s %d/ID` (docs/operating.md). Every
-request is audited (never the value).
+shuts down its writing side at once, reads until EOF, and stores what it read
+as the credential: that early EOF must not end the connection unanswered.
+Anyone can bind such an address, so the address is believed only when the
+peer's kernel-verified uid is 0. Otherwise - or when no `[[credential]]`
+matches, or the secret cannot be read - the connection is closed with nothing
+written. systemd then starts the unit with an empty credential file (systemd
+#27373), so units guard with `ExecStartPre=/usr/bin/test -s %d/ID`
+(docs/operating.md). Every request is audited (never the value).
 """
 
 from __future__ import annotations
@@ -165,6 +166,12 @@ class CredentialProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         pass  # systemd sends nothing; anything sent is ignored
+
+    def eof_received(self) -> bool:
+        # systemd shuts down its writing side before it reads (read_full_file_full
+        # in src/basic/fileio.c): that EOF is the request's end, not a hang-up, so
+        # keep the transport open to write the answer (False would close it).
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._task is not None and not self._task.done():

@@ -158,15 +158,20 @@ class AgentProcess:
         return ready
 
     async def _health_status(self) -> int | None:
+        writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(2):
                 reader, writer = await asyncio.open_unix_connection(str(self.socket))
                 writer.write(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 line = await reader.readline()
-                writer.close()
             return int(line.split()[1]) if line else None
         except (OSError, TimeoutError, IndexError, ValueError):
             return None
+        finally:
+            # Also after a timeout: an activated socket accepts into its backlog long
+            # before a slow-starting agent answers, and an unclosed writer warns.
+            if writer is not None:
+                writer.close()
 
     def stop(self) -> float:
         """SIGTERM; the seconds it took to exit (killed and failed beyond STOP_WITHIN)."""

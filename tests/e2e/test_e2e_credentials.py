@@ -1,5 +1,6 @@
 """systemd `LoadCredential=ID:<socket>` on the agent's own socket: the request is the
-client's abstract address; honoured only from uid 0, else closed with nothing written."""
+client's abstract address; honoured only from uid 0, else closed with nothing written.
+The client half-closes before it reads, as systemd does (tests.fakes.credential_client)."""
 
 from __future__ import annotations
 
@@ -13,44 +14,13 @@ import orjson
 
 from tests.e2e.agent_proc import Store
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
+from tests.fakes.credential_client import SCRIPT, load_credential
 from tests.fakes.second_user import can_switch_users, ensure_test_user, run_python_as
 
 CREDENTIAL = (
     '[[credential]]\nunit = "app*.service"\nid = "db-password"\n'
     'secret = "app/db"\nfield = "password"\n'
 )
-
-# Binds the abstract address systemd would use, connects, prints what it reads.
-CLIENT = """
-import os, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.bind("\\0" + os.urandom(8).hex() + "/unit/" + sys.argv[2] + "/" + sys.argv[3])
-s.connect(sys.argv[1])
-out = b""
-try:
-    while chunk := s.recv(65536):
-        out += chunk
-except ConnectionResetError:
-    pass
-sys.stdout.buffer.write(out)
-"""
-
-
-def ask(sock: str, unit: str, cred: str) -> bytes:
-    client = socket.socket(socket.AF_UNIX)
-    try:
-        client.bind(f"\0{os.urandom(8).hex()}/unit/{unit}/{cred}")
-        client.settimeout(10)
-        client.connect(sock)
-        out = b""
-        try:
-            while chunk := client.recv(65536):
-                out += chunk
-        except ConnectionResetError:
-            pass
-        return out
-    finally:
-        client.close()
 
 
 async def test_credential_served_to_uid_0_and_refused_otherwise(
@@ -59,13 +29,16 @@ async def test_credential_served_to_uid_0_and_refused_otherwise(
     store.put("app/db", b'{"password": "cred-pw-42"}')
     agent = await start_agent(allow=ALLOW_ROOT + CREDENTIAL)
     sock = str(agent.socket)
-    assert await asyncio.to_thread(ask, sock, "app-web.service", "db-password") == b"cred-pw-42"
-    assert await asyncio.to_thread(ask, sock, "other.service", "db-password") == b""
-    assert await asyncio.to_thread(ask, sock, "app-web.service", "nope") == b""
+    assert (
+        await asyncio.to_thread(load_credential, sock, "app-web.service", "db-password")
+        == b"cred-pw-42"
+    )
+    assert await asyncio.to_thread(load_credential, sock, "other.service", "db-password") == b""
+    assert await asyncio.to_thread(load_credential, sock, "app-web.service", "nope") == b""
     if can_switch_users():
         user = ensure_test_user()
         done = await asyncio.to_thread(
-            run_python_as, user, CLIENT, sock, "app-web.service", "db-password"
+            run_python_as, user, SCRIPT, sock, "app-web.service", "db-password"
         )
         assert done.returncode == 0, done.stderr.decode()
         assert done.stdout == b""
@@ -100,7 +73,9 @@ async def test_the_dedicated_credentials_socket_is_0600_and_speaks_no_http(
         answer = b""
     plain.close()
     assert answer == b""
-    assert await asyncio.to_thread(ask, str(path), "other.service", "db-password") == b""
+    assert (
+        await asyncio.to_thread(load_credential, str(path), "other.service", "db-password") == b""
+    )
     assert agent.stop() < 5.0
     assert not path.exists()
 
@@ -112,5 +87,6 @@ async def test_the_dedicated_credentials_socket_serves_credentials(
     path = workdir / "creds.sock"
     await start_agent(allow=ALLOW_ROOT + CREDENTIAL, agent_extra=f'credentials_socket = "{path}"\n')
     assert (
-        await asyncio.to_thread(ask, str(path), "app-web.service", "db-password") == b"cred-pw-42"
+        await asyncio.to_thread(load_credential, str(path), "app-web.service", "db-password")
+        == b"cred-pw-42"
     )

@@ -4,6 +4,7 @@ NOTIFY_SOCKET the test binds, and socket activation with LISTEN_FDS."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import subprocess
 import sys
@@ -11,7 +12,8 @@ from pathlib import Path
 
 from tests.e2e.agent_proc import BIN, AgentProcess, Store, config_text
 from tests.e2e.conftest import ALLOW_ROOT
-from tests.e2e.test_e2e_credentials import CREDENTIAL, ask
+from tests.e2e.test_e2e_credentials import CREDENTIAL
+from tests.fakes.credential_client import load_credential
 
 
 def notifications(sock: socket.socket) -> list[str]:
@@ -97,6 +99,39 @@ async def test_socket_activation_serves_the_passed_socket(workdir: Path, store: 
         agent.kill()
 
 
+# Under load (a fresh clone compiles every module first) the agent may take
+# longer than one health probe's timeout to serve the socket it inherited.
+SLOW_START = "import time\ntime.sleep(2.5)\n" + WRAPPER
+
+
+async def test_a_slow_starting_activated_agent_is_waited_for(workdir: Path, store: Store) -> None:
+    """Regression: a probe that timed out on the backlog left its writer unclosed
+    (a ResourceWarning, an error here) - the flake of the two-socket test below."""
+    store.put("app/k", b"slow")
+    listening = _listening(workdir / "slow.sock")
+    config = workdir / "secretd.toml"
+    config.write_text(config_text(workdir, store, allow=ALLOW_ROOT))
+    config.chmod(0o600)
+    argv = [str(BIN), "agent", "-c", str(config)]
+    with (workdir / "agent.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SLOW_START, str(listening.fileno()), *argv],
+            pass_fds=(listening.fileno(),),
+            stdout=log,
+            stderr=log,
+        )
+    listening.close()
+    agent = AgentProcess(workdir, config, proc=proc, socket_name="slow.sock")
+    try:
+        await agent.wait_ready()
+        async with agent.session() as http:
+            assert (await (await http.get("/v1/secrets/app/k")).json())["value"] == "slow"
+        agent.stop()
+    finally:
+        agent.kill()
+    gc.collect()  # an unclosed writer of a timed-out probe warns when collected
+
+
 TWO_SOCKETS = """
 import os, sys
 os.dup2(int(sys.argv[1]), 3)
@@ -137,7 +172,7 @@ async def test_two_activated_sockets_are_told_apart_by_name(workdir: Path, store
             body = await (await http.get("/v1/secrets/app/db?field=password")).json()
         assert body["value"] == "by-name-7"
         got = await asyncio.to_thread(
-            ask, str(workdir / "creds.sock"), "app.service", "db-password"
+            load_credential, str(workdir / "creds.sock"), "app.service", "db-password"
         )
         assert got == b"by-name-7"
         agent.stop()

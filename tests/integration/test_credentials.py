@@ -1,18 +1,36 @@
 """LoadCredential= over a real Unix socket: a client bound to systemd's abstract
-address gets the value only when it runs as root and a [[credential]] matches."""
+address gets the value only when it runs as root and a [[credential]] matches.
+
+The client is systemd's, in effect (tests.fakes.credential_client): it shuts
+down its writing side before it reads, so the agent sees EOF before it answers.
+That must not cancel the answer, on the bare protocol, on the API socket
+(GuardedSite) and on the dedicated credentials socket (serve_diverted), under
+asyncio and under uvloop (the agent's loop). tests/system runs it under systemd.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shutil
 import sys
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import uvloop
+from aiohttp import web
 
 from secretd.access.identity import peer_caller
+from secretd.api.listener import (
+    ConnectionTracker,
+    Divert,
+    UnixListener,
+    serve_diverted,
+    start_serving,
+)
 from secretd.audit import AuditLog
 from secretd.config.schema import CredentialConfig
 from secretd.credentials import (
@@ -22,32 +40,20 @@ from secretd.credentials import (
     parse_peer_address,
 )
 from secretd.model import SecretName
+from secretd.observe import AuditSink
+from tests.fakes.api_deps import CountingMetrics, ListAudit
+from tests.fakes.credential_client import SCRIPT, load_credential
 from tests.fakes.dict_reader import DictReader
 from tests.fakes.second_user import can_switch_users, ensure_test_user, run_python_as
 
 CANARY = "CANARY-cred-5b2f"
 
-CLIENT = """
-import os, socket, sys
-sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-sock.bind("\\0" + os.urandom(8).hex() + "/unit/" + sys.argv[2] + "/" + sys.argv[3])
-sock.settimeout(10)
-sock.connect(sys.argv[1])
-data = b""
-while chunk := sock.recv(4096):
-    data += chunk
-sys.stdout.write(data.hex())
-"""
 
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
-    reader = DictReader()
+def _service(audit: AuditSink, *, delay: float = 0.0) -> CredentialService:
+    reader = DictReader(delay=delay)
     reader.put("db/app", json.dumps({"password": CANARY, "user": "app"}))
     reader.put("api/key", "k-" + CANARY)
-    audit_path = tmp_path / "audit.jsonl"
-    audit = AuditLog.open(str(audit_path))
-    service = CredentialService(
+    return CredentialService(
         [
             CredentialConfig(
                 unit="app.service", id="db-password", secret=SecretName("db/app"), field="password"
@@ -58,6 +64,14 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
         reader,
         audit,
     )
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
+    audit_path = tmp_path / "audit.jsonl"
+    audit = AuditLog.open(str(audit_path))
+    # Reads take a while (as a backend's would), so the client's EOF comes first.
+    service = _service(audit, delay=0.1)
     path = f"/tmp/sd-cred-{os.getpid()}.sock"
     srv = await asyncio.get_running_loop().create_unix_server(
         lambda: CredentialProtocol(service, peer_caller), path
@@ -72,12 +86,13 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
 
 
 async def _request_as_root(path: str, unit: str, cred_id: str) -> bytes:
+    """systemd's request, from another process (root, like PID 1)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CLIENT, path, unit, cred_id, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-c", SCRIPT, path, unit, cred_id, stdout=asyncio.subprocess.PIPE
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0
-    return bytes.fromhex(out.decode())
+    return out
 
 
 def _audit_lines(path: Path) -> list[dict[str, object]]:
@@ -110,13 +125,74 @@ async def test_non_root_with_spoofed_address_gets_nothing(server: tuple[str, Pat
     user = ensure_test_user()
     os.chmod(path, 0o666)  # let the test user reach the socket; the uid check must hold
     result = await asyncio.to_thread(
-        run_python_as, user, CLIENT, path, "app.service", "db-password"
+        run_python_as, user, SCRIPT, path, "app.service", "db-password"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == b""
     line = _audit_lines(audit)[-1]
     assert line["result"] == "forbidden_peer"
     assert line["caller"]["uid"] == user.uid  # type: ignore[index]
+
+
+def _divert(service: CredentialService) -> Divert:
+    """As the agent wires it (live.credential_divert): credential addresses go to
+    the credential protocol, everything else to HTTP (or, dedicated, nowhere)."""
+
+    def divert(transport: asyncio.BaseTransport) -> asyncio.Protocol | None:
+        request = parse_peer_address(transport.get_extra_info("peername"))
+        return None if request is None else CredentialProtocol(service, peer_caller, request)
+
+    return divert
+
+
+ASKED = (("app.service", "db-password"), ("web-1.service", "api"), ("other.service", "api"))
+ANSWERS = [CANARY.encode(), b"k-" + CANARY.encode(), b""]
+
+
+async def _ask_both_sockets(directory: Path) -> dict[str, list[bytes]]:
+    """systemd's requests on an API socket and a dedicated credentials socket."""
+    # Each read takes a while, so the client's EOF surely arrives before the answer.
+    service = _service(ListAudit(), delay=0.2)
+    api = UnixListener.create(directory / "api.sock", mode=0o600, group=None)
+    creds = UnixListener.create(directory / "cred.sock", mode=0o600, group=None)
+    tracker = ConnectionTracker(identify=peer_caller, observer=CountingMetrics(), max_connections=8)
+    runner = await start_serving(
+        web.Application(), [api.sock], tracker=tracker, idle_timeout=5, divert=_divert(service)
+    )
+    dedicated = await serve_diverted(creds.sock, _divert(service))
+    answers: dict[str, list[bytes]] = {}
+    try:
+        for listener in (api, creds):
+            path = str(listener.path)
+            answers[path] = [
+                await asyncio.to_thread(load_credential, path, unit, cred_id)
+                for unit, cred_id in ASKED
+            ]
+    finally:
+        dedicated.close()
+        await dedicated.wait_closed()
+        await runner.cleanup()
+        api.close()
+        creds.close()
+    return answers
+
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_a_half_closed_request_is_answered_on_both_sockets(loop: str) -> None:
+    """Regression: the EOF systemd sends first closed the connection unanswered."""
+    directory = Path(tempfile.mkdtemp(prefix="sdc", dir="/tmp"))
+    try:
+        with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+            answers = runner.run(_ask_both_sockets(directory))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    assert answers == {f"{directory}/api.sock": ANSWERS, f"{directory}/cred.sock": ANSWERS}
 
 
 @pytest.mark.parametrize(

@@ -166,8 +166,7 @@ class _Tracked(asyncio.Protocol):
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        self._inner.eof_received()
-        return None
+        return self._inner.eof_received()  # True keeps a half-closed connection open
 
     def pause_writing(self) -> None:
         self._inner.pause_writing()
@@ -203,9 +202,7 @@ class DivertOnly(asyncio.Protocol):
             self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        if self._inner is not None:
-            self._inner.eof_received()
-        return None
+        return self._inner.eof_received() if self._inner is not None else None
 
 
 async def serve_diverted(sock: socket.socket, divert: Divert) -> asyncio.AbstractServer:
