@@ -347,6 +347,8 @@ async def _reload(
         task.cancel()
     await asyncio.gather(*loops, return_exceptions=True)
     carried = new.adopt(old, agent.pool.kept(new.backends))
+    if new.audit is old.audit:
+        agent.reopen_audit()  # a reload also picks up a rotated audit log, as it always did
     retired = agent.pool.commit(new.backends)
     agent.install(new)
     supervisor.start("graph:retire", lambda: retire_graph(old, new, retired, agent.pool))

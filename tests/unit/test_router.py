@@ -92,7 +92,9 @@ class _Loader:
         self.imported.append(module_name)
         module = types.ModuleType(module_name)
 
-        async def open_backend(name: str, config: Any, *, max_secret_bytes: int) -> MemoryBackend:
+        async def open_backend(
+            name: str, config: Any, *, max_secret_bytes: int, state: Any = None
+        ) -> MemoryBackend:
             if name == self.fail_on:
                 raise ConfigError(f"backend {name!r}: cannot open")
             backend = MemoryBackend(name, max_secret_bytes=max_secret_bytes)
@@ -141,7 +143,9 @@ async def test_a_foreign_exception_while_opening_names_only_its_type(tmp_path: P
     def broken(module_name: str) -> types.ModuleType:
         module = types.ModuleType(module_name)
 
-        async def open_backend(name: str, config: Any, *, max_secret_bytes: int) -> Backend:
+        async def open_backend(
+            name: str, config: Any, *, max_secret_bytes: int, state: Any = None
+        ) -> Backend:
             raise RuntimeError("token=CANARY")
 
         module.open_backend = open_backend  # type: ignore[attr-defined]
