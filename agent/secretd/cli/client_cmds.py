@@ -112,7 +112,8 @@ def _register_exec(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--grace",
         default="10s",
         metavar="DURATION",
-        help="on restart, wait this long after SIGTERM before SIGKILL (default 10s)",
+        help="on restart and on stop, wait this long after SIGTERM before SIGKILL "
+        "to the command's process group (default 10s)",
     )
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
     run.set_defaults(run=run_exec)
