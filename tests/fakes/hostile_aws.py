@@ -13,9 +13,10 @@ shapes, ARNs included (`arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-XXXXXX
     truncated      a 200 whose JSON stops half-way (its Content-Length is honest)
     wrong_shape    a 200 whose JSON is valid but not GetSecretValue's shape
     wrong_name     the answer is for another secret
-    wrong_version  the answer carries another VersionId than asked
+    wrong_version  a read by VersionId is answered with another VersionId
     rollback       the answer is the previous version, labelled AWSCURRENT
-    redirect       a 307 to another address
+    redirect       a 307 to /elsewhere, which answers as if for the secret (with
+                   REDIRECTED as its value); `hits["elsewhere"]` counts who followed
     storm          every call is throttled (400 ThrottlingException)
     wrong_account  the ARN names another account
     wrong_region   the ARN names another region
@@ -47,6 +48,7 @@ JSON_TYPE = "application/x-amz-json-1.1"
 DRIP_INTERVAL = 0.1
 HANG_SECONDS = 300.0
 CHUNK = 64 * 1024
+REDIRECTED = "canary-redirected-4c2e"
 CASES = (
     "oversize",
     "drip",
@@ -72,14 +74,15 @@ class FakeSecret:
 
     def entry(self, index: int = -1) -> dict[str, Any]:
         """GetSecretValue's answer for one version (the newest by default)."""
-        version_id, value = self.versions[index]
-        stages = ["AWSCURRENT"] if index in (-1, len(self.versions) - 1) else ["AWSPREVIOUS"]
+        position = index % len(self.versions)
+        version_id, value = self.versions[position]
+        stages = ["AWSCURRENT"] if position == len(self.versions) - 1 else ["AWSPREVIOUS"]
         document: dict[str, Any] = {
             "ARN": self.arn,
             "Name": self.name,
             "VersionId": version_id,
             "VersionStages": stages,
-            "CreatedDate": 1767225600.0 + len(self.versions),
+            "CreatedDate": 1767225600.0 + position,
         }
         if isinstance(value, bytes):
             document["SecretBinary"] = base64.b64encode(value).decode()
@@ -134,6 +137,7 @@ class HostileAws:
     async def start(self) -> None:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_post("/", self._handle)
+        app.router.add_post("/elsewhere", self._elsewhere)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         self._sock = listening_socket()
@@ -183,7 +187,7 @@ class HostileAws:
             if wanted not in ids:
                 return error(400, "ResourceNotFoundException", "no such version")
             index = ids.index(wanted)
-        return answer(self._doctored(secret, secret.entry(index)))
+        return answer(self._doctored(secret, secret.entry(index), by_id=wanted is not None))
 
     async def _batch(self, request: web.Request, params: dict[str, Any]) -> web.StreamResponse:
         values, errors = [], []
@@ -195,7 +199,7 @@ class HostileAws:
             hostile = await self._hostile(request, secret)
             if hostile is not None:
                 return hostile
-            values.append(self._doctored(secret, secret.entry()))
+            values.append(self._doctored(secret, secret.entry(), by_id=False))
         return answer({"SecretValues": values, "Errors": errors})
 
     def _list(self, op: str, params: dict[str, Any]) -> web.Response:
@@ -226,14 +230,27 @@ class HostileAws:
         if case == "wrong_shape":
             return answer({"SecretList": "not a secret", "Name": ["x"]})
         if case == "redirect":
-            raise web.HTTPTemporaryRedirect("http://127.0.0.1:9/")
+            raise web.HTTPTemporaryRedirect("/elsewhere")
         return None
 
-    def _doctored(self, secret: FakeSecret, entry: dict[str, Any]) -> dict[str, Any]:
+    async def _elsewhere(self, request: web.Request) -> web.Response:
+        self.hits["elsewhere"] += 1
+        params = json.loads(await request.read() or b"{}")
+        secret = self.secrets.get(str(params.get("SecretId")))
+        if secret is None:
+            return error(400, "ResourceNotFoundException", "not found")
+        entry = secret.entry()
+        entry.pop("SecretBinary", None)
+        entry["SecretString"] = REDIRECTED
+        return answer(entry)
+
+    def _doctored(
+        self, secret: FakeSecret, entry: dict[str, Any], *, by_id: bool
+    ) -> dict[str, Any]:
         case = self._case_for(secret)
         if case == "wrong_name":
             entry["Name"] = secret.name + "-other"
-        elif case == "wrong_version":
+        elif case == "wrong_version" and by_id:  # a current read cannot tell
             entry["VersionId"] = "f" * 32
         elif case == "rollback" and len(secret.versions) > 1:
             entry = secret.entry(-2)

@@ -14,10 +14,12 @@ sized from `limits.max_secret_bytes`:
     anything else           8 MiB                           (a page of 100 listings)
 
 An answer over its cap is cut off (the connection is closed, not drained),
-a body that ends before its Content-Length is "cut short", and a success
-whose body is not JSON is "truncated or malformed"; each raises an
-`AnswerRefused` that aws_errors.map_error turns into BadBackendAnswer.
-Only then does botocore see the body.
+a body that ends before its Content-Length is "cut short", a success whose
+body is not JSON is "truncated or malformed", and an answer that came
+through a redirect is not used; each raises an `AnswerRefused` that
+aws_errors.map_error turns into BadBackendAnswer. Only then does botocore
+see the body. (aiobotocore lets aiohttp follow the redirect itself, so the
+request does reach the redirect's target; only its answer is refused.)
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ def capped_session_class(max_secret_bytes: int) -> type[AIOHTTPSession]:
             finally:
                 request.stream_output = False
             op = _operation(request)
+            if response.raw.history:
+                # aiohttp follows redirects before a session sees the answer; real
+                # Secrets Manager never redirects, so whatever came back is not used.
+                response.raw.close()
+                raise AnswerRefused(f"AWS's {op} answer came through a redirect; not used")
             limit = caps.get(op, OTHER_CAP)
             body = await read_capped(response.raw, op, limit, max_secret_bytes)
             if 200 <= response.status_code < 300:
