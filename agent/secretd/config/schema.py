@@ -117,6 +117,8 @@ class AwsBackendConfig(BackendBase):
     region: str | None = None
     endpoint_url: str | None = None
     profile: str | None = None
+    # The account every answer's ARN must name; unset: the first answer's account.
+    account_id: str | None = Field(None, pattern=r"^[0-9]{12}$")
     max_concurrency: int = Field(8, ge=1, le=256)
     # How old a bulk ListSecrets answer may be when it is reused for a version
     # check (0 = never reuse): one listing answers every declared secret's check.
