@@ -155,6 +155,25 @@ async def test_bad_parameters_are_400(served: Served, query: str, message: str) 
     assert orjson.loads(body) == {"errors": [message]}
 
 
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (b"X-Vault-Wrap-TTL: 60s", "response wrapping is not supported by secretd"),
+        (b"X-Vault-Namespace: team-a/", "namespaces are not supported by secretd"),
+    ],
+)
+async def test_wrapping_and_namespaces_are_refused(
+    served: Served, header: bytes, message: str
+) -> None:
+    served.add("app/db", [("a", CANARY, {"current"}, T1)])
+    for target in ("/v1/secret/data/app/db", "/v1/secret/metadata/app/db"):
+        status, _, body = await served.get(target, headers=header + b"\r\n")
+        assert (status, orjson.loads(body)) == (400, {"errors": [message]})
+    assert (await served.get("/v1/secret/data/app/db", headers=b"X-Vault-Namespace: \r\n"))[
+        0
+    ] == 200
+
+
 async def test_bad_names_are_400(served: Served) -> None:
     status, _, body = await served.get("/v1/secret/data/app//db")
     assert status == 400

@@ -100,6 +100,7 @@ class VaultKvRoutes:
     async def read(self, request: web.Request) -> web.StreamResponse:
         name = SecretName(request.match_info["name"])
         wanted = parse_version(request.query)
+        refuse_unsupported(request)
         caller = request_caller(request, self._deps)
         self._reader.authorize(caller, name)
         try:
@@ -141,6 +142,7 @@ class VaultKvRoutes:
 
     async def metadata(self, request: web.Request) -> web.StreamResponse:
         values = single_values(request.query, ("list",))
+        refuse_unsupported(request)
         path = request.match_info.get("path", "").strip("/")
         if "list" in values and parse_bool("list", values["list"]):
             return await self._list(request, path)
@@ -218,6 +220,15 @@ def vault_shape(mount: str) -> Middleware:
         return reshape(await handler(request))
 
     return middleware
+
+
+def refuse_unsupported(request: web.Request) -> None:
+    """A client asking for response wrapping or a namespace expects what secretd does not
+    do (a wrapped answer; another tree of paths): say so rather than answer otherwise."""
+    if request.headers.get("X-Vault-Wrap-TTL"):
+        raise InvalidRequest("response wrapping is not supported by secretd")
+    if request.headers.get("X-Vault-Namespace", "").strip("/"):
+        raise InvalidRequest("namespaces are not supported by secretd")
 
 
 def parse_version(query: MultiMapping[str]) -> int | None:
