@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.e2e.agent_proc import AgentProcess, Store
+from tests.e2e.agent_proc import AgentProcess, Store, config_text
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
 from tests.e2e.vault_api_clients import bao_kv
 from tests.fakes.bao_server import bao_binary
@@ -129,3 +130,22 @@ async def test_a_second_uid_denied_by_the_rules_gets_403_and_never_the_value(
     }
     assert b"root-only-pw" not in agent.audit_path.read_bytes()
     assert b"root-only-pw" not in agent.log_path.read_bytes()
+
+
+async def test_vault_api_changes_need_a_restart(
+    workdir: Path, store: Store, start_agent: StartAgent
+) -> None:
+    store.put("app/db", FIRST)
+    agent = await start_agent(allow=VAULT_API + ALLOW_ROOT)
+    for changed in ('[vault_api]\nmount = "kv"\n\n', ""):  # another mount; turned off
+        agent.config.write_text(config_text(workdir, store, allow=changed + ALLOW_ROOT))
+        agent.config.chmod(0o600)
+        rejected = agent.log().count("config.reload_rejected")
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGHUP)
+        async with asyncio.timeout(20):
+            while agent.log().count("config.reload_rejected") == rejected:
+                await asyncio.sleep(0.05)
+        assert "vault_api changed; restart the agent to apply" in agent.log()
+        code, out, err = await kv(agent, "get", "-field=password", "secret/app/db")
+        assert (code, out) == (0, "first-pw"), err

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from secretd.errors import BackendUnavailable
+from tests.integration.api_harness import serve_api
 from tests.integration.vault_api_harness import Served, serve_vault_api
 
 T1 = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
@@ -344,3 +345,12 @@ async def test_another_mount(served: Served) -> None:
         assert (await other.get("/v1/secret/data/app/db"))[0] == 404  # not a Vault path there
         _, _, body = await other.get("/v1/sys/internal/ui/mounts/kv/team/app/db")
         assert orjson.loads(body)["data"]["path"] == "kv/team/"
+
+
+async def test_without_vault_api_the_paths_are_secretds_own_404() -> None:
+    async with serve_api() as plain:
+        plain.cache.put("app/db", CANARY)
+        for target in ("/v1/secret/data/app/db", "/v1/sys/health", "/v1/auth/token/lookup-self"):
+            async with plain.session() as http, http.get(target) as response:
+                assert response.status == 404
+                assert (await response.json())["error"]["code"] == "not_found"
