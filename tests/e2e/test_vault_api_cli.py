@@ -57,8 +57,9 @@ async def test_bao_kv_get_in_every_form(store: Store, start_agent: StartAgent) -
     assert (code, out) == (0, "first-pw"), err
 
     store.put("app/db", SECOND)  # the file store is watched: the cache follows at once
-    code, out, err = await kv(agent, "get", "-field=password", "secret/app/db")
-    assert (code, out) == (0, "second-pw"), err
+    async with asyncio.timeout(20):  # (bounded: a loaded machine may lag the watch)
+        while (await kv(agent, "get", "-field=password", "secret/app/db"))[1] != "second-pw":
+            await asyncio.sleep(0.1)
     code, out, err = await kv(agent, "get", f"-version={first}", "-field=password", "secret/app/db")
     assert (code, out) == (0, "first-pw"), err
     code, out, err = await kv(agent, "get", "-format=json", "secret/app/db")
@@ -69,7 +70,8 @@ async def test_bao_kv_get_in_every_form(store: Store, start_agent: StartAgent) -
 
     lines = [orjson.loads(x) for x in agent.audit_path.read_bytes().splitlines()]
     reads = [x for x in lines if x["event"] == "read" and x.get("api") == "vault"]
-    assert len(reads) == 8 and all(x["secret"] == "app/db" for x in reads)
+    assert len(reads) >= 8 and all(x["secret"] == "app/db" for x in reads)
+    assert [x["result"] for x in reads].count("not_found") == 1
 
 
 async def test_metadata_list_and_writes(store: Store, start_agent: StartAgent) -> None:
