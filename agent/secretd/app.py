@@ -47,6 +47,7 @@ from aiohttp import web
 from secretd.api.app import build_app
 from secretd.api.listener import UnixListener, serve_diverted, start_serving
 from secretd.api.tcp import bind_tcp, install_tcp_guard, load_token
+from secretd.api.vault_compat import VaultSettings
 from secretd.config import Config, load_config
 from secretd.errors import ConfigError, SecretdError
 from secretd.graph import BackendPool, Graph, LiveGraph, Shared, open_graph, retire_graph
@@ -134,6 +135,22 @@ def claim_credentials_socket(
     return listener.sock
 
 
+def vault_settings(config: Config, live: LiveGraph) -> VaultSettings | None:
+    """The Vault-compatible routes' settings; what a reload may change is read live."""
+    if config.vault_api is None:
+        return None
+
+    def kv_numbered(backend: str) -> bool:
+        found = live.graph.config.backends.get(backend)
+        return found is not None and found.type == "vault"
+
+    return VaultSettings(
+        mount=config.vault_api.mount,
+        refresh_interval=lambda: live.graph.config.cache.refresh_interval,
+        kv_numbered=kv_numbered,
+    )
+
+
 async def warm_up(graph: Graph) -> None:
     """Load declared secrets and render every template once; failures are reported."""
     declared = [decl.name for decl in graph.config.secret]
@@ -214,7 +231,8 @@ async def run_agent(
             api_fd, credentials_fd = split_inherited(listen_fds())
             socks = claim_sockets(config, stack, api_fd)
             agent.credentials_sock = claim_credentials_socket(config, stack, credentials_fd)
-            app = build_app(live.api_deps(agent.shared, report.as_dict()))
+            deps = live.api_deps(agent.shared, report.as_dict())
+            app = build_app(deps, vault=vault_settings(config, live))
             if config.tcp is not None:
                 install_tcp_guard(app, config.tcp.listen, load_token(config.tcp.token_file))
             await _serve(agent, app, socks)
@@ -379,6 +397,8 @@ def _load_reloadable(agent: Agent) -> Config:
     ]
     if config.tcp != old.tcp:
         changed.append("tcp")
+    if config.vault_api != old.vault_api:  # its routes are built once
+        changed.append("vault_api")
     if (config.limits.backend_rate, config.limits.backend_burst) != (
         old.limits.backend_rate,
         old.limits.backend_burst,

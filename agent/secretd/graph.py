@@ -33,7 +33,7 @@ import structlog
 
 from secretd.access.identity import peer_caller
 from secretd.access.policy import Policy
-from secretd.api.aws_compat import aws_arn_lookup
+from secretd.api.aws_compat import aws_arn_lookup, aws_arn_names
 from secretd.api.deps import ApiDeps, ServingState
 from secretd.api.listener import ConnectionTracker, Divert
 from secretd.api.ratelimit import RateLimiter
@@ -379,6 +379,10 @@ class LiveGraph:
         """The AWS ARN of a secret an AWS backend serves (else None: a local ARN is used)."""
         return aws_arn_lookup(self.graph.router.route)(name)
 
+    def arn_name(self, arn: str) -> SecretName | None:
+        """The name an AWS ARN is served under (its AWS backend's mount added), else None."""
+        return aws_arn_names(self.graph.router)(arn)
+
     def template_status(self) -> Sequence[TemplateStatus]:
         return self.graph.templates.status()
 
@@ -396,6 +400,7 @@ class LiveGraph:
             templates=self.template_status,
             hardening=hardening,
             arn_lookup=self.arn_lookup,
+            arn_names=self.arn_name,
         )
 
     def credential_divert(self) -> Divert:

@@ -27,8 +27,11 @@ from secretd_client._models import Health, Secret, SecretInfo
 from secretd_client._socket import resolve_socket
 from secretd_client._transport import (
     BASE_URL,
+    MAX_LISTING_BYTES,
     MAX_RESPONSE_BYTES,
     check_size,
+    check_time,
+    deadline,
     mapped_errors,
     unix_transport,
 )
@@ -108,11 +111,11 @@ class Client:
     def list(self, prefix: str = "") -> builtins.list[SecretInfo]:
         """Names the caller may read, with version and age; never values."""
         params = {"prefix": prefix} if prefix else {}
-        response = self._send("/v1/secrets", params, None)
+        response = self._send("/v1/secrets", params, None, listing=True)
         return _wire.parse_list(response, "list")
 
     def health(self) -> Health:
-        return _wire.parse_health(self._send("/v1/health", {}, None), "health")
+        return _wire.parse_health(self._send("/v1/health", {}, None, listing=True), "health")
 
     def watch(
         self,
@@ -173,16 +176,22 @@ class Client:
         response = self._send(_wire.secret_path(name), params, wait)
         return _wire.parse_secret(response, name)
 
-    def _send(self, path: str, params: dict[str, str], wait: float | None) -> httpx.Response:
-        timeout = httpx.Timeout(self._timeout, read=self._timeout + (wait or 0))
-        with mapped_errors(self.socket):
+    def _send(
+        self, path: str, params: dict[str, str], wait: float | None, *, listing: bool = False
+    ) -> httpx.Response:
+        """One call, whole within `timeout` (a long-poll: `wait` + `timeout`)."""
+        total = self._timeout + (wait or 0)
+        limit = max(self._max_bytes, MAX_LISTING_BYTES) if listing else self._max_bytes
+        timeout = httpx.Timeout(self._timeout, read=total)
+        with mapped_errors(self.socket), deadline(total) as end:
             request = self._http.build_request("GET", path, params=params, timeout=timeout)
             response = self._http.send(request, stream=True)
             try:
                 body = bytearray()
                 for chunk in response.iter_bytes():
                     body += chunk
-                    check_size(len(body), self.socket, self._max_bytes)
+                    check_size(len(body), self.socket, limit)
+                    check_time(end, self.socket)  # for transports that ignore the deadline
             finally:
                 response.close()
         return _settled(response, body)
@@ -242,10 +251,12 @@ class AsyncClient:
 
     async def list(self, prefix: str = "") -> builtins.list[SecretInfo]:
         params = {"prefix": prefix} if prefix else {}
-        return _wire.parse_list(await self._send("/v1/secrets", params, None), "list")
+        response = await self._send("/v1/secrets", params, None, listing=True)
+        return _wire.parse_list(response, "list")
 
     async def health(self) -> Health:
-        return _wire.parse_health(await self._send("/v1/health", {}, None), "health")
+        response = await self._send("/v1/health", {}, None, listing=True)
+        return _wire.parse_health(response, "health")
 
     def watch(
         self,
@@ -301,18 +312,24 @@ class AsyncClient:
         response = await self._send(_wire.secret_path(name), params, wait)
         return _wire.parse_secret(response, name)
 
-    async def _send(self, path: str, params: dict[str, str], wait: float | None) -> httpx.Response:
-        timeout = httpx.Timeout(self._timeout, read=self._timeout + (wait or 0))
+    async def _send(
+        self, path: str, params: dict[str, str], wait: float | None, *, listing: bool = False
+    ) -> httpx.Response:
+        """One call, whole within `timeout` (a long-poll: `wait` + `timeout`)."""
+        total = self._timeout + (wait or 0)
+        limit = max(self._max_bytes, MAX_LISTING_BYTES) if listing else self._max_bytes
+        timeout = httpx.Timeout(self._timeout, read=total)
         with mapped_errors(self.socket):
-            request = self._http.build_request("GET", path, params=params, timeout=timeout)
-            response = await self._http.send(request, stream=True)
-            try:
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    check_size(len(body), self.socket, self._max_bytes)
-            finally:
-                await response.aclose()
+            async with asyncio.timeout(total):
+                request = self._http.build_request("GET", path, params=params, timeout=timeout)
+                response = await self._http.send(request, stream=True)
+                try:
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        check_size(len(body), self.socket, limit)
+                finally:
+                    await response.aclose()
         return _settled(response, body)
 
     async def aclose(self) -> None:

@@ -238,3 +238,27 @@ def test_list_answers_are_validated() -> None:
     for bad in (b"{}", b'{"secrets": [{"version_id": "v1"}]}', b'{"secrets": [1]}'):
         with pytest.raises(secretd_client.ProtocolError):
             _wire.parse_list(_response(200, bad), "list")
+
+
+def test_the_sdk_touches_no_private_names_of_httpx_or_httpcore() -> None:
+    """httpx and httpcore may change their internals in any release: the SDK
+    uses only what they export (no `httpcore._backends`, no `transport._pool`)."""
+    import ast
+
+    root = Path(secretd_client.__file__).parent
+    libraries = {"httpx", "httpcore"}
+    for path in sorted(root.glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                if parts[0] in libraries:
+                    assert not any(p.startswith("_") for p in parts), f"{path.name}: {node.module}"
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in libraries
+            ):
+                assert not node.attr.startswith("_"), f"{path.name}: {node.value.id}.{node.attr}"
+            if isinstance(node, ast.Attribute) and node.attr == "_pool":
+                raise AssertionError(f"{path.name}: reaches into a transport's _pool")

@@ -112,3 +112,39 @@ async def test_an_unreadable_new_token_file_keeps_the_old_token(http: VaultHttp)
     assert await tokens.token() == "old"  # the bad new file is logged, not fatal
     clock.advance(2.5)  # past the file check and the login back-off
     assert await tokens.token() == "new"
+
+
+class ShortLivedSource(ScriptedSource):
+    """Logins that succeed with a token living `ttl` seconds."""
+
+    def __init__(self, ttl: float) -> None:
+        super().__init__("short")
+        self.ttl = ttl
+
+    async def login(self, http: VaultHttp, now: float) -> Lease:
+        self.logins += 1
+        return Lease("short", self.ttl, True, now)
+
+
+async def test_a_token_under_the_floor_is_refused_and_retried_with_backoff(
+    http: VaultHttp,
+) -> None:
+    from secretd.backends.vault_token import MIN_TOKEN_TTL
+
+    clock = FakeClock()
+    source = ShortLivedSource(MIN_TOKEN_TTL / 1000)
+    tokens = keeper(source, http, clock)
+    with pytest.raises(BackendAuthError, match="under the 5s floor"):
+        await tokens.token()
+    for _ in range(20):  # callers meanwhile fail at once, without asking the server
+        with pytest.raises(BackendAuthError, match="next login attempt"):
+            await tokens.token()
+    assert source.logins == 1
+    clock.advance(1.0)  # the first backoff is at most 1 s
+    with pytest.raises(BackendAuthError, match="floor"):
+        await tokens.token()
+    assert source.logins == 2
+    source.ttl = MIN_TOKEN_TTL * 2  # a usable token: accepted, the backoff reset
+    clock.advance(2.0)
+    assert await tokens.token() == "short"
+    assert source.logins == 3

@@ -11,6 +11,9 @@ the JSON error form by the error middleware):
     /secretsmanager/get  AWS agent compatible read  api.aws_compat
     /ping                "healthy"                  api.aws_compat
 
+    /v1/<mount>/..., /v1/sys/..., /v1/auth/...         api.vault_compat
+                         Vault-compatible reads, when `[vault_api]` is set
+
 The loopback TCP listener's guard (api.tcp) is a middleware the composition
 root adds with `install_tcp_guard` when `[tcp]` is configured.
 """
@@ -19,11 +22,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from secretd.api import aws_compat
+from secretd.api import aws_compat, vault_compat
 from secretd.api.deps import ApiDeps
 from secretd.api.errors import error_middleware
 from secretd.api.health import HealthRoutes
 from secretd.api.secrets import SecretRoutes
+from secretd.api.vault_compat import VaultSettings
 
 __all__ = ["DEPS_KEY", "ApiDeps", "build_app"]
 
@@ -32,7 +36,7 @@ DEPS_KEY = web.AppKey("secretd_deps", ApiDeps)
 CLIENT_MAX_SIZE = 1024
 
 
-def build_app(deps: ApiDeps) -> web.Application:
+def build_app(deps: ApiDeps, *, vault: VaultSettings | None = None) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware],
         client_max_size=CLIENT_MAX_SIZE,
@@ -46,4 +50,6 @@ def build_app(deps: ApiDeps) -> web.Application:
     app.router.add_get("/metrics", health.metrics, allow_head=False)
     # The AWS Secrets Manager Agent compatible routes: /secretsmanager/get, /ping (SPEC §5).
     aws_compat.add_routes(app, deps, arn_lookup=deps.arn_lookup)
+    if vault is not None:  # Vault/OpenBao-compatible KV v2 reads (docs/vault-api.md)
+        vault_compat.add_routes(app, deps, vault)
     return app

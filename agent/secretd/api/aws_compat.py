@@ -9,9 +9,13 @@ A success is GetSecretValue's shape, keys in the AWS agent's order: `ARN`,
 `CreatedDate` as epoch seconds with milliseconds in a string ("1569534789.046").
 `ARN` is AWS's own for secrets an AWS backend served; for other backends a
 stable `arn:aws:secretsmanager:local:000000000000:secret:NAME`. Either form is
-accepted back as a secretId: the name is taken from it (access is decided on
-that name), and an AWS ARN must be the one AWS reports for the secret. A stale
-answer (SPEC §7) adds `X-Secretd-Stale: true`.
+accepted back as a secretId. A local ARN carries the name itself. An AWS ARN
+is mapped back to the name secretd serves it under (`arn_names`: the AWS
+backend whose region and account it names, plus that backend's mount, so
+`arn:...:secret:app/db-AbCdEf` from a backend mounted at `aws/` is
+`aws/app/db`); access is decided on that name, an ARN no backend claims is
+not found, and the answer must be the secret AWS reports under exactly that
+ARN. A stale answer (docs/api.md) adds `X-Secretd-Stale: true`.
 
 Errors are the AWS agent's: query mistakes are a 400 with a plain-text reason
 ("unknown parameter: x", "missing parameter secretId", "invalid refreshNow
@@ -33,9 +37,10 @@ metrics), before any backend is asked.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import orjson
 from aiohttp import web
@@ -43,6 +48,7 @@ from multidict import MultiMapping
 
 from secretd.api.deps import ApiDeps
 from secretd.api.secrets import request_caller
+from secretd.backends.aws_arn import parse_arn
 from secretd.backends.aws_stages import from_aws_stage, to_aws_labels
 from secretd.errors import (
     BackendError,
@@ -58,24 +64,33 @@ from secretd.errors import (
 from secretd.model import CachedSecret, Caller, SecretName
 
 ArnLookup = Callable[[SecretName], "str | None"]
+ArnNames = Callable[[str], "SecretName | None"]
 
 LOCAL_ARN_PREFIX = "arn:aws:secretsmanager:local:000000000000:secret:"
 PARAMS = frozenset({"secretId", "versionId", "versionStage", "refreshNow"})
 _LABEL = re.compile(r"[A-Za-z0-9_.@+=\-]{1,256}")
 _VERSION_ID = re.compile(r"[A-Za-z0-9_.@+=:/\-]{1,256}")
-# An AWS ARN: the name, then "-" and AWS's six random characters.
-_AWS_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:(.+)-[A-Za-z0-9]{6}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-def add_routes(app: web.Application, deps: ApiDeps, *, arn_lookup: ArnLookup | None = None) -> None:
+def add_routes(
+    app: web.Application,
+    deps: ApiDeps,
+    *,
+    arn_lookup: ArnLookup | None = None,
+    arn_names: ArnNames | None = None,
+) -> None:
     """Add GET /secretsmanager/get and GET /ping to `app`.
 
     `arn_lookup(name)` gives the real ARN of a secret an AWS backend served
     (see `aws_arn_lookup`); without it every ARN is the local form.
+    `arn_names(arn)` (default: `deps.arn_names`, see `aws_arn_names`) maps an
+    AWS ARN back to the name it is served under; without it the name part of
+    the ARN is taken as it is.
     """
-    routes = AwsCompatRoutes(deps, arn_lookup or (lambda _name: None))
+    names = arn_names or deps.arn_names
+    routes = AwsCompatRoutes(deps, arn_lookup or (lambda _name: None), names)
     app.router.add_get("/secretsmanager/get", routes.get_secret_value, allow_head=False)
     app.router.add_get("/ping", ping, allow_head=False)
 
@@ -114,9 +129,12 @@ class QueryError(Exception):
 class AwsCompatRoutes:
     """The /secretsmanager/get handler bound to its dependencies."""
 
-    def __init__(self, deps: ApiDeps, arn_lookup: ArnLookup) -> None:
+    def __init__(
+        self, deps: ApiDeps, arn_lookup: ArnLookup, arn_names: ArnNames | None = None
+    ) -> None:
         self._deps = deps
         self._arn_lookup = arn_lookup
+        self._arn_names = arn_names
 
     async def get_secret_value(self, request: web.Request) -> web.Response:
         try:
@@ -159,7 +177,7 @@ class AwsCompatRoutes:
 
     def _authorized(self, caller: Caller, query: Query) -> SecretName:
         try:
-            name = SecretName(query.secret_id)
+            name = self._name_of(query)
         except InvalidName as exc:
             raise AwsError(400, "InvalidParameterException", exc.message) from None
         if not self._deps.policy.allows(caller, name):
@@ -168,6 +186,15 @@ class AwsCompatRoutes:
             )
             self._deps.metrics.read("forbidden")
             raise AwsError(400, "AccessDeniedException", f"not allowed to read {name}")
+        return name
+
+    def _name_of(self, query: Query) -> SecretName:
+        """The name asked for; an AWS ARN mapped to the name secretd serves it under."""
+        if query.arn is None or self._arn_names is None:
+            return SecretName(query.secret_id)
+        name = self._arn_names(query.arn)
+        if name is None:  # no backend of ours has that region and account
+            raise as_aws_error(NotFound("no backend serves that ARN"), query)
         return name
 
     async def _read(self, caller: Caller, name: SecretName, query: Query) -> CachedSecret:
@@ -228,11 +255,11 @@ def parse_query(query: MultiMapping[str]) -> Query:
     if not secret_id:
         raise QueryError("missing parameter secretId")
     arn = None
-    aws_arn = _AWS_ARN.fullmatch(secret_id)
+    aws_arn = parse_arn(secret_id)
     if secret_id.startswith(LOCAL_ARN_PREFIX):
         secret_id = secret_id.removeprefix(LOCAL_ARN_PREFIX)
     elif aws_arn is not None:
-        arn, secret_id = secret_id, aws_arn.group(1)
+        arn, secret_id = secret_id, aws_arn.name
     refresh = values.get("refreshNow", "false").lower()
     if refresh not in ("true", "1", "false", "0"):
         raise QueryError("invalid refreshNow value")
@@ -275,6 +302,33 @@ def epoch_millis(moment: datetime) -> str:
     millis = (aware - _EPOCH) // timedelta(milliseconds=1)
     seconds, rest = divmod(millis, 1000)
     return f"{seconds}.{rest:03d}"
+
+
+class RouterView(Protocol):
+    """What `aws_arn_names` needs of the router."""
+
+    @property
+    def backends(self) -> Mapping[str, object]: ...
+
+    def full_name(self, backend_name: str, stripped: str) -> SecretName | None: ...
+
+
+def aws_arn_names(router: RouterView) -> ArnNames:
+    """An `arn_names` from the router: the full name of the secret an AWS ARN
+    refers to, asking each AWS backend whether the ARN is its own (region and
+    account) and adding that backend's mount. None when no backend claims it."""
+
+    def names(arn: str) -> SecretName | None:
+        for backend_name, backend in router.backends.items():
+            name_for_arn = getattr(backend, "name_for_arn", None)
+            stripped = name_for_arn(arn) if name_for_arn is not None else None
+            if isinstance(stripped, str):
+                full = router.full_name(backend_name, stripped)
+                if full is not None:
+                    return full
+        return None
+
+    return names
 
 
 def aws_arn_lookup(

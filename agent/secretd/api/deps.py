@@ -127,3 +127,5 @@ class ApiDeps:
     hardening: Mapping[str, object] = field(default_factory=dict)
     # The real ARN of a secret an AWS backend serves (AWS-compatible route), else None.
     arn_lookup: Callable[[SecretName], str | None] | None = None
+    # The name an AWS ARN given back as secretId is served under (mount included), else None.
+    arn_names: Callable[[str], SecretName | None] | None = None

@@ -11,8 +11,8 @@ serve both) and, in this order:
 4. refuses a `Host` other than the listen address, `localhost`, `127.0.0.1`
    or `[::1]` (each bare or with the listen port), or a missing/repeated one
                                                                403 forbidden / 400
-5. needs exactly one token header, `X-Secretd-Token` or
-   `X-Aws-Parameters-Secrets-Token`, compared with hmac.compare_digest on the
+5. needs exactly one token header, `X-Secretd-Token`,
+   `X-Aws-Parameters-Secrets-Token` or `X-Vault-Token`, compared with hmac.compare_digest on the
    raw bytes: none -> 401 missing_token; repeated (even the same value twice,
    or both names), non-ASCII, empty or wrong -> 401 bad_token. The query
    string is never looked at for a token. `GET /ping` needs no token, as with
@@ -45,7 +45,7 @@ from secretd.model import Caller
 
 log = structlog.get_logger(__name__)
 
-TOKEN_HEADERS = (b"x-secretd-token", b"x-aws-parameters-secrets-token")
+TOKEN_HEADERS = (b"x-secretd-token", b"x-aws-parameters-secrets-token", b"x-vault-token")
 MIN_TOKEN_BYTES = 16
 MAX_TOKEN_BYTES = 1024
 MIN_BACKLOG = 1024

@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 
 from secretd.backends.aws_answers import Asked, parse_secret_value
+from secretd.backends.aws_arn import ArnCheck
 from secretd.backends.aws_batcher import CurrentBatcher
 from secretd.backends.aws_errors import code_to_error, is_throttle, map_error
 from secretd.backends.aws_versions import VersionLister
@@ -71,6 +72,8 @@ async def open_backend(
         from aiobotocore.config import AioConfig
         from aiobotocore.session import AioSession
         from botocore.exceptions import BotoCoreError
+
+        from secretd.backends.aws_http import capped_session_class
     except ImportError:
         raise ConfigError(
             f"backend {name!r}: type = 'aws' needs aiobotocore; install secretd[aws]"
@@ -85,6 +88,7 @@ async def open_backend(
         retries={"mode": "standard", "total_max_attempts": 1},
         max_pool_connections=config.max_concurrency,
         user_agent_extra="secretd",
+        http_session_cls=capped_session_class(max_secret_bytes),
     )
     stack = AsyncExitStack()
     try:
@@ -110,6 +114,7 @@ async def open_backend(
         closer=stack,
         versions_max_age=config.versions_max_age,
         clock=clock or SystemClock(),
+        arns=ArnCheck(region=client.meta.region_name, account=config.account_id),
     )
 
 
@@ -128,8 +133,10 @@ class AwsBackend:
         closer: AsyncExitStack | None = None,
         versions_max_age: float = 60.0,
         clock: Clock | None = None,
+        arns: ArnCheck | None = None,
     ) -> None:
         self.name = name
+        self._arn_check = arns or ArnCheck(region=None)
         self._client = client
         self._timeout = timeout
         self._slots = asyncio.Semaphore(max_concurrency)
@@ -142,7 +149,7 @@ class AwsBackend:
         self._lister = VersionLister(
             self._call,
             backend=name,
-            remember_arn=self._remember_arn,
+            remember_arn=self._listed_arn,
             max_age=versions_max_age,
             monotonic=self._clock.monotonic,
         )
@@ -218,6 +225,10 @@ class AwsBackend:
     def arn_for(self, name: SecretName) -> str | None:
         """The ARN AWS last reported for `name` (None until it was read or listed)."""
         return self._arns.get(name)
+
+    def name_for_arn(self, arn: str) -> SecretName | None:
+        """The name an ARN of this backend's region and account refers to, else None."""
+        return self._arn_check.name_of(arn)
 
     async def aclose(self) -> None:
         await self._batcher.aclose()
@@ -317,9 +328,23 @@ class AwsBackend:
         fetched, arn = parse_secret_value(
             answer, asked, backend=self.name, max_secret_bytes=self._max_secret_bytes
         )
-        if arn is not None:
-            self._remember_arn(asked.name, arn)
+        where = f"aws backend {self.name!r}: secret {asked.name!r}"
+        checked = self._arn_check.check(arn, asked.name, where)
+        if checked is not None:
+            self._remember_arn(asked.name, checked)
         return fetched
+
+    def _listed_arn(self, name: SecretName, arn: str) -> None:
+        """A listing's ARN, remembered only when it passes the same checks."""
+        try:
+            checked = self._arn_check.check(
+                arn, name, f"aws backend {self.name!r}: secret {name!r}"
+            )
+        except BadBackendAnswer as exc:
+            log.warning("aws.arn_refused", backend=self.name, error=exc.message)
+            return
+        if checked is not None:
+            self._remember_arn(name, checked)
 
     def _remember_arn(self, name: SecretName, arn: str) -> None:
         if len(self._arns) >= MAX_REMEMBERED_ARNS and name not in self._arns:

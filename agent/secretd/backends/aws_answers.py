@@ -43,6 +43,8 @@ def parse_secret_value(
     where = f"aws backend {backend!r}: secret {asked.name!r}"
     if not isinstance(answer, Mapping):
         raise BadBackendAnswer(f"{where}: the answer is not an object")
+    if not isinstance(answer.get("Name"), str):
+        raise BadBackendAnswer(f"{where}: the answer has no Name (truncated or malformed)")
     if answer.get("Name") != asked.name:
         raise BadBackendAnswer(f"{where}: the answer is for another secret")
     version_id = check_version_id(answer.get("VersionId"), where)

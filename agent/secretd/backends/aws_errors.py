@@ -9,6 +9,8 @@
     connect/read timeouts                             -> BackendTimeout
     anything else from botocore, aiohttp, the OS      -> BackendUnavailable
     an answer botocore could not parse               -> BadBackendAnswer
+    an answer aws_http refused (over its cap, cut
+    short, not JSON): AnswerRefused                   -> BadBackendAnswer
 
 Messages name the backend, the operation, the secret and AWS's error code;
 never AWS's free-text message (it is not ours to vouch for) and never a value.
@@ -55,6 +57,14 @@ AUTH_CODES = frozenset(
     }
 )
 _VERSION_CODES = frozenset({"ValidationException", "InvalidParameterException"})
+
+
+class AnswerRefused(Exception):
+    """An answer aws_http would not hand to botocore; the reason names no value."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def error_code(exc: BaseException) -> tuple[str, int] | None:
@@ -105,6 +115,8 @@ def map_error(exc: Exception, where: str, *, version_asked: bool) -> BackendErro
     """Any exception from one aiobotocore call as a BackendError naming `where`."""
     if isinstance(exc, BackendError):
         return exc
+    if isinstance(exc, AnswerRefused):
+        return BadBackendAnswer(f"{where}: {exc.reason}")
     if isinstance(exc, TimeoutError):
         return BackendTimeout(f"{where}: no answer in time")
     found = error_code(exc)

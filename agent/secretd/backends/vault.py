@@ -31,7 +31,7 @@ import aiohttp
 from secretd.backends.vault_auth import AppRoleSource, TokenFileSource, TokenSource
 from secretd.backends.vault_http import HttpSettings, Reply, VaultHttp
 from secretd.backends.vault_kv import KvMetadata, parse_data, parse_metadata, parse_version_id
-from secretd.backends.vault_token import TokenKeeper
+from secretd.backends.vault_token import MIN_TOKEN_TTL, TokenKeeper
 from secretd.backends.vault_wire import body_cap
 from secretd.clock import Clock, SystemClock
 from secretd.config.schema import AppRoleAuth, VaultBackendConfig
@@ -271,8 +271,12 @@ async def open_backend(
     state: StateDir | None = None,
     clock: Clock | None = None,
     rng: random.Random | None = None,
+    min_token_ttl: float = MIN_TOKEN_TTL,
 ) -> VaultBackend:
     """Build the backend inside the running loop and start its token keeper.
+
+    `min_token_ttl` is the token keeper's floor (tests of renewal lower it to
+    use tokens of a few seconds).
 
     Raises ConfigError when the config's files are unusable; the server is not
     contacted here (an outage at start-up shows in health, not as a crash).
@@ -302,7 +306,9 @@ async def open_backend(
     http = VaultHttp(
         settings, session=session, max_concurrency=config.max_concurrency, clock=clock, rng=rng
     )
-    keeper = TokenKeeper(_source(config), http, backend=name, clock=clock, rng=rng)
+    keeper = TokenKeeper(
+        _source(config), http, backend=name, clock=clock, rng=rng, min_ttl=min_token_ttl
+    )
     backend = VaultBackend(
         name,
         kv_mount=config.kv_mount,

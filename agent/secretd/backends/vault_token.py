@@ -8,8 +8,14 @@
 - `run()` renews with ``auth/token/renew-self`` at two thirds of the TTL and
   logs in again when renewal fails or the token nears its max TTL. The
   backend owns this task and cancels it in `aclose`.
-- A refused login backs off exponentially with jitter (1 s doubling to 60 s);
-  until the next attempt is due callers get `BackendAuthError` at once.
+- A refused login backs off exponentially with jitter (1 s doubling to 60 s,
+  `secretd.backoff`); until the next attempt is due callers get
+  `BackendAuthError` at once.
+- A token that would live less than MIN_TOKEN_TTL (a login or lookup-self
+  answering `ttl: 0.001`, a renewal giving `lease_duration: 0.001`) is refused
+  like a failed login: an error the reads (and so health) report, retried with
+  the same backoff. Renewing or logging in again as fast as such a token
+  expires would be a loop against the server.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import structlog
 
 from secretd.backends.vault_auth import Lease, TokenSource, lease_from_auth
 from secretd.backends.vault_http import VaultHttp
+from secretd.backoff import Backoff, Retry
 from secretd.clock import Clock
 from secretd.errors import BackendAuthError, BackendError
 
@@ -31,6 +38,7 @@ LOGIN_BACKOFF_MIN = 1.0
 LOGIN_BACKOFF_MAX = 60.0
 VALIDATED_FOR = 5.0  # a token lookup-self accepted is trusted this long after a 403
 RENEW_AT = 2 / 3
+MIN_TOKEN_TTL = 5.0  # seconds: a token living less cannot be kept, only looped on
 
 
 class TokenKeeper:
@@ -44,23 +52,30 @@ class TokenKeeper:
         backend: str,
         clock: Clock,
         rng: random.Random,
+        min_ttl: float = MIN_TOKEN_TTL,
     ) -> None:
         self._source = source
+        self._min_ttl = min_ttl
         self._http = http
         self._backend = backend
         self._clock = clock
-        self._rng = rng
         self._lease: Lease | None = None
         self._login_ttl = 0.0
         self._login_lock = asyncio.Lock()
         self._recover_lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._failures = 0
-        self._background_failures = 0
-        self._retry_at = 0.0
+        # Refused logins hold every caller back; the background task and renewals
+        # keep their own pace so a server that is merely down is not hammered either.
+        self._login_backoff = self._backoff(rng)
+        self._background_backoff = self._backoff(rng)
+        self._renew_backoff = self._backoff(rng)
         self._last_error = ""
         self._next_file_check = 0.0
         self._validated: tuple[str, float] | None = None
+
+    def _backoff(self, rng: random.Random) -> Retry:
+        policy = Backoff(base=LOGIN_BACKOFF_MIN, cap=LOGIN_BACKOFF_MAX)
+        return Retry(policy, rng=rng, clock=self._clock)
 
     async def token(self) -> str:
         lease = self._lease
@@ -100,7 +115,7 @@ class TokenKeeper:
                 log.error(
                     "vault.token_keeper_failed", backend=self._backend, error=type(exc).__name__
                 )
-                await self._pause(LOGIN_BACKOFF_MIN * self._rng.uniform(1.0, 2.0))
+                await self._pause(self._background_backoff.next_delay())
 
     async def _step(self) -> None:
         self._wake.clear()
@@ -113,8 +128,12 @@ class TokenKeeper:
             return
         due = lease.obtained_at + lease.ttl * RENEW_AT - self._clock.monotonic()
         await self._pause(due)
-        if self._lease is lease and not await self._refresh(lease):
-            await self._pause(max(LOGIN_BACKOFF_MIN, lease.ttl / 10) * self._rng.uniform(0.5, 1))
+        if self._lease is not lease:
+            return
+        if await self._refresh(lease):
+            self._renew_backoff.reset()
+        else:
+            await self._pause(self._renew_backoff.next_delay())
 
     def _usable(self, lease: Lease) -> bool:
         if lease.ttl <= 0:
@@ -141,24 +160,28 @@ class TokenKeeper:
             current = self._lease
             if current is not None and current is not stale and self._usable(current):
                 return current.token  # another caller logged in while we waited
-            now = self._clock.monotonic()
-            if now < self._retry_at:
-                raise BackendAuthError(
-                    f"{self._last_error}; next login attempt in {self._retry_at - now:.1f}s"
-                )
+            wait = self._login_backoff.remaining()
+            if wait > 0:
+                raise BackendAuthError(f"{self._last_error}; next login attempt in {wait:.1f}s")
             try:
-                lease = await self._source.login(self._http, now)
+                lease = await self._source.login(self._http, self._clock.monotonic())
+                self._check_life(lease, "login")
             except BackendAuthError as exc:
                 self._login_failed(exc)
                 raise
             self._accept(lease, login=True)
             return lease.token
 
+    def _check_life(self, lease: Lease, what: str) -> None:
+        if 0 < lease.ttl < self._min_ttl:
+            raise BackendAuthError(
+                f"{self._http.where('auth/token')}: the token from {what} lives "
+                f"{lease.ttl:g}s, under the {self._min_ttl:g}s floor; check the token's "
+                "TTL (or the auth role's token_ttl) on the server"
+            )
+
     def _login_failed(self, exc: BackendAuthError) -> None:
-        self._failures += 1
-        backoff = min(LOGIN_BACKOFF_MAX, LOGIN_BACKOFF_MIN * 2 ** (self._failures - 1))
-        delay = backoff * self._rng.uniform(0.5, 1.0)
-        self._retry_at = self._clock.monotonic() + delay
+        delay = self._login_backoff.next_delay()
         self._last_error = str(exc)
         log.warning(
             "vault.login_failed",
@@ -170,9 +193,8 @@ class TokenKeeper:
 
     def _accept(self, lease: Lease, *, login: bool) -> None:
         self._lease = lease
-        self._failures = 0
-        self._retry_at = 0.0
         if login:
+            self._login_backoff.reset()
             self._login_ttl = lease.ttl
         self._wake.set()
         event = "vault.logged_in" if login else "vault.token_renewed"
@@ -184,15 +206,12 @@ class TokenKeeper:
         except BackendError:
             pass  # logged by _login_failed, or a transport error the reads will report
         else:
-            self._background_failures = 0
+            self._background_backoff.reset()
             return
         # A server that is down does not refuse us (no _login_failed back-off), so
         # the background attempts back off on their own: 1 s doubling to 60 s.
-        self._background_failures += 1
-        exponent = min(self._background_failures - 1, 6)
-        own = min(LOGIN_BACKOFF_MAX, LOGIN_BACKOFF_MIN * 2.0**exponent)
-        jittered = own * self._rng.uniform(0.5, 1.0)
-        await self._pause(max(self._retry_at - self._clock.monotonic(), jittered))
+        own = self._background_backoff.next_delay()
+        await self._pause(max(self._login_backoff.remaining(), own))
 
     async def _refresh(self, lease: Lease) -> bool:
         """Renew `lease`, or log in afresh when renewing cannot extend it."""
@@ -212,6 +231,14 @@ class TokenKeeper:
             except BackendAuthError as exc:
                 log.warning("vault.token_renewal_failed", backend=self._backend, error=str(exc))
                 return False
+            try:
+                self._check_life(renewed, "renewal")
+            except BackendAuthError as exc:
+                # Too short to renew again (its max TTL is near, or the server is
+                # hostile): keep the current token and get a new one, within the
+                # login backoff.
+                log.warning("vault.token_renewal_failed", backend=self._backend, error=str(exc))
+                return await self._relogin(lease)
             self._accept(renewed, login=False)
             return True
         log.warning("vault.token_renewal_failed", backend=self._backend, status=reply.status)

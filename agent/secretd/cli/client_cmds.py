@@ -39,6 +39,9 @@ from secretd_client import (
 )
 
 USAGE_ERRORS = (InvalidName, InvalidRequest)
+# The CLI talks to its own host's agent, whatever that agent's limits: room for
+# the largest value any agent can serve (max_secret_bytes up to 64 MiB, base64).
+CLI_MAX_ANSWER = 96 * 1024 * 1024
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -112,7 +115,8 @@ def _register_exec(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--grace",
         default="10s",
         metavar="DURATION",
-        help="on restart, wait this long after SIGTERM before SIGKILL (default 10s)",
+        help="on restart and on stop, wait this long after SIGTERM before SIGKILL "
+        "to the command's process group (default 10s)",
     )
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
     run.set_defaults(run=run_exec)
@@ -133,7 +137,10 @@ def _client_errors(what: str, args: argparse.Namespace) -> Iterator[list[int]]:
 
 
 def run_get(args: argparse.Namespace) -> int:
-    with _client_errors("get", args) as outcome, Client(args.socket) as client:
+    with (
+        _client_errors("get", args) as outcome,
+        Client(args.socket, max_response_bytes=CLI_MAX_ANSWER) as client,
+    ):
         secret = client.get(
             args.name,
             field=args.field,
@@ -179,7 +186,10 @@ def _write_stdout(data: bytes) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    with _client_errors("status", args) as outcome, Client(args.socket) as client:
+    with (
+        _client_errors("status", args) as outcome,
+        Client(args.socket, max_response_bytes=CLI_MAX_ANSWER) as client,
+    ):
         health = client.health()
         secrets, list_error = None, None
         try:
@@ -219,5 +229,5 @@ def run_exec(args: argparse.Namespace) -> int:
 
 
 async def _exec(socket: str | None, options: ExecOptions) -> int:
-    async with AsyncClient(socket) as client:
+    async with AsyncClient(socket, max_response_bytes=CLI_MAX_ANSWER) as client:
         return await Supervisor(client, options, stderr_say("secretd: exec: ")).run()

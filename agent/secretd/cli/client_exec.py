@@ -2,12 +2,16 @@
 in step with rotation.
 
 The supervisor fetches every `--env VAR=NAME[#FIELD]` from the agent, starts
-the command with those variables (never in argv), forwards SIGTERM, SIGINT,
-SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to it, and exits with its status (128+N
-when a signal ended it). With `--restart` or `--signal SIG` it long-polls the
+the command with those variables (never in argv) in a session and process
+group of its own (exec_tree.py), and exits with its status (128+N when a
+signal ended it). SIGTERM, SIGINT and SIGQUIT stop the whole group: forwarded
+to every member, then SIGKILL after `--grace`. SIGHUP, SIGUSR1 and SIGUSR2 go
+to the command alone. With `--restart` or `--signal SIG` it long-polls the
 used secrets; when a value the child uses changes, it restarts the child
-(SIGTERM, `--grace`, SIGKILL, start again with fresh values) or sends SIG. If
-the agent goes away, the child keeps running and the watch reconnects.
+(SIGTERM to the group, `--grace`, SIGKILL, start again with fresh values) or
+sends the command SIG. When the command exits, whatever it left running in
+its group is stopped the same way. If the agent goes away, the child keeps
+running and the watch reconnects.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from secretd.cli.exec_tree import ChildTree
 from secretd.errors import UsageError
 from secretd.model import name_problem
 from secretd_client import AsyncClient, Backoff, SecretdClientError
@@ -118,7 +123,8 @@ class Supervisor:
         self._say = say
         self._values: dict[str, str | bytes] = {}
         self._versions: dict[str, str] = {}
-        self._proc: asyncio.subprocess.Process | None = None
+        self._tree: ChildTree | None = None
+        self._killer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._settled = asyncio.Event()
         self._settled.set()
@@ -129,7 +135,7 @@ class Supervisor:
         """Fetch, start, supervise; the child's exit status. Raises SDK errors
         (the agent is unreachable, a secret is missing) before starting anything."""
         self._values = await self._fetch_all()
-        self._proc = await self._spawn()
+        self._tree = await self._spawn()
         loop = asyncio.get_running_loop()
         for sig in FORWARDED:
             loop.add_signal_handler(sig, self._forward, sig)
@@ -142,18 +148,22 @@ class Supervisor:
         finally:
             for sig in FORWARDED:
                 loop.remove_signal_handler(sig)
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+            for task in (watcher, self._killer):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
 
     async def _supervise(self) -> int:
         while True:
-            proc = self._proc
-            assert proc is not None
-            returncode = await proc.wait()
+            tree = self._tree
+            assert tree is not None
+            returncode = await tree.proc.wait()
             await self._settled.wait()  # a restart in progress replaces the child
-            if self._proc is proc:
-                return returncode
+            if self._tree is tree:
+                break
+        if tree.alive():  # the command is gone; what it left behind goes too
+            await tree.end(self._opts.grace, first=None if self._stopping else signal.SIGTERM)
+        return returncode
 
     async def _fetch_all(self) -> dict[str, str | bytes]:
         values: dict[str, str | bytes] = {}
@@ -168,27 +178,38 @@ class Supervisor:
             self._versions[spec.name] = secret.version_id
         return values
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
+    async def _spawn(self) -> ChildTree:
         env = dict(os.environb)
         for var, value in self._values.items():
             env[var.encode()] = value.encode() if isinstance(value, str) else value
         try:
-            return await asyncio.create_subprocess_exec(*self._opts.argv, env=env, close_fds=True)
+            proc = await asyncio.create_subprocess_exec(
+                *self._opts.argv, env=env, close_fds=True, start_new_session=True
+            )
+            return ChildTree(proc)
         except OSError as exc:
             raise SecretdClientError(
                 f"cannot run {self._opts.argv[0]!r}: {exc.strerror or exc}"
             ) from None
 
     def _forward(self, sig: signal.Signals) -> None:
-        if sig in _STOPPING:
-            self._stopping = True
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
+        tree = self._tree
+        if tree is None:
             return
-        if sig in (signal.SIGINT, signal.SIGQUIT) and _terminal_sent_it_to_the_group():
-            return  # the child is in our process group and got it already
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
+        if sig not in _STOPPING:
+            tree.signal_child(sig)
+            return
+        # The child has its own session: a terminal's ^C reaches only us, so
+        # everything is forwarded, to the whole group, and SIGKILL follows.
+        self._stopping = True
+        tree.signal_group(sig)
+        if self._killer is None:
+            self._killer = asyncio.create_task(self._kill_after_grace())
+
+    async def _kill_after_grace(self) -> None:
+        await asyncio.sleep(self._opts.grace)
+        if self._tree is not None:
+            self._tree.signal_group(signal.SIGKILL)
 
     async def _watch_all(self) -> None:
         changed: asyncio.Queue[str] = asyncio.Queue()
@@ -249,44 +270,25 @@ class Supervisor:
                 attempt += 1
 
     async def _rotate(self, names: str) -> None:
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
+        tree = self._tree
+        if tree is None or tree.proc.returncode is not None:
             return
         if self._opts.signal is not None:
             self._say(f"{names} rotated; sending {self._opts.signal.name}")
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(self._opts.signal)
+            tree.signal_child(self._opts.signal)
             return
         self._say(f"{names} rotated; restarting {self._opts.argv[0]}")
         async with self._lock:
             self._settled.clear()
             try:
-                await self._stop(proc)
+                await tree.end(self._opts.grace)
                 if not self._stopping:
-                    self._proc = await self._spawn()
+                    self._tree = await self._spawn()
             except SecretdClientError as exc:
                 self._say(f"cannot restart: {exc}")
                 self._restart_failed = True
             finally:
                 self._settled.set()
-
-    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            async with asyncio.timeout(self._opts.grace):
-                await proc.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-
-
-def _terminal_sent_it_to_the_group() -> bool:
-    try:
-        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
-    except OSError:
-        return False
 
 
 def stderr_say(prefix: str) -> Say:

@@ -14,6 +14,7 @@ from secretd.config.schema import (
     SecretDecl,
     TcpSection,
     TemplateConfig,
+    VaultApiSection,
     VaultBackendConfig,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "SecretDecl",
     "TcpSection",
     "TemplateConfig",
+    "VaultApiSection",
     "VaultBackendConfig",
     "load_config",
     "parse_config",

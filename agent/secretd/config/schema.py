@@ -7,6 +7,7 @@ whole `Config`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -43,6 +44,32 @@ class AgentSection(Section):
 class TcpSection(Section):
     listen: LoopbackAddress = "127.0.0.1:2773"
     token_file: ConfigPath
+
+
+# First path segments of secretd's own routes (/v1/secrets, /v1/health) and of the
+# Vault routes the compatible API answers itself (/v1/sys, /v1/auth).
+RESERVED_VAULT_MOUNTS = frozenset({"secrets", "sys", "auth", "health"})
+_VAULT_MOUNT = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
+
+
+class VaultApiSection(Section):
+    """`[vault_api]`: Vault/OpenBao-compatible KV v2 reads (docs/vault-api.md)."""
+
+    mount: str = "secret"  # the KV v2 mount name clients use: /v1/<mount>/data/<name>
+
+    @field_validator("mount")
+    @classmethod
+    def _mount_name(cls, value: str) -> str:
+        value = value.removesuffix("/")  # Vault spells mounts both ways ("secret/")
+        if _VAULT_MOUNT.fullmatch(value) is None:
+            raise ValueError(
+                "expected a mount name such as 'secret' or 'kv/app' "
+                "(A-Z a-z 0-9 _ - segments separated by '/')"
+            )
+        if value.split("/", 1)[0] in RESERVED_VAULT_MOUNTS:
+            reserved = ", ".join(sorted(RESERVED_VAULT_MOUNTS))
+            raise ValueError(f"a mount may not start with {reserved}: secretd serves those paths")
+        return value
 
 
 class CacheSection(Section):
@@ -120,6 +147,8 @@ class AwsBackendConfig(BackendBase):
     region: str | None = None
     endpoint_url: str | None = None
     profile: str | None = None
+    # The account every answer's ARN must name; unset: the first answer's account.
+    account_id: str | None = Field(None, pattern=r"^[0-9]{12}$")
     max_concurrency: int = Field(8, ge=1, le=256)
     # How old a bulk ListSecrets answer may be when it is reused for a version
     # check (0 = never reuse): one listing answers every declared secret's check.
@@ -200,6 +229,7 @@ class CredentialConfig(Section):
 class Config(Section):
     agent: AgentSection = AgentSection()
     tcp: TcpSection | None = None
+    vault_api: VaultApiSection | None = None
     cache: CacheSection = CacheSection()
     limits: LimitsSection = LimitsSection()
     backends: dict[str, BackendConfig] = Field(min_length=1)

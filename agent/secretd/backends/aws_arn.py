@@ -1,0 +1,95 @@
+"""Secrets Manager ARNs: parsed, checked against the backend, mapped back to names.
+
+    arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME-XXXXXX
+
+(XXXXXX: six random characters AWS appends to the name.) An answer's ARN is
+untrusted like the rest of it: before it is remembered, and so before the
+AWS-compatible endpoint echoes it, `ArnCheck.check` requires the backend's
+region, the secret's own name, and the backend's account: the configured
+`account_id`, else the account of the first ARN that passed (an endpoint that
+starts answering for another account is then caught). `name_of` maps an ARN a
+program passes back as `secretId` to the name the backend serves.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from secretd.errors import BadBackendAnswer, InvalidName
+from secretd.model import SecretName
+
+_ARN = re.compile(
+    r"arn:(?P<partition>aws[a-z-]*):secretsmanager:(?P<region>[a-z0-9-]+):"
+    r"(?P<account>\d{12}):secret:(?P<name>.+)-(?P<suffix>[A-Za-z0-9]{6})"
+)
+MAX_ARN = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Arn:
+    """The parts of a Secrets Manager secret ARN."""
+
+    partition: str
+    region: str
+    account: str
+    name: str
+
+
+def parse_arn(text: object) -> Arn | None:
+    """The parts of `text`, or None when it is not a Secrets Manager secret ARN."""
+    if not isinstance(text, str) or len(text) > MAX_ARN:
+        return None
+    found = _ARN.fullmatch(text)
+    if found is None:
+        return None
+    return Arn(found["partition"], found["region"], found["account"], found["name"])
+
+
+class ArnCheck:
+    """The region and account one backend's ARNs must carry; see the module docstring."""
+
+    def __init__(self, *, region: str | None, account: str | None = None) -> None:
+        self._region = region
+        self._account = account
+
+    @property
+    def account(self) -> str | None:
+        """The configured or learnt account (None until the first good ARN)."""
+        return self._account
+
+    def check(self, arn: object, name: SecretName, where: str) -> str | None:
+        """`arn` when it is the ARN of `name` in our region and account (None when
+        the answer has none); BadBackendAnswer otherwise."""
+        if arn is None:
+            return None
+        parsed = parse_arn(arn)
+        if parsed is None:
+            raise BadBackendAnswer(f"{where}: the answer's ARN is not a Secrets Manager ARN")
+        if self._region is not None and parsed.region != self._region:
+            raise BadBackendAnswer(
+                f"{where}: the answer's ARN is in region {parsed.region}, not {self._region}"
+            )
+        if parsed.name != name:
+            raise BadBackendAnswer(f"{where}: the answer's ARN names another secret")
+        if self._account is not None and parsed.account != self._account:
+            raise BadBackendAnswer(
+                f"{where}: the answer's ARN is for account {parsed.account}, not {self._account}"
+            )
+        self._account = parsed.account
+        assert isinstance(arn, str)
+        return arn
+
+    def name_of(self, arn: str) -> SecretName | None:
+        """The name an ARN in our region and account refers to (None: not ours)."""
+        parsed = parse_arn(arn)
+        if parsed is None:
+            return None
+        if self._region is not None and parsed.region != self._region:
+            return None
+        if self._account is not None and parsed.account != self._account:
+            return None
+        try:
+            return SecretName(parsed.name)
+        except InvalidName:
+            return None
