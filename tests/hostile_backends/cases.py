@@ -41,7 +41,7 @@ import structlog
 
 from secretd.backends.base import Backend
 from secretd.backends.router import Router
-from secretd.cache.loader import SecretCache
+from secretd.cache.secret_cache import SecretCache, build_cache
 from secretd.clock import SystemClock
 from secretd.config import CacheSection
 from secretd.errors import BackendError, SecretdError
@@ -106,7 +106,7 @@ def reset_peak() -> int:
 
 
 def cache_over(backend: Backend, timeout: float) -> SecretCache:
-    return SecretCache(
+    return build_cache(
         router=Router({backend.name: backend}, {backend.name: ""}),
         hub=Hub(),
         settings=CacheSection(),
