@@ -7,15 +7,21 @@ Run with both of aiohttp's HTTP parsers: the C one and the pure-Python one
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.e2e.agent_proc import AgentProcess, Store
-from tests.e2e.conftest import StartAgent
+from tests.e2e.conftest import ALLOW_ROOT, StartAgent
+from tests.fakes.second_user import TestUser, can_switch_users, ensure_test_user, spawn_as
 from tests.integration.hostile_requests import HEALTH_CLOSE, HOSTILE, close_get, status_of
 
 CANARY = b"hostile-e2e-canary-value"
 PARSERS = {"c-parser": {}, "py-parser": {"AIOHTTP_NO_EXTENSIONS": "1"}}
+needs_users = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
 
 
 @pytest.mark.parametrize("parser", sorted(PARSERS))
@@ -99,4 +105,116 @@ async def test_a_thousand_concurrent_clients_are_served_or_refused_fast(
     assert served >= min(max_connections, 1000) // 2
     if max_connections >= 1000:
         assert served == 1000
+    assert status_of(await agent.raw(HEALTH_CLOSE)) == 200
+
+
+# ---------------------------------------------------------------------------
+# Attacks by another local user: slow readers, connection floods
+
+CLIENT_SCRIPT = Path(__file__).with_name("hostile_clients.py")
+METRICS_PIPELINE = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 200
+SLOW_READERS = 300
+# Generous: how much (KiB) the agent's RSS may grow under the slow-reader attack.
+RSS_GROWTH_KIB = 96 * 1024
+
+
+class Attack:
+    """`hostile_clients.py` running as `user`: connections held open until `release()`."""
+
+    def __init__(self, user: TestUser, address: str, count: int, payload: bytes) -> None:
+        argv = [sys.executable, str(CLIENT_SCRIPT), address, str(count), payload.hex()]
+        self.proc = spawn_as(
+            user, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+
+    async def opened(self) -> dict[str, int]:
+        """The client's report once every connection is open and has sent its payload."""
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(60):
+            line = await asyncio.to_thread(self.proc.stdout.readline)
+        assert line, self._stderr()
+        report: dict[str, int] = orjson.loads(line)
+        return report
+
+    async def release(self) -> dict[str, int]:
+        """Let go of the connections; how many the agent had already closed."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        async with asyncio.timeout(30):
+            line = await asyncio.to_thread(self.proc.stdout.readline)
+            await asyncio.to_thread(self.proc.wait)
+        assert line, self._stderr()
+        report: dict[str, int] = orjson.loads(line)
+        return report
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+    def _stderr(self) -> str:
+        assert self.proc.stderr is not None
+        self.proc.kill()
+        return self.proc.stderr.read().decode(errors="replace")[-2000:]
+
+
+def vm_rss_kib(pid: int) -> int:
+    """The resident set of process `pid` in KiB (/proc/PID/status VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+async def open_connections(agent: AgentProcess) -> int:
+    """The agent's own count of open API connections (including this request's)."""
+    answer = await agent.raw(close_get(b"/metrics"), timeout=10)
+    assert status_of(answer) == 200, answer[:200]
+    for line in answer.decode().splitlines():
+        if line.startswith("secretd_connections_open "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no secretd_connections_open in /metrics")
+
+
+@needs_users
+async def test_slow_readers_are_aborted_and_others_are_served(
+    store: Store, start_agent: StartAgent
+) -> None:
+    """Another uid pipelines 200 GET /metrics on each of many connections in one
+    write and never reads: each connection is aborted once its output has waited
+    `write_timeout` for the peer; meanwhile root is served and the agent's
+    memory stays bounded."""
+    attacker = ensure_test_user()
+    store.put("app/k", b"v")
+    agent = await start_agent(
+        limits='write_timeout = "1s"\nmax_connections_per_uid = 1024\n', allow=ALLOW_ROOT
+    )
+    assert agent.proc is not None
+    baseline = vm_rss_kib(agent.proc.pid)
+    attack = Attack(attacker, str(agent.socket), SLOW_READERS, METRICS_PIPELINE)
+    try:
+        report = await attack.opened()
+        assert report["connected"] == SLOW_READERS and report["refused_503"] == 0, report
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(10):  # a bound, not a speed target
+            answer = await agent.raw(close_get(b"/v1/secrets/app/k"), timeout=10)
+        assert status_of(answer) == 200
+        print(f"read beside {SLOW_READERS} slow readers: {loop.time() - started:.3f}s")
+        peak = vm_rss_kib(agent.proc.pid)
+        # Each connection is aborted write_timeout (1 s) after its output stalls;
+        # the bound is generous for a loaded machine (not a speed target).
+        async with asyncio.timeout(30):
+            while (still := await open_connections(agent)) > 1:
+                peak = max(peak, vm_rss_kib(agent.proc.pid))
+                await asyncio.sleep(0.5)
+        print(f"RSS {baseline} KiB before, peak {peak} KiB; {still} open after")
+        assert peak - baseline < RSS_GROWTH_KIB
+        closed = await attack.release()
+        assert closed["closed_by_agent"] == SLOW_READERS
+    finally:
+        attack.kill()
     assert status_of(await agent.raw(HEALTH_CLOSE)) == 200
