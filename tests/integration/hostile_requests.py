@@ -53,8 +53,9 @@ def status_of(answer: bytes) -> int | None:
 
 
 def malformed_with(planted: bytes) -> dict[str, bytes]:
-    """Requests the HTTP parser rejects, each carrying `planted` (a token, a
-    value) in the bytes at fault: the answer must never echo it."""
+    """Requests aiohttp refuses on its own (mostly its parser), each carrying
+    `planted` (a token, a value) in the bytes at fault: the answer must be our
+    JSON error and never echo it."""
     p = planted
     get = b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n"
     return {
@@ -77,4 +78,7 @@ def malformed_with(planted: bytes) -> dict[str, bytes]:
         "bad chunk size": get + b"Transfer-Encoding: chunked\r\n\r\nzz" + p + b"\r\n\r\n",
         "bad chunk end": get + b"Transfer-Encoding: chunked\r\n\r\n3\r\n" + p + b"\r\n0\r\n\r\n",
         "bad transfer-encoding": get + b"Transfer-Encoding: " + p + b"\r\n\r\n",
+        # Not a parser error: aiohttp answers an unknown Expect (417) before any middleware.
+        "unknown expect": get + b"Expect: " + p + b"\r\n\r\n",
+        "unknown expect, no route": b"GET /nowhere HTTP/1.1\r\nExpect: " + p + b"\r\n\r\n",
     }

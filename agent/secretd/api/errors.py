@@ -8,9 +8,10 @@
 - Requests the HTTP parser rejects (malformed request line, bad or oversized
   header, bad chunking, invalid method) never reach the app: aiohttp answers
   them from `RequestHandler.handle_error`, whose default text page quotes the
-  offending bytes (a token header included). `JsonErrorHandler` overrides it:
-  our JSON shape, a fixed message per kind of fault, nothing the client sent,
-  and the connection closed.
+  offending bytes (a token header included), and HTTP exceptions raised
+  before the middleware (417 for an unknown `Expect`) quote the header too.
+  `JsonErrorHandler` answers both: our JSON shape, a fixed message per kind
+  of fault, nothing the client sent (parser errors also close the connection).
 """
 
 from __future__ import annotations
@@ -124,10 +125,12 @@ class JsonErrorHandler(web.RequestHandler):
 
     aiohttp's `RequestHandler` calls `handle_error` for every request its
     parser rejects (and for exceptions escaping the app, which the middleware
-    above never lets happen). The method is public but not a documented
-    extension point, so tests/e2e/test_e2e_hostile.py sends such requests,
-    with a token in them, to both of aiohttp's parsers and fails if anything
-    but this answer comes back.
+    above never lets happen), and `finish_response` with every answer,
+    including HTTP exceptions raised before the middleware runs (an unknown
+    `Expect` is answered 417, quoting it). Both methods are public but not
+    documented extension points, so tests/e2e/test_e2e_hostile.py (both of
+    aiohttp's parsers) and tests/fuzz send such requests with a token in them
+    and fail if anything but our answer comes back.
     """
 
     def handle_error(
@@ -146,3 +149,12 @@ class JsonErrorHandler(web.RequestHandler):
             # Part of an answer is on the wire already: aiohttp then drops the connection.
             raise ConnectionError("response already started")
         return protocol_error_response(status, exc)
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        if isinstance(resp, web.HTTPException) and resp.status >= 400:
+            # Raised before the middleware ran: aiohttp's handling of `Expect`
+            # answers 417 with text quoting the header's value.
+            resp = from_http_exception(resp)
+        return await super().finish_response(request, resp, start_time)
