@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from secretd.api.listener import ListenerError, UnixListener
+from secretd.api.listener import ConnectionLimits, ListenerError, UnixListener
 from secretd.errors import ConfigError
 from tests.integration.api_harness import serve_api
 from tests.integration.hostile_requests import (
@@ -288,3 +288,23 @@ async def test_a_pipelined_partial_head_after_complete_ones_is_still_timed() -> 
         data = HEALTH + HEALTH + b"GET /v1/hea"
         answer = await _read_to_eof(srv.path, data, within=10)
         assert answer.count(b"HTTP/1.1 200 OK") == 2
+
+
+async def test_a_peer_that_never_reads_is_aborted_after_the_write_timeout() -> None:
+    """Pipelined answers nobody reads: the connection goes once its output has
+    waited write_timeout, while a long-poll that writes nothing for longer is
+    untouched."""
+    async with serve_api() as srv:
+        srv.tracker.limits = ConnectionLimits(64, write_timeout=0.5)
+        vid = srv.cache.put("app/k", b"v")
+        _, writer = await asyncio.open_unix_connection(str(srv.path))
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
+        await writer.drain()
+        try:
+            async with asyncio.timeout(15):  # a bound, not a speed target
+                while srv.tracker.open_count:
+                    await asyncio.sleep(0.05)
+        finally:
+            writer.close()
+        poll = close_get(f"/v1/secrets/app/k?wait=1500ms&index={vid}".encode())
+        assert status_of(await _read_to_eof(srv.path, poll)) == 200
