@@ -11,7 +11,7 @@
   offending bytes (a token header included), and HTTP exceptions raised
   before the middleware (417 for an unknown `Expect`) quote the header too.
   `JsonErrorHandler` answers both: our JSON shape, a fixed message per kind
-  of fault, nothing the client sent (parser errors also close the connection).
+  of fault, nothing the client sent, and the connection closed.
 """
 
 from __future__ import annotations
@@ -155,6 +155,8 @@ class JsonErrorHandler(web.RequestHandler):
     ) -> tuple[web.StreamResponse, bool]:
         if isinstance(resp, web.HTTPException) and resp.status >= 400:
             # Raised before the middleware ran: aiohttp's handling of `Expect`
-            # answers 417 with text quoting the header's value.
+            # answers 417 with text quoting the header's value. Any body the
+            # client sends after it is not a request: close, as for a parser error.
             resp = from_http_exception(resp)
+            resp.force_close()
         return await super().finish_response(request, resp, start_time)
