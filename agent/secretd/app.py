@@ -39,7 +39,12 @@ import structlog
 from aiohttp import web
 
 from secretd.api.app import build_app
-from secretd.api.listener import UnixListener, serve_diverted, start_serving
+from secretd.api.listener import (
+    ConnectionLimits,
+    UnixListener,
+    serve_diverted,
+    start_serving,
+)
 from secretd.api.tcp import bind_tcp, install_tcp_guard, load_token
 from secretd.api.vault_compat import VaultSettings
 from secretd.config import Config, load_config
@@ -342,7 +347,11 @@ async def _reload(agent: Agent, group: asyncio.TaskGroup, loops: Loops) -> Loops
     if retired is not None:
         await retired.aclose()  # the old cache, its backends and the old audit log
     agent.config = config
-    agent.shared.tracker.max_connections = config.limits.max_connections
+    agent.shared.tracker.limits = ConnectionLimits(
+        config.limits.max_connections,
+        config.limits.max_connections_per_uid,
+        config.limits.write_timeout,
+    )
     configure_logging(config.agent.log_level, config.agent.log_format)
     log.info("config.reloaded")
     loops = await _start_loops(group, graph, agent.stop)
