@@ -1,11 +1,13 @@
 # Two entry points that the README promises work on a fresh machine:
 #   make demo  - start the agent on a demo file store (created once under ./demo)
 #   make test  - install everything into .venv, run the quality gates and the whole suite
+# Also: make fuzz - the fuzz tier (tests/fuzz) long and randomly seeded; `make test`
+# runs it too, bounded (well under a minute) and derandomized.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev demo test gates pytest bench deb clean
+.PHONY: dev demo test gates pytest fuzz bench deb clean
 
 $(BIN)/secretd: agent/pyproject.toml sdk/pyproject.toml pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,6 +29,11 @@ pytest: dev
 	$(BIN)/pytest -q
 
 test: gates pytest
+
+# Forty times the examples of the bounded run, new random ones each time; no
+# per-test timeout. A failure prints the example and a @reproduce_failure line.
+fuzz: dev
+	SECRETD_FUZZ=long $(BIN)/pytest -q -s tests/fuzz --timeout=0
 
 bench: dev
 	$(BIN)/python -m tests.bench

@@ -45,7 +45,12 @@ import structlog
 from aiohttp import web
 
 from secretd.api.app import build_app
-from secretd.api.listener import UnixListener, serve_diverted, start_serving
+from secretd.api.listener import (
+    ConnectionLimits,
+    UnixListener,
+    serve_diverted,
+    start_serving,
+)
 from secretd.api.tcp import bind_tcp, install_tcp_guard, load_token
 from secretd.api.vault_compat import VaultSettings
 from secretd.config import Config, load_config
@@ -371,7 +376,11 @@ async def _reload(
     agent.install(new)
     supervisor.start("graph:retire", lambda: retire_graph(old, new, retired, agent.pool))
     agent.config = config
-    agent.shared.tracker.max_connections = config.limits.max_connections
+    agent.shared.tracker.limits = ConnectionLimits(
+        config.limits.max_connections,
+        config.limits.max_connections_per_uid,
+        config.limits.write_timeout,
+    )
     configure_logging(config.agent.log_level, config.agent.log_format)
     new.cache.pin(decl.name for decl in config.secret)
     log.info("config.reloaded", carried=carried, backends_replaced=len(retired))

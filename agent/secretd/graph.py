@@ -80,7 +80,11 @@ class Shared:
         clock = SystemClock()
         metrics = Metrics()
         tracker = ConnectionTracker(
-            identify=peer_caller, observer=metrics, max_connections=config.limits.max_connections
+            identify=peer_caller,
+            observer=metrics,
+            max_connections=config.limits.max_connections,
+            per_uid=config.limits.max_connections_per_uid,
+            write_timeout=config.limits.write_timeout,
         )
         limiter = RateLimiter(
             rate=config.limits.backend_rate, burst=config.limits.backend_burst, clock=clock

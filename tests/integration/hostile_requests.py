@@ -50,3 +50,35 @@ def status_of(answer: bytes) -> int | None:
     if not answer:
         return None
     return int(answer.split(b" ", 2)[1])
+
+
+def malformed_with(planted: bytes) -> dict[str, bytes]:
+    """Requests aiohttp refuses on its own (mostly its parser), each carrying
+    `planted` (a token, a value) in the bytes at fault: the answer must be our
+    JSON error and never echo it."""
+    p = planted
+    get = b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n"
+    return {
+        "space before colon": get + b"X-Secretd-Token : " + p + b"\r\n\r\n",
+        "header without colon": get + b"X-Secretd-Token " + p + b"\r\n\r\n",
+        "obs-fold": get + b"X-A: 1\r\n " + p + b"\r\n\r\n",
+        "control char in value": get + b"X-Secretd-Token: " + p + b"\x01\r\n\r\n",
+        "bare cr in value": get + b"X-Secretd-Token: " + p + b"\rX\r\n\r\n",
+        "non-ascii name": get + b"X-\xff" + p + b": 1\r\n\r\n",
+        "bad request line": b"GET /v1/" + p + b" HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+        "bad version": b"GET /v1/health HTTP/9." + p + b"\r\nHost: x\r\n\r\n",
+        "no version": b"GET /v1/" + p + b"\r\nHost: x\r\n\r\n",
+        "invalid method": b"G(" + p + b") /v1/health HTTP/1.1\r\nHost: x\r\n\r\n",
+        "nul in target": b"GET /v1/secrets/" + p + b"\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "bad absolute url": b"GET http://[" + p + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        "oversize line": b"GET /v1/secrets/" + p + b"a" * 5000 + b" HTTP/1.1\r\n\r\n",
+        "oversize header": get + b"X-Big: " + p + b"b" * 5000 + b"\r\n\r\n",
+        "too many headers": get + b"X-A: " + p + b"\r\n" * 1 + b"X-B: 1\r\n" * 40 + b"\r\n",
+        "bad content-length": get + b"Content-Length: " + p + b"\r\n\r\n",
+        "bad chunk size": get + b"Transfer-Encoding: chunked\r\n\r\nzz" + p + b"\r\n\r\n",
+        "bad chunk end": get + b"Transfer-Encoding: chunked\r\n\r\n3\r\n" + p + b"\r\n0\r\n\r\n",
+        "bad transfer-encoding": get + b"Transfer-Encoding: " + p + b"\r\n\r\n",
+        # Not a parser error: aiohttp answers an unknown Expect (417) before any middleware.
+        "unknown expect": get + b"Expect: " + p + b"\r\n\r\n",
+        "unknown expect, no route": b"GET /nowhere HTTP/1.1\r\nExpect: " + p + b"\r\n\r\n",
+    }

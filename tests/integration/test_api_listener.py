@@ -14,10 +14,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from secretd.api.listener import ListenerError, UnixListener
+from secretd.api.listener import ConnectionLimits, ListenerError, UnixListener
 from secretd.errors import ConfigError
 from tests.integration.api_harness import serve_api
-from tests.integration.hostile_requests import HEALTH_CLOSE, HOSTILE, close_get, status_of
+from tests.integration.hostile_requests import (
+    HEALTH_CLOSE,
+    HOSTILE,
+    close_get,
+    malformed_with,
+    status_of,
+)
 
 HEALTH = b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
@@ -205,3 +211,100 @@ async def test_smuggled_second_request_is_not_served() -> None:
         answer = await srv.raw(HOSTILE["cl+te"])
         assert answer.count(b"HTTP/1.1 ") <= 1
         assert b"secretd_reads_total" not in answer
+
+
+async def _read_to_eof(path: Path, data: bytes, *, within: float = 10.0) -> bytes:
+    """Send `data`; everything the server writes until it closes the connection.
+    Fails if the connection is still open after `within` seconds."""
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(within):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+PLANTED = b"tok-planted-0123456789abcdef"
+
+
+@pytest.mark.parametrize("kind", sorted(malformed_with(PLANTED)))
+async def test_parser_errors_are_ours_and_echo_nothing(kind: str) -> None:
+    """aiohttp's default 400 page quotes the offending line (a token header
+    included); every error body must be our JSON and carry nothing sent."""
+    async with serve_api() as srv:
+        answer = await _read_to_eof(srv.path, malformed_with(PLANTED)[kind])
+        assert PLANTED not in answer
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status = status_of(answer)
+        assert status is not None and 400 <= status < 500, answer[:200]
+        assert b"content-type: application/json" in head.lower()
+        error = orjson.loads(body)["error"]
+        assert set(error) == {"code", "message"}
+        assert status_of(await srv.raw(HEALTH_CLOSE)) == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"Content-Length: 5\r\n\r\nhello",
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ],
+    ids=["content-length", "chunked"],
+)
+async def test_a_get_with_a_body_is_refused_and_the_connection_closed(body: bytes) -> None:
+    """The 400 for a body ends the connection: a request pipelined after the body
+    is never answered, and the client sees EOF."""
+    async with serve_api() as srv:
+        first = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n" + body
+        answer = await _read_to_eof(srv.path, first + b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(answer) == 400
+        assert answer.count(b"HTTP/1.") == 1
+        assert b"secretd_" not in answer
+        head = answer.partition(b"\r\n\r\n")[0].lower()
+        assert b"connection: close" in head
+
+
+async def test_a_pipelined_long_poll_is_answered_at_its_wait() -> None:
+    """A long-poll sent in the same write as the request before it is a complete
+    head already: the head deadline must not cut it off while it waits."""
+    async with serve_api(idle_timeout=30, head_timeout=0.5) as srv:
+        vid = srv.cache.put("app/k", b"v")
+        first = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+        poll = close_get(f"/v1/secrets/app/k?wait=2s&index={vid}".encode())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer = await _read_to_eof(srv.path, first + poll)
+        assert answer.count(b"HTTP/1.1 200 OK") == 2, answer[-300:]
+        assert orjson.loads(answer.rpartition(b"\r\n\r\n")[2])["version_id"] == vid
+        assert loop.time() - started >= 1.5  # it waited (2 s), was not cut at 0.5 s
+
+
+async def test_a_pipelined_partial_head_after_complete_ones_is_still_timed() -> None:
+    """Complete heads followed by the start of another: the start is held to the
+    head deadline (the fix for pipelined long-polls must not lift it)."""
+    async with serve_api(idle_timeout=30, head_timeout=0.5) as srv:
+        data = HEALTH + HEALTH + b"GET /v1/hea"
+        answer = await _read_to_eof(srv.path, data, within=10)
+        assert answer.count(b"HTTP/1.1 200 OK") == 2
+
+
+async def test_a_peer_that_never_reads_is_aborted_after_the_write_timeout() -> None:
+    """Pipelined answers nobody reads: the connection goes once its output has
+    waited write_timeout, while a long-poll that writes nothing for longer is
+    untouched."""
+    async with serve_api() as srv:
+        srv.tracker.limits = ConnectionLimits(64, write_timeout=0.5)
+        vid = srv.cache.put("app/k", b"v")
+        _, writer = await asyncio.open_unix_connection(str(srv.path))
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
+        await writer.drain()
+        try:
+            async with asyncio.timeout(15):  # a bound, not a speed target
+                while srv.tracker.open_count:
+                    await asyncio.sleep(0.05)
+        finally:
+            writer.close()
+        poll = close_get(f"/v1/secrets/app/k?wait=1500ms&index={vid}".encode())
+        assert status_of(await _read_to_eof(srv.path, poll)) == 200

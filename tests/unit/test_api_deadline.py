@@ -101,3 +101,21 @@ def test_stop_cancels() -> None:
     deadline.stop()
     sched.fire()
     assert fired == []
+
+
+def test_complete_pipelined_heads_in_one_read_start_no_clock() -> None:
+    """Two complete heads in one write (a request and a long-poll behind it): no
+    head is pending, so nothing may expire while the long-poll waits."""
+    deadline, sched, fired = make()
+    deadline.feed(b"GET /a HTTP/1.1\r\n\r\nGET /b?wait=30s&index=1 HTTP/1.1\r\n\r\n")
+    assert sched.live == 0
+    sched.fire()
+    assert fired == []
+
+
+def test_many_complete_heads_then_a_partial_one_start_its_clock() -> None:
+    deadline, sched, fired = make()
+    deadline.feed(b"GET /a HTTP/1.1\n\nGET /b HTTP/1.1\r\n\r\n" * 3 + b"GET /c")
+    assert sched.live == 1
+    sched.fire()
+    assert fired == ["closed"]

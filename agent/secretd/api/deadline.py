@@ -57,15 +57,17 @@ class HeadDeadline:
         if not self._in_head:
             self._begin_head()
         window = self._tail + data
-        if any(end in window for end in _HEAD_ENDS):
-            self._end_head()
-            # Bytes after the terminator (pipelining) start the next head at once.
-            rest = _after_head(window)
-            if rest:
-                self._begin_head()
-                self._tail = rest[-_CARRY:]
+        if not any(end in window for end in _HEAD_ENDS):
+            self._tail = window[-_CARRY:]
             return
-        self._tail = window[-_CARRY:]
+        self._end_head()
+        # Pipelining: the bytes after the terminator may hold further complete
+        # heads (a long-poll sent with the request before it must not be cut
+        # off as a late head); only an incomplete one left over starts a clock.
+        rest = _after_heads(window)
+        if rest:
+            self._begin_head()
+            self._tail = rest[-_CARRY:]
 
     def stop(self) -> None:
         self._end_head()
@@ -88,6 +90,8 @@ class HeadDeadline:
             self._expire()
 
 
-def _after_head(window: bytes) -> bytes:
-    cut = min(window.find(end) + len(end) for end in _HEAD_ENDS if end in window)
-    return window[cut:]
+def _after_heads(window: bytes) -> bytes:
+    """What follows the last complete head in `window` (empty if nothing does)."""
+    while found := [window.find(end) + len(end) for end in _HEAD_ENDS if end in window]:
+        window = window[min(found) :]
+    return window

@@ -5,6 +5,13 @@
   large 413) are reshaped into the same JSON form.
 - Anything else is a bug: `500 internal`, logged by exception type only, never
   a traceback or an exception message (either could carry a value) to the client.
+- Requests the HTTP parser rejects (malformed request line, bad or oversized
+  header, bad chunking, invalid method) never reach the app: aiohttp answers
+  them from `RequestHandler.handle_error`, whose default text page quotes the
+  offending bytes (a token header included), and HTTP exceptions raised
+  before the middleware (417 for an unknown `Expect`) quote the header too.
+  `JsonErrorHandler` answers both: our JSON shape, a fixed message per kind
+  of fault, nothing the client sent, and the connection closed.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from secretd.errors import InvalidRequest, SecretdError
 
@@ -66,10 +73,14 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one middleware: refuses request bodies, maps every failure to the JSON shape."""
+    if request.body_exists or "Transfer-Encoding" in request.headers:
+        # Read routes take no body: refuse it rather than drain it, and close the
+        # connection, since what follows the body cannot be trusted to be a request
+        # of its own (a pipelined one would otherwise be served).
+        response = from_secretd_error(InvalidRequest("read routes take no request body"))
+        response.force_close()
+        return response
     try:
-        if request.body_exists or "Transfer-Encoding" in request.headers:
-            # Read routes take no body: refuse it (the connection then closes) rather than drain it.
-            raise InvalidRequest("read routes take no request body")
         return await handler(request)
     except SecretdError as exc:
         return from_secretd_error(exc)
@@ -81,3 +92,71 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # A bug. The type name is safe to log; the message or traceback may not be.
         log.error("request.failed", route=request.path[:200], error=type(exc).__name__)
         return error_response(500, "internal", "internal error")
+
+
+# What the HTTP parser's exceptions mean, most specific first: a fixed message
+# each, so an error body never carries a byte the client sent.
+_PARSE_FAULTS: tuple[tuple[type[Exception], str], ...] = (
+    (http_exceptions.LineTooLong, "request line or header field too long"),
+    (http_exceptions.BadHttpMethod, "invalid method"),
+    (http_exceptions.BadStatusLine, "malformed request line"),
+    (http_exceptions.InvalidURLError, "invalid request target"),
+    (http_exceptions.InvalidHeader, "invalid header"),
+    (http_exceptions.PayloadEncodingError, "invalid body framing"),
+)
+
+
+def protocol_error_response(status: int, exc: BaseException | None) -> web.Response:
+    """The answer to a request that failed below the app; the connection then closes."""
+    if status >= 500:
+        response = error_response(status, "internal", "internal error")
+    else:
+        message = next(
+            (text for kind, text in _PARSE_FAULTS if isinstance(exc, kind)),
+            "malformed HTTP request",
+        )
+        response = error_response(status, "invalid_request", message)
+    response.force_close()
+    return response
+
+
+class JsonErrorHandler(web.RequestHandler):
+    """aiohttp's connection handler, answering its own errors in our JSON shape.
+
+    aiohttp's `RequestHandler` calls `handle_error` for every request its
+    parser rejects (and for exceptions escaping the app, which the middleware
+    above never lets happen), and `finish_response` with every answer,
+    including HTTP exceptions raised before the middleware runs (an unknown
+    `Expect` is answered 417, quoting it). Both methods are public but not
+    documented extension points, so tests/e2e/test_e2e_hostile.py (both of
+    aiohttp's parsers) and tests/fuzz send such requests with a token in them
+    and fail if anything but our answer comes back.
+    """
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        error = type(exc).__name__ if exc is not None else None
+        if status >= 500:
+            log.error("request.failed", error=error)
+        else:
+            log.debug("http.request_rejected", status=status, error=error)
+        if request.writer.output_size > 0:
+            # Part of an answer is on the wire already: aiohttp then drops the connection.
+            raise ConnectionError("response already started")
+        return protocol_error_response(status, exc)
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        if isinstance(resp, web.HTTPException) and resp.status >= 400:
+            # Raised before the middleware ran: aiohttp's handling of `Expect`
+            # answers 417 with text quoting the header's value. Any body the
+            # client sends after it is not a request: close, as for a parser error.
+            resp = from_http_exception(resp)
+            resp.force_close()
+        return await super().finish_response(request, resp, start_time)

@@ -1,13 +1,26 @@
 """The guarded aiohttp site that serves the API on the agent's sockets.
 
-`GuardedSite` wraps aiohttp's protocol factory to count connections
-(metrics), to answer a fast `503` and close beyond `max_connections`, to
-remember each connection's socket so the caller's identity is read from
-SO_PEERCRED once per connection, to hand systemd credential requests to their
-own protocol, and to hold every connection to a request-head deadline against
-slowloris clients (api.deadline: independent of the aiohttp version). Idle
-keep-alive connections are closed by aiohttp's `keepalive_timeout`, which we
-set to the same idle timeout. The socket file itself: api.unixsock.
+`GuardedSite` wraps aiohttp's protocol factory so that every connection:
+
+- is admitted by its peer's fair share (api.connections: per uid on the Unix
+  socket, the TCP listener as one peer) or gets a fast canned `503` and close;
+- is counted (metrics) and has its socket remembered, so the caller's identity
+  is read from SO_PEERCRED once per connection;
+- is handed to its own protocol when it is a systemd credential request;
+- must complete each request head in time, against slowloris clients
+  (api.deadline: independent of the aiohttp version);
+- must have its answers taken by the peer: with a zero write-buffer high-water
+  mark, any byte the kernel will not take pauses writing, and a connection
+  whose output stays unsent for `write_timeout` is aborted (not closed: a
+  close waits for a flush that never comes). While output is unsent the
+  connection is not read either, so a client that pipelines requests and never
+  reads holds at most one kernel buffer of answers and aiohttp's bounded queue
+  of parsed requests;
+- answers requests aiohttp's parser rejects in our JSON error shape
+  (api.errors.JsonErrorHandler), never with aiohttp's page that quotes them.
+
+Idle keep-alive connections are closed by aiohttp's `keepalive_timeout`, which
+we set to the same idle timeout. The socket file itself: api.unixsock.
 """
 
 from __future__ import annotations
@@ -15,21 +28,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
-from typing import Any, Protocol, cast
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
+from secretd.api.connections import ConnectionLimits, ConnectionTracker, Peer, peer_of
 from secretd.api.deadline import HeadDeadline
+from secretd.api.errors import JsonErrorHandler
 from secretd.api.unixsock import MIN_BACKLOG, ListenerError, UnixListener
-from secretd.model import Caller
 
 log = structlog.get_logger(__name__)
 
 __all__ = [
     "MIN_BACKLOG",
+    "ConnectionLimits",
     "ConnectionTracker",
     "Divert",
     "DivertOnly",
@@ -48,83 +62,19 @@ _REFUSAL = (
 )
 
 
-class ConnectionObserver(Protocol):
-    """Told when connections open and close (metrics.Metrics implements it)."""
-
-    def connection_opened(self) -> None: ...
-
-    def connection_closed(self) -> None: ...
-
-
-class ConnectionTracker:
-    """Open connections, their sockets and each one's caller (read once, lazily)."""
-
-    def __init__(
-        self,
-        *,
-        identify: Callable[[socket.socket], Caller],
-        observer: ConnectionObserver,
-        max_connections: int,
-    ) -> None:
-        self._identify = identify
-        self._observer = observer
-        self.max_connections = max_connections
-        self._open: dict[RequestHandler, tuple[Any, Caller | None]] = {}
-        self.reserved = 0
-        self.refused = 0
-
-    def reserve(self) -> bool:
-        """Claim a slot for a connection being accepted; False when full."""
-        if self.reserved >= self.max_connections:
-            self.refused += 1
-            return False
-        self.reserved += 1
-        return True
-
-    def opened(self, handler: RequestHandler, transport: asyncio.BaseTransport) -> None:
-        self._open[handler] = (transport.get_extra_info("socket"), None)
-        self._observer.connection_opened()
-
-    def closed(self, handler: RequestHandler) -> None:
-        self.reserved -= 1
-        if self._open.pop(handler, None) is not None:
-            self._observer.connection_closed()
-
-    def caller(self, handler: object) -> Caller | None:
-        """The peer of the connection `handler` serves, or None when not ours."""
-        if not isinstance(handler, RequestHandler):
-            return None
-        entry = self._open.get(handler)
-        if entry is None:
-            return None
-        sock, caller = entry
-        if caller is None:
-            try:
-                caller = self._identify(sock)
-            except OSError as exc:
-                # No peer credentials (or /proc unreadable): no identity, so no access.
-                log.warning("connection.unidentified", error=exc.strerror or str(exc))
-                return None
-            self._open[handler] = (sock, caller)
-        return caller
-
-    @property
-    def open_count(self) -> int:
-        return len(self._open)
-
-
 # Given a new connection's transport, another protocol to hand it to instead of
 # HTTP (systemd credential requests, recognised by the peer's abstract address).
 Divert = Callable[[asyncio.BaseTransport], asyncio.Protocol | None]
 
 
 class _Tracked(asyncio.Protocol):
-    """Delegates to aiohttp's RequestHandler (or a diverted protocol) and reports
-    open/close to the tracker."""
+    """Admits a connection by its peer's share, then delegates to aiohttp's
+    RequestHandler (or a diverted protocol, or a refusal) and holds it to the
+    head and write deadlines."""
 
     def __init__(
         self,
-        handler: RequestHandler,
+        handler: web.RequestHandler,
         tracker: ConnectionTracker,
         divert: Divert | None,
         head_timeout: float | None,
@@ -135,8 +85,20 @@ class _Tracked(asyncio.Protocol):
         self._divert = divert
         self._head_timeout = head_timeout
         self._deadline: HeadDeadline | None = None
+        self._peer: Peer | None = None  # set once admitted
+        self._transport: asyncio.Transport | None = None
+        self._stall: asyncio.TimerHandle | None = None
+        self._holding_reads = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not inherit from asyncio.Transport; same interface.
+        self._transport = cast(asyncio.Transport, transport)
+        peer = peer_of(transport)
+        if not self._tracker.admit(peer):
+            self._inner = _Refuse()
+            self._inner.connection_made(transport)
+            return
+        self._peer = peer
         diverted = self._divert(transport) if self._divert is not None else None
         if diverted is not None:
             self._inner = diverted
@@ -144,21 +106,26 @@ class _Tracked(asyncio.Protocol):
                 diverted.connection_made(transport)
             except Exception as exc:  # a bug there must not leave the peer hanging
                 log.error("connection.divert_failed", error=type(exc).__name__)
-                cast(asyncio.Transport, transport).abort()
+                self._transport.abort()
             return
         self._tracker.opened(self._handler, transport)
+        # Every byte the kernel does not take at once pauses writing (pause_writing).
+        self._transport.set_write_buffer_limits(high=0)
         if self._head_timeout is not None:
-            self._deadline = HeadDeadline(self._head_timeout, transport.close)
+            self._deadline = HeadDeadline(self._head_timeout, self._transport.abort)
             self._deadline.start()
         self._handler.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._deadline is not None:
             self._deadline.stop()
+        self._end_stall()
         try:
             self._inner.connection_lost(exc)
         finally:
             self._tracker.closed(self._handler)
+            if self._peer is not None:
+                self._tracker.release(self._peer)
 
     def data_received(self, data: bytes) -> None:
         if self._deadline is not None:
@@ -169,10 +136,37 @@ class _Tracked(asyncio.Protocol):
         return self._inner.eof_received()  # True keeps a half-closed connection open
 
     def pause_writing(self) -> None:
+        """The peer is not taking our output: it must within `write_timeout`, and
+        nothing more is read from it meanwhile (it cannot queue more requests)."""
+        transport = self._transport
+        if self._stall is None and transport is not None:
+            timeout = self._tracker.limits.write_timeout
+            self._stall = asyncio.get_running_loop().call_later(timeout, self._stalled)
+            # Only a hold of our own is released in resume_writing (aiohttp pauses
+            # reading itself when its queue of parsed requests is full).
+            if transport.is_reading():
+                transport.pause_reading()
+                self._holding_reads = True
         self._inner.pause_writing()
 
     def resume_writing(self) -> None:
+        self._end_stall()
         self._inner.resume_writing()
+
+    def _end_stall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        transport = self._transport
+        if self._holding_reads and transport is not None and not transport.is_closing():
+            transport.resume_reading()
+        self._holding_reads = False
+
+    def _stalled(self) -> None:
+        self._stall = None
+        log.info("connection.write_timed_out", timeout=self._tracker.limits.write_timeout)
+        if self._transport is not None:
+            self._transport.abort()  # close() would wait for the flush that is not coming
 
 
 class DivertOnly(asyncio.Protocol):
@@ -212,7 +206,7 @@ async def serve_diverted(sock: socket.socket, divert: Divert) -> asyncio.Abstrac
 
 
 class _Refuse(asyncio.Protocol):
-    """Beyond the connection cap: a canned 503, then close. No parsing, no waiting.
+    """Beyond a connection limit: a canned 503, then close. No parsing, no waiting.
 
     Closing a Unix socket with unread bytes makes the peer's read fail with
     ECONNRESET (the 503 would be lost), so the request is read and discarded
@@ -235,9 +229,13 @@ class _Refuse(asyncio.Protocol):
 
 
 class GuardedSite(web.BaseSite):
-    """An aiohttp site on an existing listening socket, with a connection cap."""
+    """An aiohttp site on an existing listening socket, with admission and deadlines.
 
-    __slots__ = ("_backlog_sock", "_divert", "_head_timeout", "_tracker")
+    Its connections are served by `JsonErrorHandler`s made with `handler_args`
+    (the keyword arguments aiohttp's `RequestHandler` takes), registered with the
+    runner's server so that `runner.cleanup()` shuts them down as its own."""
+
+    __slots__ = ("_backlog_sock", "_divert", "_handler_args", "_head_timeout", "_tracker")
 
     def __init__(
         self,
@@ -245,12 +243,14 @@ class GuardedSite(web.BaseSite):
         sock: socket.socket,
         *,
         tracker: ConnectionTracker,
+        handler_args: Mapping[str, Any],
         divert: Divert | None = None,
         head_timeout: float | None = None,
     ) -> None:
         super().__init__(runner, backlog=max(MIN_BACKLOG, tracker.max_connections))
         self._backlog_sock = sock
         self._tracker = tracker
+        self._handler_args = dict(handler_args)
         self._divert = divert
         self._head_timeout = head_timeout
 
@@ -262,14 +262,13 @@ class GuardedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        tracker = self._tracker
+        loop = asyncio.get_running_loop()
+        args = self._handler_args
 
         def factory() -> asyncio.Protocol:
-            if not tracker.reserve():
-                return _Refuse()
-            return _Tracked(server(), tracker, self._divert, self._head_timeout)
+            handler = JsonErrorHandler(server, loop=loop, **args)
+            return _Tracked(handler, self._tracker, self._divert, self._head_timeout)
 
-        loop = asyncio.get_running_loop()
         if self._backlog_sock.family == socket.AF_UNIX:
             self._server = await loop.create_unix_server(
                 factory, sock=self._backlog_sock, backlog=self._backlog
@@ -288,12 +287,12 @@ SHUTDOWN_GRACE = 1.0
 
 
 class _ToStructlog(logging.Handler):
-    """aiohttp's protocol errors (malformed requests: the client's fault) as one
-    debug line each, without the traceback aiohttp would print to stderr."""
+    """aiohttp's own protocol log lines as one debug line each, without the
+    traceback (or request text) aiohttp would print to stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
         error = type(record.exc_info[1]).__name__ if record.exc_info else None
-        log.debug("http.request_rejected", reason=record.getMessage()[:200], error=error)
+        log.debug("http.request_rejected", reason=str(record.msg)[:200], error=error)
 
 
 def _protocol_logger() -> logging.Logger:
@@ -316,18 +315,22 @@ async def start_serving(
     """Start `app` on every listening socket in `socks`; `runner.cleanup()` stops it.
 
     `idle_timeout` closes idle keep-alive connections; `head_timeout` (default: the
-    same) bounds the time to send a complete request head (api.deadline)."""
+    same) bounds the time to send a complete request head (api.deadline). The
+    tracker's limits admit connections and bound how long output may stay unsent."""
+    handler_args: dict[str, Any] = {
+        "access_log": None,  # requests are audited; aiohttp's access log adds nothing
+        "logger": _protocol_logger(),
+        "keepalive_timeout": idle_timeout,
+        "max_line_size": MAX_LINE_SIZE,
+        "max_field_size": MAX_FIELD_SIZE,
+        "max_headers": MAX_HEADERS,
+        "lingering_time": 0,  # never drain an unwanted body: close instead
+    }
     runner = web.AppRunner(
         app,
-        access_log=None,  # requests are audited; aiohttp's access log adds nothing
-        logger=_protocol_logger(),
-        keepalive_timeout=idle_timeout,
-        max_line_size=MAX_LINE_SIZE,
-        max_field_size=MAX_FIELD_SIZE,
-        max_headers=MAX_HEADERS,
-        lingering_time=0,  # never drain an unwanted body: close instead
         handler_cancellation=True,  # a long-poll ends when its client goes away
         shutdown_timeout=SHUTDOWN_GRACE,
+        **handler_args,
     )
     await runner.setup()
     try:
@@ -337,6 +340,7 @@ async def start_serving(
                 runner,
                 sock,
                 tracker=tracker,
+                handler_args=handler_args,
                 divert=divert if unix else None,
                 head_timeout=idle_timeout if head_timeout is None else head_timeout,
             )

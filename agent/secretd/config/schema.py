@@ -84,12 +84,17 @@ class CacheSection(Section):
 class LimitsSection(Section):
     max_secret_bytes: int = Field(65536, ge=1, le=64 * 1024 * 1024)
     max_connections: int = Field(1024, ge=1)
+    # Connections one uid (or the TCP listener as a whole) may hold; None: a
+    # quarter of max_connections (root and the agent's own uid: no share).
+    max_connections_per_uid: int | None = Field(None, ge=1)
     # Requests that reach a backend (refresh=true, misses) per caller: a token bucket.
     backend_rate: float = Field(20.0, gt=0)
     backend_burst: int = Field(40, ge=1)
     # API connections: a request's headers must arrive, and an idle keep-alive
     # connection is closed, within this time (slowloris guard).
     idle_timeout: Duration = 10.0
+    # A connection whose answer the peer leaves unread this long is aborted.
+    write_timeout: Duration = 10.0
 
 
 class BackendBase(Section):
