@@ -31,6 +31,7 @@ import structlog
 
 from secretd.clock import Clock, SystemClock
 from secretd.errors import ConfigError
+from secretd.fileperm import owner_problem
 from secretd.model import Caller, SecretName, name_problem, rfc3339
 
 log = structlog.get_logger(__name__)
@@ -186,6 +187,36 @@ def _check_fields(
             raise TypeError(f"audit field {key!r} must be str, not {type(item).__name__}")
 
 
+def check_audit_target(target: str | None) -> None:
+    """For `secretd check`: an existing audit log must pass the rules `open` applies
+    (nothing is created). Raises ConfigError naming the path."""
+    if target is None or target == "-":
+        return
+    path = Path(target)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return  # the agent creates it (0600) at start
+    except OSError as exc:
+        raise ConfigError(f"audit_log {path}: cannot stat ({exc.strerror})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError(f"audit_log {path}: is a symlink")
+    _check_audit_stat(path, st)
+
+
+def _check_audit_stat(path: Path, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"audit_log {path}: not a regular file")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        raise ConfigError(
+            f"audit_log {path}: mode {mode:04o} lets others write it; chmod go-w {path}"
+        )
+    problem = owner_problem(st.st_uid)  # its owner could rewrite the trail
+    if problem is not None:
+        raise ConfigError(f"audit_log {path}: {problem}")
+
+
 def _open_audit_file(path: Path) -> int:
     """Open for append, creating 0600; refuse symlinks, non-files and writable-by-others."""
     try:
@@ -193,14 +224,7 @@ def _open_audit_file(path: Path) -> int:
     except OSError as exc:
         raise ConfigError(f"audit_log {path}: cannot open ({exc.strerror})") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"audit_log {path}: not a regular file")
-        if stat.S_IMODE(st.st_mode) & 0o022:
-            mode = stat.S_IMODE(st.st_mode)
-            raise ConfigError(
-                f"audit_log {path}: mode {mode:04o} lets others write it; chmod go-w {path}"
-            )
+        _check_audit_stat(path, os.fstat(fd))
     except BaseException:
         os.close(fd)
         raise

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from secretd.config.schema import TemplateConfig
 from secretd.errors import ConfigError, SecretdError
+from secretd.fileperm import read_private_file
 from secretd.model import CURRENT, SecretName, SecretValue
 from secretd.render.errors import TemplateError
 from secretd.render.formats import VarRef, parse_vars, render_env, render_json
@@ -131,11 +132,8 @@ def load_sink(config: TemplateConfig, env: SecretSandbox) -> TemplateSink:
 
 
 def _read_source(path: Path) -> str:
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_SOURCE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"template source {path}: cannot read ({exc.strerror})") from None
+    # Whoever may rewrite a template decides which secrets go into its file.
+    raw = read_private_file(path, what="template source", secret=False, limit=MAX_SOURCE_BYTES)
     if len(raw) > MAX_SOURCE_BYTES:
         raise ConfigError(f"template source {path}: larger than {MAX_SOURCE_BYTES} bytes")
     try:
