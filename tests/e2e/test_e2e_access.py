@@ -147,3 +147,66 @@ async def test_health_names_only_what_the_caller_may_read(
     text = (done.stdout + done.stderr).decode()
     assert "shared/k" in text and [word for word in hidden if word in text] == [], text
     assert "root" in text  # it says where the details are
+
+
+# Runs as the second user: `count` forbidden reads on one keep-alive connection,
+# through both read APIs, bounded in time too; prints how many were refused
+# (403, or the AWS agent's 400 AccessDeniedException).
+FLOOD = """
+import http.client, socket, sys, time
+class C(http.client.HTTPConnection):
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(10)
+        s.connect(sys.argv[1]); self.sock = s
+conn, refused = C("localhost", timeout=10), 0
+deadline = time.monotonic() + 90
+for i in range(int(sys.argv[2])):
+    if time.monotonic() > deadline:
+        break
+    name = f"app/probe-{i % 7}"
+    conn.request("GET", f"/v1/secrets/{name}" if i % 2 else f"/secretsmanager/get?secretId={name}")
+    answer = conn.getresponse()
+    body = answer.read()
+    refused += answer.status == 403 or b"AccessDeniedException" in body
+print(refused)
+"""
+
+
+@pytest.mark.timeout(180)
+async def test_a_flood_of_denials_is_audited_in_bounded_lines_with_exact_counts(
+    store: Store, start_agent: StartAgent
+) -> None:
+    """20,000 denials wrote 20,000 audit lines: any local user could fill the log
+    disk. Now a caller's denials beyond a small burst - through either API, one
+    budget - become summary lines that still count every one; other callers'
+    reads are each audited as before."""
+    flooder = ensure_test_user()
+    store.put("app/k", b"v")
+    agent = await start_agent(allow=ALLOW_ROOT)
+    flood = asyncio.create_task(
+        asyncio.to_thread(run_python_as, flooder, FLOOD, str(agent.socket), "5000", timeout=120)
+    )
+    reads = 0
+    async with agent.session() as http:
+        while not flood.done() or reads < 20:
+            assert (await http.get("/v1/secrets/app/k")).status == 200
+            reads += 1
+            await asyncio.sleep(0.01)
+        metrics = await (await http.get("/metrics")).text()
+    done = await flood
+    assert done.returncode == 0, done.stderr.decode()
+    assert int(done.stdout) == 5000  # every one still answered 403
+    assert 'secretd_reads_total{result="forbidden"} 5000.0' in metrics
+    agent.stop()  # flushes the summaries still open
+
+    lines = [orjson.loads(x) for x in agent.audit_path.read_bytes().splitlines()]
+    mine = [x for x in lines if x["event"] == "deny" and x["caller"]["uid"] == flooder.uid]
+    single = [x for x in mine if x["result"] == "deny"]
+    summaries = [x for x in mine if x["result"] == "deny_suppressed"]
+    assert len(mine) <= 50, len(mine)
+    assert summaries and len(single) + sum(x["count"] for x in summaries) == 5000
+    for summary in summaries:
+        assert summary["secret"] is None and summary["first"] <= summary["last"]
+    assert max(x["distinct_secrets"] for x in summaries) == 7
+    root_reads = [x for x in lines if x["event"] == "read" and x["caller"]["uid"] == 0]
+    assert len(root_reads) == reads and all(x["result"] == "ok" for x in root_reads)
