@@ -8,8 +8,9 @@ individual lines, refilled by one every `DENY_REFILL_SECONDS`. A denial
 beyond that is counted into the caller's `Suppressed` record, which the audit
 log writes as one summary line (docs/security.md) when the summary interval
 ends or the log is closed. The answer (403) and the metrics are never
-affected: only the number of audit lines is bounded, to about
-`DENY_BURST + 60 / DENY_REFILL_SECONDS + 1` a minute per caller.
+affected: only the number of audit lines is bounded - per caller, at most
+`DENY_BURST` + 1 in the first summary interval, then about
+`DENY_SUMMARY_SECONDS / DENY_REFILL_SECONDS` + 1 per interval (11, then 7).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from secretd.model import Caller, rfc3339
 DENY_BURST = 10  # individual deny lines a caller may cause at once
 DENY_REFILL_SECONDS = 10.0  # then one more per this many seconds
 DENY_SUMMARY_SECONDS = 60.0  # how long suppressed denials wait for their summary line
-DENY_MAX_CALLERS = 4096  # callers tracked at once (beyond: summaries flushed, all reset)
+DENY_MAX_CALLERS = 4096  # buckets kept at once (beyond: idle ones dropped, else all reset)
 DENY_MAX_NAMES = 32  # distinct names counted per summary
 
 
