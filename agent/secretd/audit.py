@@ -109,7 +109,7 @@ class AuditLog:
             _check_fields(event, secret, version_id, result, extra)
             return
         line = self._format(event, secret, version_id, caller, result, extra)
-        if event == "deny" and not self._denials.admit(caller, secret):
+        if not self._denials.admit(event, result, caller, secret):
             self._arm_summary()
             return
         self._write(line)
@@ -124,11 +124,11 @@ class AuditLog:
                 continue
             entry: dict[str, object] = {
                 "time": rfc3339(self._clock.now()),
-                "event": "deny",
+                "event": held.event,
                 "secret": None,
                 "version_id": None,
                 "caller": held.caller.describe() if held.caller is not None else None,
-                "result": "deny_suppressed",
+                "result": f"{held.result}_suppressed",
                 "count": held.count,
                 "first": held.first,
                 "last": held.last,

@@ -1,8 +1,9 @@
 """Which denials get their own audit line, and what the rest add up to.
 
 Any local user can ask for names it may not read as fast as the socket
-answers; one audit line per denial let it fill the log disk (20,000 denials
-were 3.1 MB in under two seconds). So each caller - a uid; all TCP callers
+answers (or pose as systemd asking for a credential); one audit line per
+denial let it fill the log disk (20,000 denials were 3.1 MB in under two
+seconds). `LIMITED` names those denials. So each caller - a uid; all TCP callers
 together; the agent itself - has a token bucket: a burst of `DENY_BURST`
 individual lines, refilled by one every `DENY_REFILL_SECONDS`. A denial
 beyond that is counted into the caller's `Suppressed` record, which the audit
@@ -27,10 +28,17 @@ DENY_MAX_CALLERS = 4096  # buckets kept at once (beyond: idle ones dropped, else
 DENY_MAX_NAMES = 32  # distinct names counted per summary
 
 
+# (event, result) pairs that are denials any local user can cause at will: a
+# forbidden read, and a credential request from a peer that is not root.
+LIMITED = frozenset({("deny", "deny"), ("credential", "forbidden_peer")})
+
+
 @dataclass
 class Suppressed:
-    """One caller's denials held back since its last summary."""
+    """One caller's denials of one kind held back since its last summary."""
 
+    event: str
+    result: str  # the held lines' result; the summary says f"{result}_suppressed"
     caller: Caller | None  # as the summary shows it: uid and gid, no pid or unit
     first: str  # RFC 3339 of the first and last held back
     last: str
@@ -56,15 +64,20 @@ class DenyLimiter:
         self._buckets: dict[tuple[object, ...], tuple[float, float]] = {}  # tokens, at
         self._held: dict[tuple[object, ...], Suppressed] = {}
 
-    def admit(self, caller: Caller | None, name: str | None) -> bool:
-        """True: write this denial's line. False: it was counted into a summary."""
-        key = _caller_key(caller)
+    def admit(self, event: str, result: str, caller: Caller | None, name: str | None) -> bool:
+        """True: write this line (always, for anything but a LIMITED denial).
+        False: it was counted into a summary."""
+        if (event, result) not in LIMITED:
+            return True
+        key = (event, *_caller_key(caller))
         held = self._held.get(key)
         if held is None and self._take(key):
             return True
         now = rfc3339(self._clock.now())
         if held is None:
-            held = self._held[key] = Suppressed(_summary_caller(caller), first=now, last=now)
+            summary_caller = _summary_caller(caller)
+            held = Suppressed(event, result, summary_caller, first=now, last=now)
+            self._held[key] = held
         held.count += 1
         held.last = now
         if name is not None and len(held.names) < DENY_MAX_NAMES:

@@ -409,6 +409,34 @@ def test_many_callers_are_tracked_in_bounded_memory() -> None:
     clock = FakeClock()
     limiter = DenyLimiter(clock, burst=1, refill_seconds=1.0, max_callers=8)
     for uid in range(100):
-        assert limiter.admit(Caller(uid=uid, gid=uid), "db/x") is True
+        assert limiter.admit("deny", "deny", Caller(uid=uid, gid=uid), "db/x") is True
     assert limiter.tracked() <= 8
-    assert limiter.admit(Caller(uid=99, gid=99), "db/x") is False  # still remembered
+    assert limiter.admit("deny", "deny", Caller(uid=99, gid=99), "db/x") is False  # remembered
+
+
+def test_refused_credential_peers_are_bounded_too_and_nothing_else_is(tmp_path: Path) -> None:
+    """A non-root peer posing as systemd on the socket is the other denial any
+    local user can cause at will; reads, renders and refreshes are never held."""
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog.open(str(path), clock=FakeClock())
+    for _ in range(DENY_BURST + 40):
+        audit.record(
+            "credential",
+            secret=None,
+            version_id=None,
+            caller=OTHER,
+            result="forbidden_peer",
+            unit_requested="app.service",
+            credential="db",
+        )
+        audit.record("read", secret="db/app", version_id="v1", caller=OTHER, result="ok")
+        audit.record("render", secret=None, version_id=None, caller=None, result="error")
+    deny(audit, OTHER)  # its own budget: a different kind of denial
+    audit.close()
+    written = lines(path)
+    (summary,) = [x for x in written if x["result"] == "forbidden_peer_suppressed"]
+    assert summary["event"] == "credential" and summary["count"] == 40
+    assert sum(x["result"] == "forbidden_peer" for x in written) == DENY_BURST
+    assert sum(x["event"] == "read" for x in written) == DENY_BURST + 40
+    assert sum(x["event"] == "render" for x in written) == DENY_BURST + 40
+    assert [x["result"] for x in written if x["event"] == "deny"] == ["deny"]

@@ -20,7 +20,9 @@ therefore accepted only when they are strings written in the template itself:
 a literal at the call, or one in a list or mapping the template loops over
 (constant expressions such as `'db/' ~ 'app'` count too). A computed one is
 refused before anything is read, with an error that does not quote it, so a
-value can never become a name the cache looks up, logs or audits either.
+value can never become a name the cache looks up, logs or audits either. (A
+value that happens to equal a string the template writes is used as that
+string: whatever an error then says, the template source already says it.)
 Every render failure is a `TemplateError` that keeps the secret it is about
 apart from its text, so health can show the text only to callers who may
 read that secret.
