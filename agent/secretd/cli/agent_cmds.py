@@ -2,8 +2,10 @@
 
 `check` validates everything that can be validated without asking a remote
 backend: the config itself, the file stores and their key files, Vault
-credential and CA files, the TCP token file, the access rules (users and
-groups must exist) and every template (compiled, owners resolved). It prints
+credential and CA files, the TCP token file, an existing audit log, the access
+rules (users and groups must exist) and every template (compiled, owners
+resolved). Run as root it also accepts files owned by the service user
+(`secretd`), so the installed files can be checked before the service starts. It prints
 what the agent would serve and render, or every problem found, and exits 2 on
 any problem.
 """
@@ -25,6 +27,7 @@ from secretd.config import (
     load_config,
 )
 from secretd.errors import ConfigError, SecretdError
+from secretd.fileperm import trusting_service_user
 from secretd.logs import configure_logging
 
 
@@ -60,9 +63,11 @@ def run_agent_command(args: argparse.Namespace) -> int:
 
 
 def run_check_command(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    configure_logging("warning")
-    problems = asyncio.run(find_problems(config))
+    # Run as root before the service starts, check accepts the service user's files.
+    with trusting_service_user():
+        config = load_config(args.config)
+        configure_logging("warning")
+        problems = asyncio.run(find_problems(config))
     if problems:
         for problem in problems:
             print(f"secretd: {problem}", file=sys.stderr)
@@ -80,6 +85,7 @@ async def find_problems(config: Config) -> list[str]:
         ("allow", lambda: _check_policy(config)),
         ("template", lambda: _check_templates(config)),
         ("tcp", lambda: _check_tcp(config)),
+        ("audit", lambda: _check_audit(config)),
     ]
     problems = [p for _, check in checks if (p := _problem_of(check)) is not None]
     for name, backend in config.backends.items():
@@ -120,6 +126,12 @@ def _check_tcp(config: Config) -> None:
         from secretd.api.tcp import load_token
 
         load_token(config.tcp.token_file)
+
+
+def _check_audit(config: Config) -> None:
+    from secretd.audit import check_audit_target
+
+    check_audit_target(config.agent.audit_log)
 
 
 async def _check_backend(
