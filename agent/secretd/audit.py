@@ -12,6 +12,13 @@ The file is opened `O_APPEND | O_NOFOLLOW`, created 0600; each line goes out
 in one `write(2)`, so concurrent writers and `logrotate copytruncate` never
 interleave or lose a line, and the line is on disk before the reply leaves.
 
+Denials are bounded per caller (secretd.denials): beyond a small burst, a
+caller's denials are counted and written as one summary line
+(`result: "deny_suppressed"` with `count`, `first`, `last`,
+`distinct_secrets`) when the summary interval ends or the log is closed.
+Every denial is in a line or a count; reads, refreshes and other callers'
+denials are never held back.
+
 When a write fails (disk full, I/O error) the agent keeps serving: secretd
 sits on the boot path of every service that needs a secret, and a full
 /var/log must not take them all down. The first failure is logged as an error,
@@ -21,6 +28,7 @@ recovery says how many were lost.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import sys
@@ -30,7 +38,9 @@ import orjson
 import structlog
 
 from secretd.clock import Clock, SystemClock
+from secretd.denials import DENY_SUMMARY_SECONDS, DenyLimiter
 from secretd.errors import ConfigError
+from secretd.fileperm import owner_problem
 from secretd.model import Caller, SecretName, name_problem, rfc3339
 
 log = structlog.get_logger(__name__)
@@ -43,10 +53,21 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOL
 class AuditLog:
     """Appends audit lines to a file descriptor; also a `CacheObserver` for refreshes."""
 
-    def __init__(self, fd: int | None, *, owns_fd: bool, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        fd: int | None,
+        *,
+        owns_fd: bool,
+        clock: Clock | None = None,
+        denials: DenyLimiter | None = None,
+        summary_seconds: float = DENY_SUMMARY_SECONDS,
+    ) -> None:
         self._fd = fd
         self._owns_fd = owns_fd
         self._clock: Clock = clock or SystemClock()
+        self._denials = denials or DenyLimiter(self._clock)
+        self._summary_seconds = summary_seconds
+        self._summary_timer: asyncio.TimerHandle | None = None
         self._failed_writes = 0
         self._torn_line = False  # a partial write left a line without its newline
         self._failing = False  # between a failed write and the next good one
@@ -102,7 +123,44 @@ class AuditLog:
         if self._fd is None:  # off: still refuse misuse, but build no line (the hot path)
             _check_fields(event, secret, version_id, result, extra)
             return
-        self._write(self._format(event, secret, version_id, caller, result, extra))
+        line = self._format(event, secret, version_id, caller, result, extra)
+        if not self._denials.admit(event, result, caller, secret):
+            self._arm_summary()
+            return
+        self._write(line)
+
+    def flush_denials(self) -> None:
+        """Write a summary line for every caller's held-back denials (now, not later)."""
+        if self._summary_timer is not None:
+            self._summary_timer.cancel()
+            self._summary_timer = None
+        for held in self._denials.drain():
+            if self._fd is None:
+                continue
+            entry: dict[str, object] = {
+                "time": rfc3339(self._clock.now()),
+                "event": held.event,
+                "secret": None,
+                "version_id": None,
+                "caller": held.caller.describe() if held.caller is not None else None,
+                "result": f"{held.result}_suppressed",
+                "count": held.count,
+                "first": held.first,
+                "last": held.last,
+                "distinct_secrets": len(held.names),
+            }
+            self._write(orjson.dumps(entry) + b"\n")
+
+    def _arm_summary(self) -> None:
+        """Summaries go out `summary_seconds` after the first held-back denial
+        (without a running loop - a CLI, a test - at `flush_denials` or `close`)."""
+        if self._summary_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._summary_timer = loop.call_later(self._summary_seconds, self.flush_denials)
 
     def _format(
         self,
@@ -178,6 +236,7 @@ class AuditLog:
         )
 
     def close(self) -> None:
+        self.flush_denials()  # nothing held back is lost at shutdown or reload
         if self._fd is not None and self._owns_fd:
             os.close(self._fd)
         self._fd = None
@@ -202,8 +261,8 @@ def _check_fields(
 
 
 def check_audit_target(target: str | None) -> None:
-    """What `AuditLog.open` would refuse, found without creating or changing
-    anything (`secretd check` may run as another user than the agent)."""
+    """For `secretd check`: an existing audit log must pass the rules `open` applies
+    (nothing is created). Raises ConfigError naming the path."""
     if target is None or target == "-":
         return
     path = Path(target)
@@ -212,16 +271,25 @@ def check_audit_target(target: str | None) -> None:
     except FileNotFoundError:
         if not path.parent.is_dir():
             raise ConfigError(f"audit_log {path}: directory {path.parent} does not exist") from None
-        return
+        return  # the agent creates it (0600) at start
     except OSError as exc:
         raise ConfigError(f"audit_log {path}: cannot stat ({exc.strerror})") from None
     if stat.S_ISLNK(st.st_mode):
         raise ConfigError(f"audit_log {path}: is a symlink")
+    _check_audit_stat(path, st)
+
+
+def _check_audit_stat(path: Path, st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"audit_log {path}: not a regular file")
-    if stat.S_IMODE(st.st_mode) & 0o022:
-        mode = stat.S_IMODE(st.st_mode)
-        raise ConfigError(f"audit_log {path}: mode {mode:04o} lets others write it; chmod go-w")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        raise ConfigError(
+            f"audit_log {path}: mode {mode:04o} lets others write it; chmod go-w {path}"
+        )
+    problem = owner_problem(st.st_uid)  # its owner could rewrite the trail
+    if problem is not None:
+        raise ConfigError(f"audit_log {path}: {problem}")
 
 
 def _open_audit_file(path: Path) -> int:
@@ -231,14 +299,7 @@ def _open_audit_file(path: Path) -> int:
     except OSError as exc:
         raise ConfigError(f"audit_log {path}: cannot open ({exc.strerror})") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"audit_log {path}: not a regular file")
-        if stat.S_IMODE(st.st_mode) & 0o022:
-            mode = stat.S_IMODE(st.st_mode)
-            raise ConfigError(
-                f"audit_log {path}: mode {mode:04o} lets others write it; chmod go-w {path}"
-            )
+        _check_audit_stat(path, os.fstat(fd))
     except BaseException:
         os.close(fd)
         raise

@@ -7,9 +7,15 @@ import asyncio
 import orjson
 import pytest
 
-from tests.e2e.agent_proc import Store
+from tests.e2e.agent_proc import BIN, Store
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
-from tests.fakes.second_user import TestUser, can_switch_users, ensure_test_user, run_python_as
+from tests.fakes.second_user import (
+    TestUser,
+    can_switch_users,
+    ensure_test_user,
+    run_as,
+    run_python_as,
+)
 
 pytestmark = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
 
@@ -81,3 +87,126 @@ async def test_socket_mode_keeps_others_out(store: Store, start_agent: StartAgen
     done = await asyncio.to_thread(run_python_as, user, CLIENT, str(agent.socket), "/v1/health")
     assert done.returncode != 0
     assert b"PermissionError" in done.stderr
+
+
+def _tamper(store: Store, name: str) -> str:
+    """Corrupt the newest ciphertext of `name`'s record; returns the record's file name."""
+    record = store.record_path(name)
+    document = orjson.loads(record.read_bytes())
+    blob = document["versions"][-1]["ciphertext"]
+    document["versions"][-1]["ciphertext"] = ("A" if blob[0] != "A" else "B") + blob[1:]
+    staged = record.with_suffix(".tmp")
+    staged.write_bytes(orjson.dumps(document))
+    staged.replace(record)
+    return record.name
+
+
+async def test_health_names_only_what_the_caller_may_read(
+    store: Store, start_agent: StartAgent
+) -> None:
+    """Template and backend errors name secrets and store paths; another uid sees
+    the names its rules let it read, and a code for the rest; root sees it all."""
+    user = ensure_test_user()
+    store.put("app/k", b'{"a": 1}')
+    store.put("app/tampered", b"v1")
+    store.put("shared/k", b'{"a": 1}')
+    workdir = store.root.parent
+    templates = "".join(
+        f"[[template]]\ncontents = \"{{{{ secret('{name}', field='nope') }}}}\"\n"
+        f'destination = "{workdir}/{dest}"\n\n'
+        for name, dest in (("app/k", "hidden.conf"), ("shared/k", "shared.conf"))
+    )
+    allow = ALLOW_ROOT + f'[[allow]]\nsecrets = ["shared/*"]\nuids = [{user.uid}]\n\n' + templates
+    agent = await start_agent(allow=allow)
+    async with agent.session() as http:
+        assert (await http.get("/v1/secrets/app/tampered")).status == 200
+        record = _tamper(store, "app/tampered")
+        refreshed = await http.get("/v1/secrets/app/tampered?refresh=true")
+        assert (await refreshed.json())["stale"] is True  # the last good value, kept
+        root_view = await (await http.get("/v1/health")).text()
+    hidden = ["app/k", "app/tampered", str(store.root), record, record.removesuffix(".secret")]
+    # root: every detail (the backend error names the tampered secret and its file)
+    assert [word for word in hidden if word not in root_view] == []
+    assert "shared/k" in root_view and "nope" in root_view
+
+    status, body = await asyncio.to_thread(get_as, user, str(agent.socket), "/v1/health")
+    assert status == 200
+    shown = body.decode()
+    assert [word for word in hidden if word in shown] == []
+    health = orjson.loads(body)
+    by_dest = {t["destination"].rsplit("/", 1)[-1]: t for t in health["templates"]}
+    assert "secret shared/k" in by_dest["shared.conf"]["last_error"]
+    assert "may not read" in by_dest["hidden.conf"]["last_error"]
+    assert health["backends"]["local"]["ok"] is False
+    assert health["backends"]["local"]["last_error"]  # generic, but says it failed
+    assert health["detail"] == "summary"
+
+    done = await asyncio.to_thread(
+        run_as, user, [str(BIN), "status", "--socket", str(agent.socket)]
+    )
+    text = (done.stdout + done.stderr).decode()
+    assert "shared/k" in text and [word for word in hidden if word in text] == [], text
+    assert "root" in text  # it says where the details are
+
+
+# Runs as the second user: `count` forbidden reads on one keep-alive connection,
+# through both read APIs, bounded in time too; prints how many were refused
+# (403, or the AWS agent's 400 AccessDeniedException).
+FLOOD = """
+import http.client, socket, sys, time
+class C(http.client.HTTPConnection):
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(10)
+        s.connect(sys.argv[1]); self.sock = s
+conn, refused = C("localhost", timeout=10), 0
+deadline = time.monotonic() + 90
+for i in range(int(sys.argv[2])):
+    if time.monotonic() > deadline:
+        break
+    name = f"app/probe-{i % 7}"
+    conn.request("GET", f"/v1/secrets/{name}" if i % 2 else f"/secretsmanager/get?secretId={name}")
+    answer = conn.getresponse()
+    body = answer.read()
+    refused += answer.status == 403 or b"AccessDeniedException" in body
+print(refused)
+"""
+
+
+@pytest.mark.timeout(180)
+async def test_a_flood_of_denials_is_audited_in_bounded_lines_with_exact_counts(
+    store: Store, start_agent: StartAgent
+) -> None:
+    """20,000 denials wrote 20,000 audit lines: any local user could fill the log
+    disk. Now a caller's denials beyond a small burst - through either API, one
+    budget - become summary lines that still count every one; other callers'
+    reads are each audited as before."""
+    flooder = ensure_test_user()
+    store.put("app/k", b"v")
+    agent = await start_agent(allow=ALLOW_ROOT)
+    flood = asyncio.create_task(
+        asyncio.to_thread(run_python_as, flooder, FLOOD, str(agent.socket), "5000", timeout=120)
+    )
+    reads = 0
+    async with agent.session() as http:
+        while not flood.done() or reads < 20:
+            assert (await http.get("/v1/secrets/app/k")).status == 200
+            reads += 1
+            await asyncio.sleep(0.01)
+        metrics = await (await http.get("/metrics")).text()
+    done = await flood
+    assert done.returncode == 0, done.stderr.decode()
+    assert int(done.stdout) == 5000  # every one still answered 403
+    assert 'secretd_reads_total{result="forbidden"} 5000.0' in metrics
+    agent.stop()  # flushes the summaries still open
+
+    lines = [orjson.loads(x) for x in agent.audit_path.read_bytes().splitlines()]
+    mine = [x for x in lines if x["event"] == "deny" and x["caller"]["uid"] == flooder.uid]
+    single = [x for x in mine if x["result"] == "deny"]
+    summaries = [x for x in mine if x["result"] == "deny_suppressed"]
+    assert len(mine) <= 50, len(mine)
+    assert summaries and len(single) + sum(x["count"] for x in summaries) == 5000
+    for summary in summaries:
+        assert summary["secret"] is None and summary["first"] <= summary["last"]
+    assert max(x["distinct_secrets"] for x in summaries) == 7
+    root_reads = [x for x in lines if x["event"] == "read" and x["caller"]["uid"] == 0]
+    assert len(root_reads) == reads and all(x["result"] == "ok" for x in root_reads)

@@ -334,3 +334,71 @@ def test_no_value_reaches_logs_audit_metrics_errors_health_or_status(log_format:
     assert any(ln["event"] == "deny" and ln["caller"]["uid"] == denier for ln in audit)
     found = {label: every_leak(body) for label, body in outputs if every_leak(body)}
     assert found == {}
+
+
+# --- render errors: a value used as a name, field or stage ----------------------
+
+# Each template makes a value (private/x holds the canary) flow into an argument
+# that an error message might quote: a field, a name, a stage, a key.
+RENDER_CONFIG = """
+[agent]
+socket = "$root/s.sock"
+socket_mode = "0666"
+log_level = "debug"
+log_format = "json"
+audit_log = "$root/audit.jsonl"
+
+[backends.local]
+type = "file"
+path = "$store"
+key_file = "$key"
+
+[[allow]]
+secrets = ["app/*"]
+uids = [0]
+""" + "".join(
+    f'\n[[template]]\ncontents = "{source}"\ndestination = "$root/t{index}.conf"\n'
+    for index, source in enumerate(
+        [
+            "{{ secret('app/db', field=secret('private/x')) }}",
+            "{{ secret(secret('private/x')) }}",
+            "{{ secret('app/db', stage=secret('private/x')) }}",
+            "{{ secret_json(secret('private/x')) }}",
+            "{{ secret('app/plain', field=secret('private/x')) }}",
+            "{{ secret_json('app/db')[secret('private/x')] }}",
+            "{{ secret('private/x') | int + {}[secret('private/x')] }}",
+            "{% set n = secret('private/x') %}{{ secret(n ~ '') }}",
+        ]
+    )
+)
+
+
+@needs_agent
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+def test_render_errors_never_carry_a_value_from_a_name_field_or_stage() -> None:
+    values = [
+        ("private/x", CANARY.encode()),
+        ("app/db", CANARY_JSON.encode().replace(CANARY.encode(), b"pw")),
+        ("app/plain", b"not json"),
+    ]
+    user = ensure_test_user()
+    with running_agent(RENDER_CONFIG, values) as agent:
+        health = orjson.loads(agent.request("/v1/health").body)
+        failed = [t for t in health["templates"] if not t["ok"]]
+        assert len(failed) == 8, health["templates"]  # every template failed, as it should
+        outputs = [
+            ("health", agent.request("/v1/health").body),
+            ("health as user", agent.request_as(user, "/v1/health").body),
+        ]
+        for args in (("status",), ("status", "--json")):
+            done = agent.cli(*args)
+            outputs.append((" ".join(args), done.stdout + done.stderr))
+        assert agent.stop() == 0
+        outputs.append(("agent log", agent.logs()))
+        outputs.append(("audit", agent.audit_path.read_bytes()))
+        audit = [orjson.loads(line) for line in agent.audit_path.read_bytes().splitlines()]
+    renders = [line for line in audit if line["event"] == "render"]
+    assert len(renders) >= 8 and all(line["result"] == "error" for line in renders)
+    found = {label: every_leak(body) for label, body in outputs if every_leak(body)}
+    assert found == {}

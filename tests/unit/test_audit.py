@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import subprocess
@@ -15,8 +16,10 @@ import pytest
 import structlog
 
 from secretd.audit import AuditLog
+from secretd.denials import DENY_BURST, DENY_REFILL_SECONDS, DenyLimiter
 from secretd.errors import ConfigError
 from secretd.model import Caller, SecretName, SecretValue
+from tests.fakes.fake_clock import FakeClock
 
 CANARY = "canary-7f3a9c-value"
 CALLER = Caller(uid=1001, gid=1002, pid=4242, unit="app.service")
@@ -288,6 +291,7 @@ def _drain(fd: int) -> bytes:
 WRITER = """
 import sys
 from secretd.audit import AuditLog
+from secretd.denials import DENY_BURST, DENY_REFILL_SECONDS, DenyLimiter
 from secretd.model import Caller
 log = AuditLog.open(sys.argv[1])
 me = int(sys.argv[2])
@@ -321,3 +325,118 @@ def test_unchanged_refreshes_are_not_audited(tmp_path: Path) -> None:
     log.close()
     lines = [orjson.loads(line) for line in path.read_text().splitlines()]
     assert [(line["event"], line["result"]) for line in lines] == [("refresh", "changed")]
+
+
+# -- denials: bounded per caller (issue 11, item 7) --------------------------------
+
+OTHER = Caller(uid=1002, gid=1002, pid=5151, unit=None)
+
+
+def deny(audit: AuditLog, caller: Caller, name: str = "db/root") -> None:
+    audit.record("deny", secret=name, version_id=None, caller=caller, result="deny")
+
+
+def test_a_callers_denials_beyond_the_burst_become_one_summary(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    clock = FakeClock()
+    audit = AuditLog.open(str(path), clock=clock)
+    for i in range(1000):
+        deny(audit, CALLER, f"db/n{i % 40}")
+        clock.advance(0.001)
+    audit.record("read", secret="db/app", version_id="v1", caller=OTHER, result="ok")
+    deny(audit, OTHER)  # another caller has its own budget
+    assert len(lines(path)) == DENY_BURST + 2  # nothing for the rest yet
+    audit.flush_denials()
+    written = lines(path)
+    single = [x for x in written if x["result"] == "deny" and x["caller"]["uid"] == 1001]
+    (summary,) = [x for x in written if x["result"] == "deny_suppressed"]
+    assert len(single) == DENY_BURST
+    assert summary["count"] == 1000 - DENY_BURST
+    assert summary["caller"] == {"uid": 1001, "gid": 1002, "pid": None, "unit": None}
+    assert summary["secret"] is None and summary["version_id"] is None
+    assert summary["first"] < summary["last"]
+    assert summary["distinct_secrets"] == 32  # counted up to a bound
+    audit.close()
+
+
+def test_the_budget_refills_and_close_flushes_what_is_held(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    clock = FakeClock()
+    audit = AuditLog.open(str(path), clock=clock)
+    for _ in range(DENY_BURST + 5):
+        deny(audit, CALLER)
+    audit.flush_denials()
+    clock.advance(DENY_REFILL_SECONDS * 3)
+    for _ in range(5):
+        deny(audit, CALLER)  # three refilled tokens, then held again
+    audit.close()  # shutdown or reload: the held denials are written, not lost
+    results = [x["result"] for x in lines(path)]
+    assert results == ["deny"] * DENY_BURST + ["deny_suppressed"] + ["deny"] * 3 + [
+        "deny_suppressed"
+    ]
+    assert [x["count"] for x in lines(path) if "count" in x] == [5, 2]
+
+
+def test_tcp_callers_share_one_budget(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog.open(str(path), clock=FakeClock())
+    for _ in range(DENY_BURST * 3):
+        deny(audit, Caller(tcp=True))
+    audit.close()
+    summary = lines(path)[-1]
+    assert summary["caller"] == {"tcp": True} and summary["count"] == DENY_BURST * 2
+
+
+async def test_summaries_go_out_on_their_own_after_the_interval(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(
+        os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+        owns_fd=True,
+        summary_seconds=0.05,
+    )
+    for _ in range(DENY_BURST + 3):
+        deny(audit, CALLER)
+    deadline = asyncio.get_running_loop().time() + 10
+    while not any(x["result"] == "deny_suppressed" for x in lines(path)):
+        assert asyncio.get_running_loop().time() < deadline, "no summary was written"
+        await asyncio.sleep(0.01)
+    assert lines(path)[-1]["count"] == 3
+    audit.close()
+    assert len(lines(path)) == DENY_BURST + 1  # written once, not again at close
+
+
+def test_many_callers_are_tracked_in_bounded_memory() -> None:
+    clock = FakeClock()
+    limiter = DenyLimiter(clock, burst=1, refill_seconds=1.0, max_callers=8)
+    for uid in range(100):
+        assert limiter.admit("deny", "deny", Caller(uid=uid, gid=uid), "db/x") is True
+    assert limiter.tracked() <= 8
+    assert limiter.admit("deny", "deny", Caller(uid=99, gid=99), "db/x") is False  # remembered
+
+
+def test_refused_credential_peers_are_bounded_too_and_nothing_else_is(tmp_path: Path) -> None:
+    """A non-root peer posing as systemd on the socket is the other denial any
+    local user can cause at will; reads, renders and refreshes are never held."""
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog.open(str(path), clock=FakeClock())
+    for _ in range(DENY_BURST + 40):
+        audit.record(
+            "credential",
+            secret=None,
+            version_id=None,
+            caller=OTHER,
+            result="forbidden_peer",
+            unit_requested="app.service",
+            credential="db",
+        )
+        audit.record("read", secret="db/app", version_id="v1", caller=OTHER, result="ok")
+        audit.record("render", secret=None, version_id=None, caller=None, result="error")
+    deny(audit, OTHER)  # its own budget: a different kind of denial
+    audit.close()
+    written = lines(path)
+    (summary,) = [x for x in written if x["result"] == "forbidden_peer_suppressed"]
+    assert summary["event"] == "credential" and summary["count"] == 40
+    assert sum(x["result"] == "forbidden_peer" for x in written) == DENY_BURST
+    assert sum(x["event"] == "read" for x in written) == DENY_BURST + 40
+    assert sum(x["event"] == "render" for x in written) == DENY_BURST + 40
+    assert [x["result"] for x in written if x["event"] == "deny"] == ["deny"]

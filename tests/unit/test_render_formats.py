@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from secretd.errors import ConfigError, RenderError
 from secretd.model import SecretValue
+from secretd.render.errors import TemplateError
 from secretd.render.formats import parse_vars, quote_env_value, render_env, render_json
 from tests.fakes.systemd_envfile import parse_environment_file
 
@@ -115,14 +116,22 @@ def test_systemd_rules_never_gain_a_variable(value: str) -> None:
 
 @pytest.mark.parametrize(
     "value,problem",
-    [("a\0b", "NUL"), ("\ufdd0", "U+FDD0"), ("x\uffff", "U+FFFF"), ("\U0001fffe", "U+1FFFE")],
+    [
+        ("a\0b", "NUL"),
+        ("\ufdd1", "noncharacter"),
+        ("x\uffff", "noncharacter"),
+        ("\U0001fffe", "noncharacter"),
+    ],
 )
 def test_values_no_env_file_can_carry_are_refused(value: str, problem: str) -> None:
     values = _values(BAD=value)
-    with pytest.raises(RenderError) as info:
+    with pytest.raises(TemplateError) as info:
         render_env(values, sources={"BAD": "db/app"})
     assert problem in str(info.value)
     assert "BAD" in str(info.value) and "db/app" in str(info.value)
+    assert info.value.secret == "db/app"  # kept apart, for health's per-caller view
+    # which character it was is part of the value, so it is not said
+    assert f"U+{ord(value[-1]):04X}" not in str(info.value)
 
 
 def test_non_utf8_value_is_refused_without_echoing_it() -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from secretd.errors import ConfigError, NotFound, RenderError, SecretdError
 from secretd.model import SecretName, SecretValue
+from secretd.render.errors import TemplateError
 from secretd.render.jinja import build_environment, compile_template, render_text
 
 CANARY = "canary-7f3a9e-value"
@@ -91,9 +92,12 @@ async def test_undefined_names_are_errors() -> None:
         await render("ok\n{{ nope }}\n")
 
 
-async def test_missing_secret_raises_the_readers_error() -> None:
-    with pytest.raises(NotFound, match="gone/x"):
-        await render("{{ secret('gone/x') }}")
+async def test_missing_secret_names_template_line_and_secret() -> None:
+    with pytest.raises(
+        TemplateError, match=r"^/etc/t\.j2: line 2: secret gone/x not found"
+    ) as info:
+        await render("x\n{{ secret('gone/x') }}")
+    assert info.value.secret == "gone/x" and info.value.cause == "not_found"
 
 
 async def test_invalid_name_in_template() -> None:
@@ -151,7 +155,7 @@ async def test_dependencies_are_discovered_even_on_failure() -> None:
     compiled = compile_template(
         build_environment(), "{{ secret('api/key') }}{{ secret('gone/x') }}", origin="t"
     )
-    with pytest.raises(NotFound):
+    with pytest.raises(TemplateError):
         await render_text(compiled, fetch)
     assert [name for name, _ in fetch.asked] == ["api/key", "gone/x"]
 
@@ -166,3 +170,56 @@ async def test_only_the_branch_taken_is_a_dependency() -> None:
 async def test_trailing_newline_kept() -> None:
     out, _ = await render("line\n")
     assert out == "line\n"
+
+
+@pytest.mark.parametrize(
+    "source,kind",
+    [
+        ("{{ secret('db/app', field=secret('api/key')) }}", "field"),
+        ("{{ secret(secret('api/key')) }}", "name"),
+        ("{{ secret('db/app', stage=secret('api/key')) }}", "stage"),
+        ("{{ secret_json(secret('api/key')) }}", "name"),
+        ("{{ secret_json('db/app', stage=secret('api/key')) }}", "stage"),
+        ("{% set n = secret('api/key') %}{{ secret('db/' ~ n) }}", "name"),
+        ("{% for f in [secret('api/key')] %}{{ secret('db/app', f) }}{% endfor %}", "field"),
+    ],
+)
+async def test_a_value_never_becomes_a_name_field_or_stage(source: str, kind: str) -> None:
+    """consul-template CVE-2022-38149: `secret(secret(x))` quoted x's value in the
+    error. A computed argument is refused unread, by an error that does not quote it."""
+    fetch = Fetcher()
+    compiled = compile_template(build_environment(), "\n" + source, origin="/etc/t.j2")
+    with pytest.raises(TemplateError) as info:
+        await render_text(compiled, fetch)
+    message = str(info.value)
+    assert CANARY not in message and CANARY not in repr(info.value)
+    assert f"the {kind} is computed while rendering" in message
+    assert message.startswith("/etc/t.j2: line 2: ")
+    assert all(name != CANARY for name, _ in fetch.asked)  # never looked up
+    assert all(stage != CANARY for _, stage in fetch.asked)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for n in ['db/app', 'api/key'] %}{{ secret(n)|length }},{% endfor %}",
+        "{% set f = {'name': 'user'} %}{{ secret('db/app', field=f.name) }}",
+        "{{ secret('db/' ~ 'app', 'user') }}",
+        "{% for s in ('current', 'previous') %}{{ secret('api/key', stage=s)|length }}{% endfor %}",
+        "{% set st = 'custom-label' %}{{ secret('api/key', stage=st) }}",
+    ],
+)
+async def test_names_fields_and_stages_written_in_the_template_may_be_computed(
+    source: str,
+) -> None:
+    out, fetch = await render(source)
+    assert out
+    assert {name for name, _ in fetch.asked} <= {"db/app", "api/key"}
+
+
+async def test_errors_about_written_arguments_name_them() -> None:
+    with pytest.raises(TemplateError, match=r"secret db/app: the secret has no field 'nope'"):
+        await render("{{ secret('db/app', field='nope') }}")
+    with pytest.raises(TemplateError, match=r"the field must be a string") as info:
+        await render("{{ secret('db/app', field=5) }}")
+    assert info.value.secret is None

@@ -91,6 +91,15 @@ class TemplateStatusView(Protocol):
     def last_error(self) -> str | None: ...
     @property
     def last_rendered(self) -> datetime | str | None: ...
+    @property
+    def error_secret(self) -> SecretName | None:
+        """The secret `last_error` is about (health shows it only to its readers)."""
+        ...
+
+    @property
+    def error_cause(self) -> str | None:
+        """`last_error`'s code (`not_found`, `render_failed`, ...), shown to everyone."""
+        ...
 
 
 class Limiter(Protocol):

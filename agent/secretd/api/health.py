@@ -1,32 +1,50 @@
-"""`GET /v1/health` and `GET /metrics` (SPEC §4). Neither ever shows a value or a secret name.
+"""`GET /v1/health` and `GET /metrics` (docs/api.md). Neither ever shows a value.
 
 Health is `starting` (503) until the composition root flips `ServingState.ready`
 after preloading declared secrets and first renders; then `ok` (200), or
 `degraded` (200) when a backend's last call failed, a cached secret is stale, or
 a template's last render failed.
+
+Every client of the socket may ask for health, but error texts name secrets,
+store paths and template files. So the document is cut to the caller
+(docs/security.md, "Health and status"):
+
+- root (and the agent's own uid) get every error text (`"detail": "full"`);
+- anyone else (`"detail": "summary"`) gets, for a failed backend, only that it
+  failed; for a failed template, the error's code and the secret it is about
+  when a rule lets them read that secret, else that it is one they may not
+  read. Counts (cache entries, stale, declared secrets not loaded) are shown to
+  everyone: they name nothing.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from secretd.api.deps import ApiDeps
-from secretd.model import rfc3339
+from secretd.api.deps import ApiDeps, TemplateStatusView
+from secretd.api.secrets import request_caller
+from secretd.errors import SecretdError
+from secretd.model import Caller, SecretName, rfc3339
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+BACKEND_FAILED = "the last call failed (details are shown to root)"
+
+Readable = Callable[[SecretName], bool]
 
 
 class HealthRoutes:
-    def __init__(self, deps: ApiDeps) -> None:
+    def __init__(self, deps: ApiDeps, *, agent_uid: int | None = None) -> None:
         self._deps = deps
+        self._agent_uid = os.geteuid() if agent_uid is None else agent_uid
 
     async def health(self, request: web.Request) -> web.StreamResponse:
-        del request
-        document = self.document()
+        document = self.document(self._viewer(request))
         status = 503 if document["status"] == "starting" else 200
         return web.Response(
             status=status,
@@ -35,10 +53,27 @@ class HealthRoutes:
             headers={"Cache-Control": "no-store"},
         )
 
-    def document(self) -> dict[str, Any]:
+    def _viewer(self, request: web.Request) -> Readable | None:
+        """None: the caller sees everything; else what it may read."""
+        try:
+            caller: Caller | None = request_caller(request, self._deps)
+        except SecretdError:  # no identity: health is still answered, summarised
+            caller = None
+        if caller is None:
+            return lambda _name: False
+        if not caller.tcp and caller.uid in (0, self._agent_uid):
+            return None
+        return self._deps.policy.readable_filter(caller)
+
+    def document(self, readable: Readable | None = None) -> dict[str, Any]:
+        """The health document; `readable` None is root's full view."""
         cache = self._deps.cache
         backends = {
-            name: {"ok": h.ok, "last_error": h.last_error, "last_success": h.last_success}
+            name: {
+                "ok": h.ok,
+                "last_error": h.last_error if readable is None or h.ok else BACKEND_FAILED,
+                "last_success": h.last_success,
+            }
             for name, h in sorted(cache.backend_health().items())
         }
         entries = cache.snapshot()
@@ -47,7 +82,7 @@ class HealthRoutes:
             {
                 "destination": str(t.destination),
                 "ok": t.ok,
-                "last_error": t.last_error,
+                "last_error": t.last_error if readable is None else _summary(t, readable),
                 "last_rendered": _when(t.last_rendered),
             }
             for t in self._deps.templates()
@@ -68,6 +103,7 @@ class HealthRoutes:
             status = "ok"
         return {
             "status": status,
+            "detail": "full" if readable is None else "summary",
             "backends": backends,
             "cache": {"entries": len(entries), "stale": stale, "declared_unloaded": unloaded},
             "templates": templates,
@@ -80,6 +116,22 @@ class HealthRoutes:
         response = web.Response(body=self._deps.metrics.exposition())
         response.headers["Content-Type"] = PROMETHEUS_TEXT
         return response
+
+
+def _summary(template: TemplateStatusView, readable: Readable) -> str | None:
+    """A failed template's error for a caller who is not root: a code, and the
+    secret it is about only when the caller may read it. No paths, no text."""
+    if template.last_error is None:
+        return None
+    cause = template.error_cause or "render_failed"
+    secret = template.error_secret
+    if secret is None:
+        about = ""
+    elif readable(secret):
+        about = f" (secret {secret})"
+    else:
+        about = " (about a secret you may not read)"
+    return f"render failed: {cause}{about}; details are shown to root"
 
 
 def _when(moment: datetime | str | None) -> str | None:

@@ -83,6 +83,8 @@ class SecretRoutes:
     def _authorize(self, caller: Caller, name: SecretName) -> None:
         if self._deps.policy.allows(caller, name):
             return
+        # Every denial is counted in metrics and answered 403; the audit log bounds
+        # a caller's deny lines and summarises the rest (secretd.denials).
         self._deps.audit.record("deny", secret=name, version_id=None, caller=caller, result="deny")
         self._deps.metrics.read("forbidden")
         # The same answer for every denied name: it must not reveal existence.

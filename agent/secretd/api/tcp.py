@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 import socket
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,7 +39,7 @@ from aiohttp.typedefs import Middleware
 from secretd.api.errors import Handler, error_response, from_secretd_error
 from secretd.api.secrets import CALLER_KEY
 from secretd.errors import AuthError, BadToken, ConfigError, SecretdError
-from secretd.fileperm import check_private_file
+from secretd.fileperm import read_private_file
 from secretd.model import Caller
 
 log = structlog.get_logger(__name__)
@@ -184,13 +183,8 @@ def _strip_cors(response: web.StreamResponse) -> None:
 def load_token(path: Path) -> bytes:
     """The token from `tcp.token_file`: a private file (0600-ish, ours or root's)
     holding 16-1024 visible ASCII characters; one trailing newline is allowed."""
-    check_private_file(path, what="tcp.token_file", secret=True)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            data = handle.read(MAX_TOKEN_BYTES + 3)
-    except OSError as exc:
-        raise ConfigError(f"tcp.token_file {path}: cannot read ({exc.strerror})") from None
+    # Owner and mode are checked on the very descriptor that is read.
+    data = read_private_file(path, what="tcp.token_file", secret=True, limit=MAX_TOKEN_BYTES + 2)
     token = data.removesuffix(b"\n").removesuffix(b"\r")
     if not MIN_TOKEN_BYTES <= len(token) <= MAX_TOKEN_BYTES or not _visible_ascii(token):
         raise ConfigError(

@@ -43,6 +43,7 @@ from secretd.errors import (
     TooLarge,
     UnknownKeyId,
 )
+from secretd.fileperm import owner_problem
 from secretd.model import CURRENT, Fetched, SecretName
 from secretd.state import StateDir
 from secretd.store.keyfile import Keyring
@@ -78,6 +79,9 @@ def _open_keyring(store: FileStore, config: FileBackendConfig) -> Keyring:
         st = directory.stat(follow_symlinks=False)
         if not stat.S_ISDIR(st.st_mode) or st.st_mode & 0o002:
             raise StoreError(f"{directory}: must be a directory others cannot write (chmod o-w)")
+        problem = owner_problem(st.st_uid)  # its owner could roll records back
+        if problem is not None:
+            raise StoreError(f"store {directory}: {problem}")
     return store.keyring(config.key_file, config.old_key_files)
 
 

@@ -43,11 +43,13 @@ from secretd.errors import (
     BadBackendAnswer,
     ConfigError,
 )
-from secretd.fileperm import check_private_file
+from secretd.fileperm import check_private_file, read_private_file
 from secretd.model import CURRENT, Fetched, SecretName, SecretValue, Version
 from secretd.state import StateDir
 
 __all__ = ["VaultBackend", "check_vault_config", "open_backend"]
+
+MAX_CA_BYTES = 1024 * 1024
 
 
 class VaultBackend:
@@ -257,10 +259,17 @@ def check_vault_config(name: str, config: VaultBackendConfig) -> ssl.SSLContext 
 
 
 def _tls_context(where: str, ca_file: Path | None) -> ssl.SSLContext:
+    if ca_file is None:
+        return ssl.create_default_context()
+    # Whoever may rewrite the CA file may impersonate Vault: same rules as the token.
+    pem = read_private_file(ca_file, what=f"{where}.ca_file", secret=False, limit=MAX_CA_BYTES)
+    if len(pem) > MAX_CA_BYTES:
+        raise ConfigError(f"{where}.ca_file {ca_file}: larger than {MAX_CA_BYTES} bytes")
     try:
-        return ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"{where}.ca_file {ca_file}: cannot load ({exc})") from None
+        return ssl.create_default_context(cadata=pem.decode("ascii"))
+    except (UnicodeDecodeError, ValueError, ssl.SSLError) as exc:
+        reason = "not PEM text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise ConfigError(f"{where}.ca_file {ca_file}: cannot load ({reason})") from None
 
 
 async def open_backend(

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from secretd.backends.vault_http import Reply, VaultHttp
 from secretd.errors import BackendAuthError, BackendUnavailable
-from secretd.fileperm import check_private_file
+from secretd.fileperm import read_private_file
 
 MAX_CREDENTIAL_BYTES = 4096
 
@@ -60,12 +60,9 @@ class TokenSource(Protocol):
 
 def read_credential(path: Path, what: str) -> str:
     """One line of credential from a private file (blocking: call in a thread)."""
-    check_private_file(path, what=what, secret=True, error=BackendAuthError)
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_CREDENTIAL_BYTES + 1)
-    except OSError as exc:
-        raise BackendAuthError(f"{what} {path}: cannot read ({exc.strerror})") from None
+    raw = read_private_file(
+        path, what=what, secret=True, limit=MAX_CREDENTIAL_BYTES, error=BackendAuthError
+    )
     if len(raw) > MAX_CREDENTIAL_BYTES:
         raise BackendAuthError(f"{what} {path}: larger than {MAX_CREDENTIAL_BYTES} bytes")
     text = raw.decode("ascii", errors="replace").strip()

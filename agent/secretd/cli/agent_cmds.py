@@ -4,10 +4,11 @@
 backend, by building what the agent would build (secretd.graph.check_config):
 the config itself, every backend as it would be opened (file stores with their
 key files and records, Vault credential and CA files, the AWS client set-up),
-the TCP token file, the audit log, the access rules (users and groups must
-exist) and every template (compiled, owners resolved). It prints what the
-agent would serve and render, or every problem found, and exits 2 on any
-problem.
+the TCP token file, an existing audit log, the access rules (users and groups
+must exist) and every template (compiled, owners resolved). Run as root it also
+accepts files owned by the service user (`secretd`), so the installed files can
+be checked before the service starts. It prints what the agent would serve and
+render, or every problem found, and exits 2 on any problem.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from secretd.config import (
     VaultBackendConfig,
     load_config,
 )
+from secretd.fileperm import trusting_service_user
 from secretd.logs import configure_logging
 
 
@@ -60,9 +62,11 @@ def run_agent_command(args: argparse.Namespace) -> int:
 
 
 def run_check_command(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    configure_logging("warning")
-    problems = asyncio.run(find_problems(config))
+    # Run as root before the service starts, check accepts the service user's files.
+    with trusting_service_user():
+        config = load_config(args.config)
+        configure_logging("warning")
+        problems = asyncio.run(find_problems(config))
     if problems:
         for problem in problems:
             print(f"secretd: {problem}", file=sys.stderr)

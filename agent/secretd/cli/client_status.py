@@ -2,6 +2,9 @@
 
 Only what `/v1/health` and `/v1/secrets` report: backends, names the caller may
 read with version, age and staleness, templates and last errors. Never values.
+The agent cuts health to the caller: run by anyone but root (or the agent's own
+user) the errors are summaries naming only secrets the caller may read, and
+the table says so.
 Every string from the agent is flattened to one printable line, so a confused
 or hostile peer cannot paint the operator's terminal.
 """
@@ -37,6 +40,7 @@ def render_status(
         f"socket:    {clean(socket)}",
         f"cache:     {health.cache_entries} entries, {health.cache_stale} stale",
         *_hardening(health.raw.get("hardening")),
+        *_detail(health.raw.get("detail")),
         "",
     ]
     backend_rows = [
@@ -82,6 +86,15 @@ def _hardening(report: object) -> list[str]:
     if isinstance(problems, dict):
         lines += [f"  {clean(str(k))}: {clean(str(v))}" for k, v in sorted(problems.items())]
     return lines
+
+
+def _detail(detail: object) -> list[str]:
+    if detail != "summary":
+        return []
+    return [
+        "errors:    summarised for this user (codes, and only secrets it may read); "
+        "run as root for the full texts"
+    ]
 
 
 def _section(title: str, header: list[str], rows: list[list[str]]) -> list[str]:

@@ -10,17 +10,22 @@ from pydantic import ValidationError
 
 from secretd.config.schema import Config
 from secretd.errors import ConfigError
-from secretd.fileperm import check_private_file
+from secretd.fileperm import read_private_file
+
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 
 def load_config(path: Path, *, check_perms: bool = True) -> Config:
     """Load and validate `path`. Raises ConfigError naming the file and key path."""
-    if check_perms:
-        check_private_file(path, what="config file", secret=False)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    if check_perms:  # owner and mode checked on the descriptor that is read
+        raw = read_private_file(path, what="config file", secret=False, limit=MAX_CONFIG_BYTES)
+    else:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

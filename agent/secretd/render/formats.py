@@ -32,6 +32,7 @@ import orjson
 
 from secretd.errors import ConfigError, RenderError
 from secretd.model import SecretName, SecretValue, name_problem
+from secretd.render.errors import TemplateError
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ESCAPED = str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\$", "`": "\\`"})
@@ -76,16 +77,24 @@ def value_text(value: SecretValue, *, what: str) -> str:
 def render_env(values: Mapping[str, SecretValue], *, sources: Mapping[str, str]) -> bytes:
     """An env file with one `NAME="value"` line per variable, in the given order.
 
-    `sources` maps each variable to a description of where it came from (the
-    secret name), used in error messages.
+    `sources` maps each variable to the secret name it came from, used in error
+    messages (TemplateError, with that secret kept apart for health).
     """
     lines = []
     for var, value in values.items():
         what = f"variable {var} (secret {sources.get(var, '?')})"
-        if _ENV_NAME.fullmatch(var) is None:
-            raise RenderError(f"{what}: not a valid environment variable name")
-        lines.append(f"{var}={quote_env_value(value_text(value, what=what), what=what)}\n")
+        try:
+            if _ENV_NAME.fullmatch(var) is None:
+                raise RenderError(f"{what}: not a valid environment variable name")
+            lines.append(f"{var}={quote_env_value(value_text(value, what=what), what=what)}\n")
+        except RenderError as exc:
+            raise _about(exc, sources.get(var)) from None
     return "".join(lines).encode("utf-8")
+
+
+def _about(exc: RenderError, source: str | None) -> TemplateError:
+    secret = SecretName(source) if source is not None and name_problem(source) is None else None
+    return TemplateError(str(exc), secret=secret)
 
 
 def quote_env_value(text: str, *, what: str) -> str:
@@ -102,7 +111,11 @@ def _env_value_problem(text: str) -> str | None:
     for char in text:
         point = ord(char)
         if 0xFDD0 <= point <= 0xFDEF or point & 0xFFFE == 0xFFFE:
-            return f"contains U+{point:04X}, which systemd's EnvironmentFile= rejects"
+            # Which one is not said: it is part of the value.
+            return (
+                "contains a noncharacter (U+FDD0-U+FDEF or U+xxFFFE/U+xxFFFF), "
+                "which systemd's EnvironmentFile= rejects"
+            )
     return None
 
 
@@ -110,5 +123,8 @@ def render_json(values: Mapping[str, SecretValue], *, sources: Mapping[str, str]
     """A JSON object of variable -> text value, pretty enough to read, newline-terminated."""
     obj = {}
     for var, value in values.items():
-        obj[var] = value_text(value, what=f"variable {var} (secret {sources.get(var, '?')})")
+        try:
+            obj[var] = value_text(value, what=f"variable {var} (secret {sources.get(var, '?')})")
+        except RenderError as exc:
+            raise _about(exc, sources.get(var)) from None
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n"

@@ -12,6 +12,20 @@ Error messages never carry a value. Jinja's own messages can (an undefined key
 named by a value, `int` failing on a value, a refused `|attr(value)`), so for
 anything that is not one of our own errors the message says only what kind of
 failure happened and at which template line.
+
+Our own messages quote the name, field and stage a template passed to
+`secret()`, so those must never come from a value (consul-template
+CVE-2022-38149: `secret(secret(x))` put x's value in the error). They are
+therefore accepted only when they are strings written in the template itself:
+a literal at the call, or one in a list or mapping the template loops over
+(constant expressions such as `'db/' ~ 'app'` count too). A computed one is
+refused before anything is read, with an error that does not quote it, so a
+value can never become a name the cache looks up, logs or audits either. (A
+value that happens to equal a string the template writes is used as that
+string: whatever an error then says, the template source already says it.)
+Every render failure is a `TemplateError` that keeps the secret it is about
+apart from its text, so health can show the text only to callers who may
+read that secret.
 """
 
 from __future__ import annotations
@@ -25,12 +39,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
+from jinja2.optimizer import optimize
 from jinja2.sandbox import SandboxedEnvironment
 
-from secretd.errors import ConfigError, InvalidRequest, RenderError, SecretdError
-from secretd.model import CURRENT, SecretName, SecretValue
+from secretd.errors import ConfigError, SecretdError
+from secretd.model import CURRENT, PENDING, PREVIOUS, SecretName, SecretValue
+from secretd.render.errors import TemplateError
 from secretd.render.formats import quote_env_value
 
 # Reads one secret version for a render (the runner's per-cycle memo).
@@ -39,6 +55,7 @@ Fetch = Callable[[SecretName, str], Awaitable[SecretValue]]
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 MAX_SEQUENCE_PRODUCT = 1024 * 1024  # "x" * n and [..] * n
 MAX_EXPONENT = 1024
+_STAGES = frozenset({CURRENT, PREVIOUS, PENDING})
 
 
 class SecretSandbox(SandboxedEnvironment):
@@ -66,6 +83,7 @@ class CompiledTemplate:
 
     origin: str
     template: Any  # jinja2.Template; Any because its render methods are untyped
+    literals: frozenset[str]  # every string the source writes (see _Functions)
 
 
 def build_environment() -> SecretSandbox:
@@ -92,55 +110,110 @@ def compile_template(env: SecretSandbox, source: str, *, origin: str) -> Compile
     """Parse `source`. A syntax error is a ConfigError naming `origin` and the line."""
     try:
         template = env.from_string(source)
+        literals = _literals(env, env.parse(source))
     except TemplateSyntaxError as exc:
         raise ConfigError(f"{origin}:{exc.lineno}: template syntax error: {exc.message}") from None
     template.name = origin
     template.filename = origin
-    return CompiledTemplate(origin=origin, template=template)
+    return CompiledTemplate(origin=origin, template=template, literals=literals)
+
+
+def _literals(env: SecretSandbox, tree: nodes.Template) -> frozenset[str]:
+    """Every string constant of the template, also those Jinja folds at compile time."""
+    found: set[str] = set()
+    for root in (tree, optimize(tree, env)):
+        for const in root.find_all(nodes.Const):
+            _collect_strings(const.value, found)
+    return frozenset(found)
+
+
+def _collect_strings(value: object, into: set[str]) -> None:
+    if isinstance(value, str):
+        into.add(value)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _collect_strings(item, into)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _collect_strings(key, into)
+            _collect_strings(item, into)
 
 
 async def render_text(compiled: CompiledTemplate, fetch: Fetch) -> bytes:
     """Render `compiled`, reading every secret through `fetch` (which is how the
     caller learns what the template depends on, even when the render fails).
 
-    Raises RenderError (or the SecretdError `fetch` raised), never with a value inside.
+    Raises TemplateError naming the template and line, never with a value inside.
     """
+    functions = _Functions(compiled, fetch)
+    context = {"secret": functions.secret, "secret_json": functions.secret_json}
+    try:
+        return await _generate(compiled, context)
+    except TemplateError as exc:
+        where = _where(exc, compiled.origin)
+        raise TemplateError(f"{where}: {exc}", secret=exc.secret, cause=exc.cause) from None
+    except SecretdError as exc:
+        raise TemplateError(f"{_where(exc, compiled.origin)}: {exc}", cause=exc.code) from None
+    except Exception as exc:
+        raise TemplateError(f"{_where(exc, compiled.origin)}: {_describe(exc)}") from None
 
-    async def secret(name: Any, field: Any = None, stage: Any = CURRENT) -> str:
-        value = await _read(name, stage)
+
+class _Functions:
+    """`secret()` and `secret_json()` for one render."""
+
+    def __init__(self, compiled: CompiledTemplate, fetch: Fetch) -> None:
+        self._literals = compiled.literals
+        self._fetch = fetch
+
+    async def secret(self, name: Any, field: Any = None, stage: Any = CURRENT) -> str:
+        secret, value = await self._read(name, stage)
         if field is not None:
-            if not isinstance(field, str):
-                raise RenderError(f"secret {name}: field must be a string")
+            chosen = self._written("field", field, what=f"secret {secret}")
             try:
-                value = value.field(field)
-            except InvalidRequest as exc:
-                raise RenderError(f"secret {name}: {exc}") from None
+                value = value.field(chosen)
+            except SecretdError as exc:
+                raise TemplateError(f"secret {secret}: {exc}", secret=secret) from None
         text = value.text()
         if text is None:
-            raise RenderError(f"secret {name}: value is not UTF-8 text")
+            raise TemplateError(f"secret {secret}: value is not UTF-8 text", secret=secret)
         return text
 
-    async def secret_json(name: Any, stage: Any = CURRENT) -> dict[str, Any]:
-        text = (await _read(name, stage)).text()
+    async def secret_json(self, name: Any, stage: Any = CURRENT) -> dict[str, Any]:
+        secret, value = await self._read(name, stage)
+        text = value.text()
         try:
             obj = orjson.loads(text) if text is not None else None
         except orjson.JSONDecodeError:
             obj = None
         if not isinstance(obj, dict):
-            raise RenderError(f"secret {name}: value is not a JSON object")
+            raise TemplateError(f"secret {secret}: value is not a JSON object", secret=secret)
         return obj
 
-    async def _read(name: Any, stage: Any) -> SecretValue:
-        if not isinstance(name, str) or not isinstance(stage, str):
-            raise RenderError("secret(): the name and stage must be strings")
-        return await fetch(SecretName(name), stage)
+    async def _read(self, name: Any, stage: Any) -> tuple[SecretName, SecretValue]:
+        written = self._written("name", name, what="secret()")
+        try:
+            secret = SecretName(written)
+        except SecretdError as exc:
+            raise TemplateError(f"secret(): {exc}", cause=exc.code) from None
+        if isinstance(stage, str) and stage in _STAGES:
+            chosen = stage
+        else:
+            chosen = self._written("stage", stage, what=f"secret {secret}")
+        try:
+            return secret, await self._fetch(secret, chosen)
+        except SecretdError as exc:
+            raise TemplateError(str(exc), secret=secret, cause=exc.code) from None
 
-    try:
-        return await _generate(compiled, {"secret": secret, "secret_json": secret_json})
-    except SecretdError:
-        raise
-    except Exception as exc:
-        raise RenderError(f"{compiled.origin}: {_describe(exc, compiled.origin)}") from None
+    def _written(self, kind: str, argument: Any, *, what: str) -> str:
+        """`argument` when it is a string the template wrote; else an error not quoting it."""
+        if not isinstance(argument, str):
+            raise TemplateError(f"{what}: the {kind} must be a string")
+        if argument not in self._literals:
+            raise TemplateError(
+                f"{what}: the {kind} is computed while rendering, so it is neither used nor "
+                f"shown (it could be a secret's value); write it in the template as a string"
+            )
+        return argument
 
 
 async def _generate(compiled: CompiledTemplate, context: dict[str, Any]) -> bytes:
@@ -150,25 +223,29 @@ async def _generate(compiled: CompiledTemplate, context: dict[str, Any]) -> byte
         data = chunk.encode("utf-8")
         size += len(data)
         if size > MAX_OUTPUT_BYTES:
-            raise RenderError(f"{compiled.origin}: output exceeds {MAX_OUTPUT_BYTES} bytes")
+            raise TemplateError(f"output exceeds {MAX_OUTPUT_BYTES} bytes")
         parts.append(data)
     return b"".join(parts)
 
 
-def _describe(exc: BaseException, origin: str) -> str:
-    """What went wrong and where, without the exception's own (maybe value-bearing) text."""
+def _where(exc: BaseException, origin: str) -> str:
+    """`ORIGIN: line N`, from the template frames Jinja puts in the traceback."""
     line = None
     for frame in traceback.extract_tb(exc.__traceback__):
         if frame.filename == origin:
             line = frame.lineno
-    where = f"line {line}" if line is not None else "an unknown line"
+    return f"{origin}: line {line}" if line is not None else f"{origin}: an unknown line"
+
+
+def _describe(exc: BaseException) -> str:
+    """What kind of failure, without the exception's own (maybe value-bearing) text."""
     if isinstance(exc, UndefinedError):
-        return f"{where}: undefined variable, attribute or key"
+        return "undefined variable, attribute or key"
     if isinstance(exc, SecurityError):
-        return f"{where}: the sandbox refused an unsafe operation"
+        return "the sandbox refused an unsafe operation"
     if isinstance(exc, OverflowError | MemoryError | RecursionError):
-        return f"{where}: {type(exc).__name__} (a range or value too large)"
-    return f"{where}: {type(exc).__name__} while rendering"
+        return f"{type(exc).__name__} (a range or value too large)"
+    return f"{type(exc).__name__} while rendering"
 
 
 def env_quote(value: Any) -> str:
@@ -180,7 +257,7 @@ def shell_quote(value: Any) -> str:
     """POSIX sh single-quoting (`'...'` with `'\\''`). NUL cannot be quoted: an error."""
     text = str(value)
     if "\0" in text:
-        raise RenderError("shell_quote: the value contains a NUL byte")
+        raise TemplateError("shell_quote: the value contains a NUL byte")
     return shlex.quote(text)
 
 
@@ -189,7 +266,7 @@ def to_json(value: Any) -> str:
     try:
         return orjson.dumps(value).decode("utf-8")
     except TypeError:
-        raise RenderError("json: the value cannot be written as JSON") from None
+        raise TemplateError("json: the value cannot be written as JSON") from None
 
 
 def b64encode(value: Any) -> str:
@@ -201,4 +278,4 @@ def b64decode(value: Any) -> str:
         raw = base64.b64decode(str(value), validate=True)
         return raw.decode("utf-8")
     except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise RenderError("b64decode: not base64 of UTF-8 text") from None
+        raise TemplateError("b64decode: not base64 of UTF-8 text") from None

@@ -13,7 +13,8 @@
                      a time per template; a failed render keeps the old file
                      and retries with exponential backoff (and at once on the
                      next change of a secret it reads)
-    status()         per template: destination, ok, last_error, last_rendered
+    status()         per template: destination, ok, last_error (and the secret it
+                     is about, kept apart for health's per-caller view), last_rendered
 
 Secrets are read through a `ReadMemo` shared by all templates, so one change
 used by ten templates is one read. Everything a template reads is `pin`ned so
@@ -37,6 +38,7 @@ from secretd.events import Hub, Subscription
 from secretd.model import SecretName, SecretReader, rfc3339
 from secretd.observe import AuditSink
 from secretd.render.command import CommandResult, run_command
+from secretd.render.errors import TemplateError
 from secretd.render.memo import ReadMemo
 from secretd.render.sink import SinkResult, TemplateSink, load_sinks
 
@@ -62,6 +64,10 @@ class TemplateStatus:
     renders: int = 0
     writes: int = 0
     last_command: str | None = None  # "exited with status 0", "killed after its timeout", ...
+    # What last_error is about, apart from its text: health shows the text only to
+    # callers who may read `error_secret`; others get `error_cause`, a fixed code.
+    error_secret: SecretName | None = None
+    error_cause: str | None = None
 
 
 @dataclass(eq=False)
@@ -72,6 +78,8 @@ class _Slot:
     trigger: asyncio.Event = field(default_factory=asyncio.Event)
     ok: bool = False
     last_error: str | None = None
+    error_secret: SecretName | None = None
+    error_cause: str | None = None
     last_rendered: str | None = None
     renders: int = 0
     writes: int = 0
@@ -89,6 +97,8 @@ class _Slot:
             renders=self.renders,
             writes=self.writes,
             last_command=self.last_command,
+            error_secret=self.error_secret,
+            error_cause=self.error_cause,
         )
 
 
@@ -203,14 +213,17 @@ class TemplateRunner:
         destination = slot.sink.destination
         try:
             result: SinkResult = await slot.sink.apply(self._memo.value)
-        except SecretdError as exc:
-            return self._failed(slot, str(exc))
+        except TemplateError as exc:
+            return self._failed(slot, str(exc), exc.secret, exc.cause)
+        except SecretdError as exc:  # the writer's refusals and failures
+            return self._failed(slot, str(exc), None, exc.code)
         except Exception as exc:  # a bug: keep serving, say what kind
             log.exception("template.render_crashed", destination=destination)
-            return self._failed(slot, f"internal error ({type(exc).__name__})")
+            return self._failed(slot, f"internal error ({type(exc).__name__})", None, "internal")
         finally:
             self._pin_wants(slot)
         slot.ok, slot.last_error, slot.failures = True, None, 0
+        slot.error_secret = slot.error_cause = None
         slot.renders += 1
         slot.last_rendered = rfc3339(self._clock.now())
         if result.changed:
@@ -222,8 +235,9 @@ class TemplateRunner:
         self._observe(destination, "written" if result.changed else "unchanged")
         return True
 
-    def _failed(self, slot: _Slot, reason: str) -> bool:
+    def _failed(self, slot: _Slot, reason: str, secret: SecretName | None, cause: str) -> bool:
         slot.ok, slot.last_error = False, reason
+        slot.error_secret, slot.error_cause = secret, cause
         slot.failures += 1
         log.warning("template.render_failed", destination=slot.sink.destination, error=reason)
         self._observe(slot.sink.destination, "error", reason)

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from secretd.config.schema import TemplateConfig
-from secretd.errors import ConfigError, InvalidRequest, RenderError
+from secretd.errors import ConfigError, SecretdError
+from secretd.fileperm import read_private_file
 from secretd.model import CURRENT, SecretName, SecretValue
+from secretd.render.errors import TemplateError
 from secretd.render.formats import VarRef, parse_vars, render_env, render_json
 from secretd.render.jinja import (
     CompiledTemplate,
@@ -69,7 +71,7 @@ class TemplateSink:
         return self._wants
 
     async def render(self, fetch: Fetch) -> bytes:
-        """The file's bytes. Raises a SecretdError that names no value."""
+        """The file's bytes. Raises a TemplateError that names no value."""
 
         async def recording_fetch(name: SecretName, stage: str) -> SecretValue:
             self._wants = self._wants | {name}
@@ -80,11 +82,15 @@ class TemplateSink:
         values: dict[str, SecretValue] = {}
         sources: dict[str, str] = {}
         for ref in self._refs:
-            value = await recording_fetch(ref.secret, CURRENT)
             try:
+                value = await recording_fetch(ref.secret, CURRENT)
                 values[ref.var] = value.field(ref.field) if ref.field else value
-            except InvalidRequest as exc:
-                raise RenderError(f"variable {ref.var}: secret {ref.secret}: {exc}") from None
+            except SecretdError as exc:
+                raise TemplateError(
+                    f"variable {ref.var}: secret {ref.secret}: {exc}",
+                    secret=ref.secret,
+                    cause=exc.code,
+                ) from None
             sources[ref.var] = ref.secret
         if self.config.format == "env":
             return render_env(values, sources=sources)
@@ -126,11 +132,8 @@ def load_sink(config: TemplateConfig, env: SecretSandbox) -> TemplateSink:
 
 
 def _read_source(path: Path) -> str:
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_SOURCE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"template source {path}: cannot read ({exc.strerror})") from None
+    # Whoever may rewrite a template decides which secrets go into its file.
+    raw = read_private_file(path, what="template source", secret=False, limit=MAX_SOURCE_BYTES)
     if len(raw) > MAX_SOURCE_BYTES:
         raise ConfigError(f"template source {path}: larger than {MAX_SOURCE_BYTES} bytes")
     try:

@@ -1,10 +1,12 @@
-"""Atomic, symlink-proof writes of rendered files (SPEC §6, SECURITY: TOCTOU).
+"""Atomic, symlink-proof writes of rendered files (docs/render.md, "Writing files").
 
 Every step works relative to a descriptor of the destination's directory, so
 nothing is resolved twice by path:
 
-1. open the directory (`O_DIRECTORY`); refuse it when group or others can
-   write it (they could swap names in it between our steps);
+1. open the directory from `/`, one component at a time, refusing any
+   directory on the way that another user owns or can write, and any symlink
+   such a user could have planted (render.dirs); the destination's own
+   directory may not be writable by group or others at all;
 2. `lstat` the destination through the directory: a symlink or a non-regular
    file is refused; a regular file with the same bytes, mode and owner means
    there is nothing to do (no write, and the caller runs no command);
@@ -29,15 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from secretd.errors import RenderError
+from secretd.render.dirs import open_trusted_directory
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 @dataclass(frozen=True, slots=True)
 class FileSpec:
-    """Where and how a rendered file is written. `uid`/`gid` None: leave as created."""
+    """Where and how a rendered file is written. `uid`/`gid` None: leave as created.
+    `uid` (the template's user) may also own the directories on the way."""
 
     path: Path
     mode: int = 0o600
@@ -51,7 +54,7 @@ def write_atomic(spec: FileSpec, data: bytes) -> bool:
     Returns True when the file was written, False when it already matched.
     Raises RenderError on any refusal or failure; the old file is then untouched.
     """
-    dir_fd = _open_directory(spec.path)
+    dir_fd = _open_directory(spec)
     try:
         if _unchanged(dir_fd, spec, data):
             return False
@@ -74,21 +77,12 @@ def write_atomic(spec: FileSpec, data: bytes) -> bool:
         os.close(dir_fd)
 
 
-def _open_directory(path: Path) -> int:
+def _open_directory(spec: FileSpec) -> int:
+    path = spec.path
     if not path.name or path.name in (".", ".."):
         raise RenderError(f"{path}: not a file path")
-    try:
-        dir_fd = os.open(path.parent, _DIR_FLAGS)
-    except OSError as exc:
-        raise _failure(path, "cannot open its directory", exc) from None
-    st = os.fstat(dir_fd)
-    if stat.S_IMODE(st.st_mode) & 0o022:
-        os.close(dir_fd)
-        raise RenderError(
-            f"{path}: directory {path.parent} is writable by group or others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}); use a directory only its owner can write"
-        )
-    return dir_fd
+    owners = {0, os.geteuid()} | ({spec.uid} if spec.uid is not None else set())
+    return open_trusted_directory(path.parent, owners, dest=path)
 
 
 def _unchanged(dir_fd: int, spec: FileSpec, data: bytes) -> bool:
