@@ -36,7 +36,7 @@ import random
 import resource
 import signal
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -44,18 +44,22 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from secretd.access.identity import peer_caller
 from secretd.api.app import build_app
 from secretd.api.listener import (
     ConnectionLimits,
+    Divert,
     UnixListener,
     serve_diverted,
     start_serving,
 )
+from secretd.api.ports import ApiDeps
 from secretd.api.tcp import bind_tcp, install_tcp_guard, load_token
 from secretd.api.vault_compat import VaultSettings
 from secretd.config import Config, load_config
+from secretd.credentials import CredentialProtocol, parse_peer_address
 from secretd.errors import ConfigError, SecretdError
-from secretd.graph import BackendPool, Graph, LiveGraph, Shared, open_graph, retire_graph
+from secretd.graph import BackendPool, Graph, Shared, open_graph, retire_graph
 from secretd.hardening import harden_process
 from secretd.logs import configure_logging
 from secretd.state import StateDir
@@ -140,18 +144,18 @@ def claim_credentials_socket(
     return listener.sock
 
 
-def vault_settings(config: Config, live: LiveGraph) -> VaultSettings | None:
+def vault_settings(config: Config, current: Callable[[], Graph]) -> VaultSettings | None:
     """The Vault-compatible routes' settings; what a reload may change is read live."""
     if config.vault_api is None:
         return None
 
     def kv_numbered(backend: str) -> bool:
-        found = live.graph.config.backends.get(backend)
+        found = current().config.backends.get(backend)
         return found is not None and found.type == "vault"
 
     return VaultSettings(
         mount=config.vault_api.mount,
-        refresh_interval=lambda: live.graph.config.cache.refresh_interval,
+        refresh_interval=lambda: current().config.cache.refresh_interval,
         kv_numbered=kv_numbered,
     )
 
@@ -187,16 +191,41 @@ class Agent:
         self.stop = asyncio.Event()
         self.reload = asyncio.Event()
         self.graph: Graph | None = None
-        self.live: LiveGraph | None = None
         self.credentials_sock: socket.socket | None = None
 
     def install(self, graph: Graph) -> None:
-        """Make `graph` the one every request and credential sees."""
+        """Make `graph` the one every request and credential sees from now on."""
         self.graph = graph
-        if self.live is None:
-            self.live = LiveGraph(graph)
-        else:
-            self.live.graph = graph
+
+    def current(self) -> Graph:
+        """The graph serving now (requests and credentials ask for it each time)."""
+        assert self.graph is not None
+        return self.graph
+
+    def api_deps(self, hardening: Mapping[str, object]) -> ApiDeps:
+        shared = self.shared
+        tracker = shared.tracker
+        return ApiDeps(
+            served=self.current,
+            hub=shared.hub,
+            metrics=shared.metrics,
+            limiter=shared.limiter,
+            identify=lambda request: tracker.caller(request.protocol),
+            state=shared.state,
+            hardening=hardening,
+        )
+
+    def credential_divert(self) -> Divert:
+        """Connections whose peer address is a systemd credential request
+        (`LoadCredential=ID:<our socket>`) go to the credential protocol, not HTTP."""
+
+        def divert(transport: asyncio.BaseTransport) -> asyncio.Protocol | None:
+            request = parse_peer_address(transport.get_extra_info("peername"))
+            if request is None:
+                return None
+            return CredentialProtocol(self.current().credentials, peer_caller, request)
+
+        return divert
 
     def reopen_audit(self) -> None:
         """SIGUSR1: reopen the audit log by its path (after rotation); nothing else."""
@@ -230,14 +259,12 @@ async def run_agent(
             graph = await open_graph(config, agent.shared, agent.pool)
             stack.push_async_callback(_close_current, agent)
             agent.install(graph)
-            assert agent.live is not None
-            live = agent.live
-            agent.shared.metrics.track_audit_failures(lambda: live.graph.audit.failed_writes)
+            agent.shared.metrics.track_audit_failures(lambda: agent.current().audit.failed_writes)
             api_fd, credentials_fd = split_inherited(listen_fds())
             socks = claim_sockets(config, stack, api_fd)
             agent.credentials_sock = claim_credentials_socket(config, stack, credentials_fd)
-            deps = live.api_deps(agent.shared, report.as_dict())
-            app = build_app(deps, vault=vault_settings(config, live))
+            deps = agent.api_deps(report.as_dict())
+            app = build_app(deps, vault=vault_settings(config, agent.current))
             if config.tcp is not None:
                 install_tcp_guard(app, config.tcp.listen, load_token(config.tcp.token_file))
             await _serve(agent, app, socks)
@@ -270,7 +297,7 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -
 
 
 async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket]) -> None:
-    assert agent.graph is not None and agent.live is not None
+    assert agent.graph is not None
     shared = agent.shared
     runner: web.AppRunner | None = None
     credentials: asyncio.AbstractServer | None = None
@@ -290,10 +317,10 @@ async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket])
                     socks,
                     tracker=shared.tracker,
                     idle_timeout=agent.config.limits.idle_timeout,
-                    divert=agent.live.credential_divert(),
+                    divert=agent.credential_divert(),
                 )
                 if agent.credentials_sock is not None:
-                    divert = agent.live.credential_divert()
+                    divert = agent.credential_divert()
                     credentials = await serve_diverted(agent.credentials_sock, divert)
                 shared.state.ready = True
                 log.info("agent.serving", socket=str(socks[0].getsockname()))

@@ -33,24 +33,22 @@ import structlog
 
 from secretd.access.identity import peer_caller
 from secretd.access.policy import Policy
-from secretd.api.aws_compat import aws_arn_lookup, aws_arn_names
-from secretd.api.deps import ApiDeps, ServingState
-from secretd.api.listener import ConnectionTracker, Divert
+from secretd.api.listener import ConnectionTracker
+from secretd.api.ports import ServingState
 from secretd.api.ratelimit import RateLimiter
 from secretd.api.tcp import load_token
 from secretd.audit import AuditLog, check_audit_target
 from secretd.backends.base import Backend, BackgroundBackend, WatchableBackend
 from secretd.backends.registry import check_backend, close_backends, open_one
 from secretd.backends.router import Router
-from secretd.cache.entries import BackendHealth, EntryInfo
 from secretd.cache.secret_cache import SecretCache, build_cache
 from secretd.clock import SystemClock
 from secretd.config import BackendConfig, Config
-from secretd.credentials import CredentialProtocol, CredentialService, parse_peer_address
+from secretd.credentials import CredentialService
 from secretd.errors import ConfigError, SecretdError
 from secretd.events import Hub
 from secretd.metrics import Metrics
-from secretd.model import CachedSecret, Caller, SecretName
+from secretd.model import SecretName
 from secretd.observe import CacheObserver, NullObserver, Observers
 from secretd.refresh.refresher import Refresher
 from secretd.render.runner import TemplateRunner, TemplateStatus
@@ -198,6 +196,13 @@ class Graph:
         idle_evict = self.config.cache.idle_evict
         await self.refresher.run(evict_every=min(max(idle_evict / 4, 1.0), 60.0))
 
+    def template_status(self) -> Sequence[TemplateStatus]:
+        return self.templates.status()
+
+    def arn_name(self, arn: str) -> SecretName | None:
+        """The name an AWS ARN is served under (its AWS backend's mount added), else None."""
+        return self.router.name_for_arn(arn)
+
     def adopt(self, old: Graph, kept: set[str]) -> int:
         """Carry `old`'s cache entries over for the backends in `kept`."""
         return self.cache.core.adopt(old.cache.core, kept)
@@ -318,106 +323,6 @@ async def standalone_graph(config: Config, *, state: StateDir | None) -> AsyncIt
         await graph.cache.aclose()
         await pool.aclose()
         graph.audit.close()
-
-
-class LiveGraph:
-    """The current Graph, and proxies onto it for long-lived collaborators."""
-
-    def __init__(self, graph: Graph) -> None:
-        self.graph = graph
-
-    # CacheView
-
-    async def read(
-        self,
-        name: SecretName,
-        *,
-        stage: str | None = None,
-        version_id: str | None = None,
-        refresh: bool = False,
-    ) -> CachedSecret:
-        return await self.graph.cache.read(
-            name, stage=stage, version_id=version_id, refresh=refresh
-        )
-
-    def is_cached(self, name: SecretName) -> bool:
-        return self.graph.cache.is_cached(name)
-
-    def snapshot(self) -> list[EntryInfo]:
-        return self.graph.cache.snapshot()
-
-    def failed_pins(self) -> dict[SecretName, str]:
-        return self.graph.cache.failed_pins()
-
-    def backend_health(self) -> Mapping[str, BackendHealth]:
-        return self.graph.cache.backend_health()
-
-    async def list_names(self, prefix: str) -> list[SecretName]:
-        return await self.graph.cache.list_names(prefix)
-
-    # PolicyView
-
-    def allows(self, caller: Caller, name: SecretName) -> bool:
-        return self.graph.policy.allows(caller, name)
-
-    def readable_filter(self, caller: Caller) -> Callable[[SecretName], bool]:
-        return self.graph.policy.readable_filter(caller)
-
-    # AuditSink
-
-    def record(
-        self,
-        event: str,
-        *,
-        secret: str | None,
-        version_id: str | None,
-        caller: Caller | None,
-        result: str,
-        **extra: str,
-    ) -> None:
-        self.graph.audit.record(
-            event, secret=secret, version_id=version_id, caller=caller, result=result, **extra
-        )
-
-    def arn_lookup(self, name: SecretName) -> str | None:
-        """The AWS ARN of a secret an AWS backend serves (else None: a local ARN is used)."""
-        return aws_arn_lookup(self.graph.router.route)(name)
-
-    def arn_name(self, arn: str) -> SecretName | None:
-        """The name an AWS ARN is served under (its AWS backend's mount added), else None."""
-        return aws_arn_names(self.graph.router)(arn)
-
-    def template_status(self) -> Sequence[TemplateStatus]:
-        return self.graph.templates.status()
-
-    def api_deps(self, shared: Shared, hardening: Mapping[str, object]) -> ApiDeps:
-        tracker = shared.tracker
-        return ApiDeps(
-            cache=self,
-            hub=shared.hub,
-            policy=self,
-            audit=self,
-            metrics=shared.metrics,
-            limiter=shared.limiter,
-            identify=lambda request: tracker.caller(request.protocol),
-            state=shared.state,
-            templates=self.template_status,
-            hardening=hardening,
-            arn_lookup=self.arn_lookup,
-            arn_names=self.arn_name,
-        )
-
-    def credential_divert(self) -> Divert:
-        """Connections whose peer address is a systemd credential request
-        (`LoadCredential=ID:<our socket>`) go to the credential protocol, not HTTP."""
-
-        def divert(transport: asyncio.BaseTransport) -> asyncio.Protocol | None:
-            request = parse_peer_address(transport.get_extra_info("peername"))
-            if request is None:
-                return None
-            return CredentialProtocol(self.graph.credentials, peer_caller, request)
-
-        return divert
 
 
 async def check_config(config: Config) -> list[str]:

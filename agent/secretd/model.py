@@ -156,6 +156,7 @@ class Fetched:
 
     name: SecretName
     version: Version
+    arn: str | None = None  # the backend's own identifier of the secret (AWS), checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,7 @@ class CachedSecret:
     stale: bool = False
     fetched_at: float = 0.0  # clock.monotonic() when the backend last confirmed it
     backend: str = ""
+    arn: str | None = None  # the backend's own identifier of the secret, when it has one
 
 
 @dataclass(frozen=True, slots=True)

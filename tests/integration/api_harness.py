@@ -15,8 +15,8 @@ from pathlib import Path
 import aiohttp
 
 from secretd.api.app import build_app
-from secretd.api.deps import ApiDeps, ServingState
 from secretd.api.listener import ConnectionTracker, UnixListener, start_serving
+from secretd.api.ports import ApiDeps, ServingState
 from secretd.events import Hub
 from secretd.model import Caller
 from tests.fakes.api_deps import CountingLimiter, CountingMetrics, ListAudit, MemoryCache, UidPolicy
@@ -83,7 +83,7 @@ async def serve_api(
     tracker = ConnectionTracker(
         identify=peer_uid_caller, observer=metrics, max_connections=max_connections
     )
-    deps = ApiDeps(
+    deps = ApiDeps.fixed(
         cache=cache,
         hub=hub,
         policy=policy,

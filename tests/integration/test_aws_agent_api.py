@@ -19,9 +19,8 @@ import orjson
 import pytest
 
 from secretd.api.app import build_app
-from secretd.api.aws_compat import aws_arn_lookup
-from secretd.api.deps import ApiDeps, ServingState
 from secretd.api.listener import ConnectionTracker, UnixListener, start_serving
+from secretd.api.ports import ApiDeps, ServingState
 from secretd.backends.aws import open_backend
 from secretd.backends.base import Backend
 from secretd.backends.router import Router
@@ -92,7 +91,7 @@ async def agent(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     )
     metrics = CountingMetrics()
     tracker = ConnectionTracker(identify=_peer, observer=metrics, max_connections=64)
-    deps = ApiDeps(
+    deps = ApiDeps.fixed(
         cache=cache,
         hub=hub,
         policy=RootOnly(),
@@ -101,7 +100,7 @@ async def agent(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         limiter=CountingLimiter(),
         identify=lambda request: tracker.caller(request.protocol),
         state=ServingState(ready=True),
-        arn_lookup=aws_arn_lookup(router.route),
+        arn_names=router.name_for_arn,
     )
     tmp = Path(tempfile.mkdtemp(prefix="sdagt", dir="/tmp"))
     listener = UnixListener.create(tmp / "s.sock", mode=0o600, group=None)

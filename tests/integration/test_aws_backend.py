@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from secretd.api.aws_compat import aws_arn_lookup
 from secretd.backends.aws import AwsBackend, open_backend
 from secretd.backends.router import Router
 from secretd.config.schema import AwsBackendConfig
@@ -263,14 +262,15 @@ async def test_values_over_the_size_cap_are_refused(backend: AwsBackend, admin: 
     assert isinstance((await backend.fetch_many([N("big")]))[N("big")], BadBackendAnswer)
 
 
-async def test_arn_lookup_through_the_router(backend: AwsBackend, admin: Any) -> None:
+async def test_the_arn_comes_with_the_answer_and_maps_back_through_the_router(
+    backend: AwsBackend, admin: Any
+) -> None:
     made = admin.create_secret(Name="db/app", SecretString="v")
     router = Router({"aws": backend}, {"aws": "aws/"})
-    lookup = aws_arn_lookup(router.route)
-    assert lookup(N("aws/db/app")) is None  # not read yet
-    await backend.fetch(N("db/app"))
-    assert lookup(N("aws/db/app")) == made["ARN"]
-    assert lookup(N("elsewhere/x")) is None
+    fetched = await backend.fetch(N("db/app"))
+    assert fetched.arn == made["ARN"]
+    assert router.name_for_arn(made["ARN"]) == "aws/db/app"  # the mount added
+    assert router.name_for_arn(made["ARN"].replace(REGION, "us-west-2")) is None
 
 
 async def test_no_credentials_is_an_auth_error(

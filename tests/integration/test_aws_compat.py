@@ -18,9 +18,10 @@ import orjson
 import pytest
 
 from secretd.api.app import build_app
-from secretd.api.aws_compat import LOCAL_ARN_PREFIX, add_routes, epoch_millis
-from secretd.api.deps import ApiDeps, ServingState
+from secretd.api.aws_compat import LOCAL_ARN_PREFIX, epoch_millis
 from secretd.api.listener import ConnectionTracker, UnixListener, start_serving
+from secretd.api.ports import ApiDeps, ServingState
+from secretd.api.reads import ReadService
 from secretd.api.tcp import bind_tcp, install_tcp_guard
 from secretd.errors import BackendTimeout, BackendUnavailable
 from secretd.events import Hub
@@ -89,7 +90,7 @@ async def served() -> AsyncIterator[Served]:
     cache = MemoryCache(hub)
     audit, metrics, limiter = ListAudit(), CountingMetrics(), CountingLimiter()
     tracker = ConnectionTracker(identify=_peer, observer=metrics, max_connections=64)
-    deps = ApiDeps(
+    deps = ApiDeps.fixed(
         cache=cache,
         hub=hub,
         policy=PrefixPolicy(),
@@ -102,7 +103,6 @@ async def served() -> AsyncIterator[Served]:
     tcp_sock = bind_tcp("127.0.0.1:0")
     port = tcp_sock.getsockname()[1]
     app = build_app(deps)
-    add_routes(app, deps)
     install_tcp_guard(app, f"127.0.0.1:{port}", TOKEN)
     listener = UnixListener.create(tmp / "s.sock", mode=0o660, group=None)
     runner = await start_serving(app, [listener.sock, tcp_sock], tracker=tracker, idle_timeout=5)
@@ -314,7 +314,7 @@ async def test_a_caller_without_identity_is_refused_the_aws_way() -> None:
     hub = Hub()
     cache = MemoryCache(hub)
     cache.put("app/db", CANARY)
-    deps = ApiDeps(
+    deps = ApiDeps.fixed(
         cache=cache,
         hub=hub,
         policy=PrefixPolicy(),
@@ -323,7 +323,7 @@ async def test_a_caller_without_identity_is_refused_the_aws_way() -> None:
         limiter=CountingLimiter(),
         identify=lambda request: None,
     )
-    routes = AwsCompatRoutes(deps, lambda name: None)
+    routes = AwsCompatRoutes(deps, ReadService(deps))
     response = await routes.get_secret_value(
         make_mocked_request("GET", "/secretsmanager/get?secretId=app/db")
     )

@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 
 from secretd.api.app import build_app
-from secretd.api.deps import ApiDeps, ServingState
 from secretd.api.listener import ConnectionTracker, UnixListener, start_serving
+from secretd.api.ports import ApiDeps, ServingState
 from secretd.api.tcp import bind_tcp, install_tcp_guard
 from secretd.api.vault_compat import VaultSettings
 from secretd.events import Hub
@@ -139,7 +139,7 @@ async def serve_vault_api(
     audit, metrics, limiter = ExtraAudit(), CountingMetrics(), CountingLimiter()
     state = ServingState(ready=True)
     tracker = ConnectionTracker(identify=_peer, observer=metrics, max_connections=64)
-    deps = ApiDeps(
+    deps = ApiDeps.fixed(
         cache=cache,
         hub=hub,
         policy=PrefixPolicy(),

@@ -23,9 +23,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from secretd.api import aws_compat, vault_compat
-from secretd.api.deps import ApiDeps
 from secretd.api.errors import error_middleware
 from secretd.api.health import HealthRoutes
+from secretd.api.ports import ApiDeps
+from secretd.api.reads import ReadService
 from secretd.api.secrets import SecretRoutes
 from secretd.api.vault_compat import VaultSettings
 
@@ -42,14 +43,15 @@ def build_app(deps: ApiDeps, *, vault: VaultSettings | None = None) -> web.Appli
         client_max_size=CLIENT_MAX_SIZE,
     )
     app[DEPS_KEY] = deps
-    secrets = SecretRoutes(deps)
+    reads = ReadService(deps)  # one read path, so one coalescing account, for every API
+    secrets = SecretRoutes(deps, reads)
     health = HealthRoutes(deps)
     app.router.add_get("/v1/secrets", secrets.list, allow_head=False)
     app.router.add_get("/v1/secrets/{name:.+}", secrets.read, allow_head=False)
     app.router.add_get("/v1/health", health.health, allow_head=False)
     app.router.add_get("/metrics", health.metrics, allow_head=False)
-    # The AWS Secrets Manager Agent compatible routes: /secretsmanager/get, /ping (SPEC §5).
-    aws_compat.add_routes(app, deps, arn_lookup=deps.arn_lookup)
+    # The AWS Secrets Manager Agent compatible routes: /secretsmanager/get, /ping (docs/aws.md).
+    aws_compat.add_routes(app, deps, reads)
     if vault is not None:  # Vault/OpenBao-compatible KV v2 reads (docs/vault-api.md)
-        vault_compat.add_routes(app, deps, vault)
+        vault_compat.add_routes(app, deps, reads, vault)
     return app

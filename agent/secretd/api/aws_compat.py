@@ -1,4 +1,4 @@
-"""AWS Secrets Manager Agent compatible routes (SPEC §5), for secrets of any backend.
+"""AWS Secrets Manager Agent compatible routes (docs/aws.md), for secrets of any backend.
 
     GET /secretsmanager/get?secretId=NAME[&versionId=ID][&versionStage=STAGE][&refreshNow=true]
     GET /ping                                   -> 200 "healthy"
@@ -10,7 +10,7 @@ A success is GetSecretValue's shape, keys in the AWS agent's order: `ARN`,
 `ARN` is AWS's own for secrets an AWS backend served; for other backends a
 stable `arn:aws:secretsmanager:local:000000000000:secret:NAME`. Either form is
 accepted back as a secretId. A local ARN carries the name itself. An AWS ARN
-is mapped back to the name secretd serves it under (`arn_names`: the AWS
+is mapped back to the name secretd serves it under (`Served.arn_name`: the AWS
 backend whose region and account it names, plus that backend's mount, so
 `arn:...:secret:app/db-AbCdEf` from a backend mounted at `aws/` is
 `aws/app/db`); access is decided on that name, an ARN no backend claims is
@@ -19,7 +19,7 @@ ARN. A stale answer (docs/api.md) adds `X-Secretd-Stale: true`.
 
 Errors are the AWS agent's: query mistakes are a 400 with a plain-text reason
 ("unknown parameter: x", "missing parameter secretId", "invalid refreshNow
-value"; a repeated parameter is refused too, SPEC §4); everything else is a
+value"; a repeated parameter is refused too, docs/api.md); everything else is a
 Coral JSON body `{"__type":"...", "message":"..."}`:
 
     invalid name or label                 400 InvalidParameterException
@@ -30,23 +30,24 @@ Coral JSON body `{"__type":"...", "message":"..."}`:
     backend unreachable, nothing usable   502 ConnectionError
     anything else                         500 {"__type":"InternalFailure"}
 
-Access is checked exactly as for /v1/secrets (same caller, rules, audit lines,
-metrics), before any backend is asked.
+The read goes through the same `ReadService` as /v1/secrets (api.reads: same
+caller, rules, limits, audit lines, metrics), access decided before any
+backend is asked.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
-from secretd.api.deps import ApiDeps
+from secretd.api.ports import ApiDeps
+from secretd.api.reads import ReadService
 from secretd.api.secrets import request_caller
 from secretd.backends.aws_arn import parse_arn
 from secretd.backends.aws_stages import from_aws_stage, to_aws_labels
@@ -61,10 +62,7 @@ from secretd.errors import (
     RateLimited,
     SecretdError,
 )
-from secretd.model import CachedSecret, Caller, SecretName
-
-ArnLookup = Callable[[SecretName], "str | None"]
-ArnNames = Callable[[str], "SecretName | None"]
+from secretd.model import CachedSecret, SecretName
 
 LOCAL_ARN_PREFIX = "arn:aws:secretsmanager:local:000000000000:secret:"
 PARAMS = frozenset({"secretId", "versionId", "versionStage", "refreshNow"})
@@ -74,23 +72,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-def add_routes(
-    app: web.Application,
-    deps: ApiDeps,
-    *,
-    arn_lookup: ArnLookup | None = None,
-    arn_names: ArnNames | None = None,
-) -> None:
-    """Add GET /secretsmanager/get and GET /ping to `app`.
-
-    `arn_lookup(name)` gives the real ARN of a secret an AWS backend served
-    (see `aws_arn_lookup`); without it every ARN is the local form.
-    `arn_names(arn)` (default: `deps.arn_names`, see `aws_arn_names`) maps an
-    AWS ARN back to the name it is served under; without it the name part of
-    the ARN is taken as it is.
-    """
-    names = arn_names or deps.arn_names
-    routes = AwsCompatRoutes(deps, arn_lookup or (lambda _name: None), names)
+def add_routes(app: web.Application, deps: ApiDeps, reads: ReadService) -> None:
+    """Add GET /secretsmanager/get and GET /ping to `app`."""
+    routes = AwsCompatRoutes(deps, reads)
     app.router.add_get("/secretsmanager/get", routes.get_secret_value, allow_head=False)
     app.router.add_get("/ping", ping, allow_head=False)
 
@@ -129,12 +113,9 @@ class QueryError(Exception):
 class AwsCompatRoutes:
     """The /secretsmanager/get handler bound to its dependencies."""
 
-    def __init__(
-        self, deps: ApiDeps, arn_lookup: ArnLookup, arn_names: ArnNames | None = None
-    ) -> None:
+    def __init__(self, deps: ApiDeps, reads: ReadService) -> None:
         self._deps = deps
-        self._arn_lookup = arn_lookup
-        self._arn_names = arn_names
+        self._reads = reads
 
     async def get_secret_value(self, request: web.Request) -> web.Response:
         try:
@@ -142,92 +123,64 @@ class AwsCompatRoutes:
         except QueryError as exc:
             return web.Response(status=400, text=str(exc), headers=_NO_STORE)
         try:
-            caller = self._caller(request, query)
-            name = self._authorized(caller, query)
-            secret = await self._read(caller, name, query)
-        except AwsError as exc:
-            return exc.response()
-        headers = dict(_NO_STORE)
-        if secret.stale:
-            headers["X-Secretd-Stale"] = "true"
-        body = orjson.dumps(self.document(secret))
-        return web.Response(body=body, content_type="application/json", headers=headers)
-
-    def document(self, secret: CachedSecret) -> dict[str, str | list[str]]:
-        version = secret.version
-        document: dict[str, str | list[str]] = {
-            "ARN": self._arn_lookup(secret.name) or LOCAL_ARN_PREFIX + secret.name,
-            "Name": secret.name,
-            "VersionId": version.version_id,
-        }
-        text = version.value.text()
-        if text is not None:
-            document["SecretString"] = text
-        else:
-            document["SecretBinary"] = version.value.b64()
-        document["VersionStages"] = to_aws_labels(version.stages)
-        document["CreatedDate"] = epoch_millis(version.created_at)
-        return document
-
-    def _caller(self, request: web.Request, query: Query) -> Caller:
-        try:
-            return request_caller(request, self._deps)
-        except SecretdError as exc:  # no identity: refused like a rule would
-            raise as_aws_error(exc, query) from None
-
-    def _authorized(self, caller: Caller, query: Query) -> SecretName:
-        try:
+            caller = request_caller(request, self._deps)
             name = self._name_of(query)
-        except InvalidName as exc:
-            raise AwsError(400, "InvalidParameterException", exc.message) from None
-        if not self._deps.policy.allows(caller, name):
-            self._deps.audit.record(
-                "deny", secret=name, version_id=None, caller=caller, result="deny"
-            )
-            self._deps.metrics.read("forbidden")
-            raise AwsError(400, "AccessDeniedException", f"not allowed to read {name}")
-        return name
-
-    def _name_of(self, query: Query) -> SecretName:
-        """The name asked for; an AWS ARN mapped to the name secretd serves it under."""
-        if query.arn is None or self._arn_names is None:
-            return SecretName(query.secret_id)
-        name = self._arn_names(query.arn)
-        if name is None:  # no backend of ours has that region and account
-            raise as_aws_error(NotFound("no backend serves that ARN"), query)
-        return name
-
-    async def _read(self, caller: Caller, name: SecretName, query: Query) -> CachedSecret:
-        cache = self._deps.cache
-        stage = from_aws_stage(query.stage) if query.stage is not None else None
-        try:
-            if query.refresh or query.version_id or stage or not cache.is_cached(name):
-                self._deps.limiter.take(caller)  # these reach a backend: limited per caller
-            secret = await cache.read(
+            stage = from_aws_stage(query.stage) if query.stage is not None else None
+            return await self._reads.read(
+                caller,
                 name,
+                functools.partial(self._answer, query=query, stage=stage),
+                api="aws",
                 stage=None if query.version_id else stage,
                 version_id=query.version_id,
                 refresh=query.refresh,
             )
-            if query.version_id and stage and stage not in secret.version.stages:
-                raise NotFound(f"version of {name} has no stage {query.stage}")
-            if query.arn is not None and self._arn_lookup(name) != query.arn:
-                # Another secret of that name (deleted and re-created, another account).
-                raise NotFound(f"{name} is not the secret with the ARN asked for")
         except SecretdError as exc:
-            self._record(caller, name, None, exc.code)
-            raise as_aws_error(exc, query) from None
-        result = "stale" if secret.stale else "ok"
-        self._record(caller, name, secret.version.version_id, result)
-        return secret
+            return as_aws_error(exc, query).response()
+        except AwsError as exc:
+            return exc.response()
 
-    def _record(
-        self, caller: Caller, name: SecretName, version_id: str | None, result: str
-    ) -> None:
-        self._deps.audit.record(
-            "read", secret=name, version_id=version_id, caller=caller, result=result, api="aws"
-        )
-        self._deps.metrics.read(result)
+    def _answer(self, secret: CachedSecret, *, query: Query, stage: str | None) -> web.Response:
+        if query.version_id and stage and stage not in secret.version.stages:
+            raise NotFound(f"version of {secret.name} has no stage {query.stage}")
+        if query.arn is not None and secret.arn != query.arn:
+            # Another secret of that name (deleted and re-created, another account).
+            raise NotFound(f"{secret.name} is not the secret with the ARN asked for")
+        headers = dict(_NO_STORE)
+        if secret.stale:
+            headers["X-Secretd-Stale"] = "true"
+        body = orjson.dumps(document(secret))
+        return web.Response(body=body, content_type="application/json", headers=headers)
+
+    def _name_of(self, query: Query) -> SecretName:
+        """The name asked for; an AWS ARN mapped to the name secretd serves it under."""
+        if query.arn is None:
+            try:
+                return SecretName(query.secret_id)
+            except InvalidName as exc:
+                raise AwsError(400, "InvalidParameterException", exc.message) from None
+        name = self._deps.served().arn_name(query.arn)
+        if name is None:  # no backend of ours has that region and account
+            raise as_aws_error(NotFound("no backend serves that ARN"), query)
+        return name
+
+
+def document(secret: CachedSecret) -> dict[str, str | list[str]]:
+    """GetSecretValue's shape, keys in the AWS agent's order."""
+    version = secret.version
+    answer: dict[str, str | list[str]] = {
+        "ARN": secret.arn or LOCAL_ARN_PREFIX + secret.name,
+        "Name": secret.name,
+        "VersionId": version.version_id,
+    }
+    text = version.value.text()
+    if text is not None:
+        answer["SecretString"] = text
+    else:
+        answer["SecretBinary"] = version.value.b64()
+    answer["VersionStages"] = to_aws_labels(version.stages)
+    answer["CreatedDate"] = epoch_millis(version.created_at)
+    return answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,52 +255,3 @@ def epoch_millis(moment: datetime) -> str:
     millis = (aware - _EPOCH) // timedelta(milliseconds=1)
     seconds, rest = divmod(millis, 1000)
     return f"{seconds}.{rest:03d}"
-
-
-class RouterView(Protocol):
-    """What `aws_arn_names` needs of the router."""
-
-    @property
-    def backends(self) -> Mapping[str, object]: ...
-
-    def full_name(self, backend_name: str, stripped: str) -> SecretName | None: ...
-
-
-def aws_arn_names(router: RouterView) -> ArnNames:
-    """An `arn_names` from the router: the full name of the secret an AWS ARN
-    refers to, asking each AWS backend whether the ARN is its own (region and
-    account) and adding that backend's mount. None when no backend claims it."""
-
-    def names(arn: str) -> SecretName | None:
-        for backend_name, backend in router.backends.items():
-            name_for_arn = getattr(backend, "name_for_arn", None)
-            stripped = name_for_arn(arn) if name_for_arn is not None else None
-            if isinstance(stripped, str):
-                full = router.full_name(backend_name, stripped)
-                if full is not None:
-                    return full
-        return None
-
-    return names
-
-
-def aws_arn_lookup(
-    route: Callable[[SecretName], tuple[object, SecretName]],
-) -> ArnLookup:
-    """An `arn_lookup` from the router: the AWS backend's ARN for names it serves.
-
-    Pass `router.route`. Names no backend serves, and non-AWS backends, give None.
-    """
-
-    def lookup(name: SecretName) -> str | None:
-        try:
-            backend, stripped = route(name)
-        except SecretdError:
-            return None
-        arn_for = getattr(backend, "arn_for", None)
-        if arn_for is None:
-            return None
-        arn = arn_for(stripped)
-        return arn if isinstance(arn, str) else None
-
-    return lookup

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from secretd.api.deps import ApiDeps, TemplateStatusView
+from secretd.api.ports import ApiDeps, TemplateStatusView
 from secretd.api.secrets import request_caller
 from secretd.errors import SecretdError
 from secretd.model import Caller, SecretName, rfc3339
@@ -63,11 +63,12 @@ class HealthRoutes:
             return lambda _name: False
         if not caller.tcp and caller.uid in (0, self._agent_uid):
             return None
-        return self._deps.policy.readable_filter(caller)
+        return self._deps.served().policy.readable_filter(caller)
 
     def document(self, readable: Readable | None = None) -> dict[str, Any]:
         """The health document; `readable` None is root's full view."""
-        cache = self._deps.cache
+        served = self._deps.served()
+        cache = served.cache
         backends = {
             name: {
                 "ok": h.ok,
@@ -85,7 +86,7 @@ class HealthRoutes:
                 "last_error": t.last_error if readable is None else _summary(t, readable),
                 "last_rendered": _when(t.last_rendered),
             }
-            for t in self._deps.templates()
+            for t in served.template_status()
         ]
         # How many declared secrets failed to load: a count, so health (open to
         # every client of the socket) says nothing about which names exist.
@@ -112,7 +113,7 @@ class HealthRoutes:
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         del request
-        self._deps.metrics.set_secret_ages(self._deps.cache.snapshot())
+        self._deps.metrics.set_secret_ages(self._deps.served().cache.snapshot())
         response = web.Response(body=self._deps.metrics.exposition())
         response.headers["Content-Type"] = PROMETHEUS_TEXT
         return response

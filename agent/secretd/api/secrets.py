@@ -1,9 +1,10 @@
-"""`GET /v1/secrets/{name}` and `GET /v1/secrets` (SPEC §4).
+"""`GET /v1/secrets/{name}` and `GET /v1/secrets` (docs/api.md).
 
 Order of checks for a read, so that nothing leaks and nothing is wasted:
-name and parameters (400) -> access rules (403, audited, identical whether or
-not the secret exists) -> per-caller limit on requests that reach a backend
-(429) -> the cache. Values leave only here, through `SecretValue.reveal()`.
+name and parameters (400) -> the read service (api.reads: access rules, 403
+identical whether or not the secret exists; the per-caller limit, 429; the
+cache; audit and metrics) -> long-poll -> the answer. Values leave only here,
+through `SecretValue.reveal()`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from secretd.api.deps import ApiDeps
 from secretd.api.params import SecretQuery, parse_list_query, parse_secret_query
-from secretd.errors import Forbidden, SecretdError
+from secretd.api.ports import ApiDeps, Served
+from secretd.api.reads import ReadService
+from secretd.errors import Forbidden
 from secretd.model import CURRENT, PENDING, PREVIOUS, CachedSecret, Caller, SecretName, rfc3339
 
 CALLER_KEY = web.RequestKey("secretd_caller", Caller)
@@ -41,32 +43,35 @@ def request_caller(request: web.Request, deps: ApiDeps) -> Caller:
 class SecretRoutes:
     """The handlers of the secret routes, bound to their dependencies."""
 
-    def __init__(self, deps: ApiDeps) -> None:
+    def __init__(self, deps: ApiDeps, reads: ReadService) -> None:
         self._deps = deps
-        # Reads under way that reach a backend, by (name, stage, version): joiners are free.
-        self._loading: dict[tuple[SecretName, str | None, str | None], int] = {}
+        self._reads = reads
 
     async def read(self, request: web.Request) -> web.StreamResponse:
         name = SecretName(request.match_info["name"])
         query = parse_secret_query(request.query)
         caller = request_caller(request, self._deps)
-        self._authorize(caller, name)
-        try:
-            secret = await self._fetch(caller, name, query)
-            body = _serialize(secret, query)
-        except SecretdError as exc:
-            self._record(caller, name, None, exc.code)
-            raise
-        self._record(caller, name, secret.version.version_id, "stale" if secret.stale else "ok")
-        return body
+        follow = None
+        if query.wait is not None and query.index is not None:
+            follow = functools.partial(self._long_poll, index=query.index, wait=query.wait)
+        return await self._reads.read(
+            caller,
+            name,
+            functools.partial(_serialize, query=query),
+            stage=query.stage,
+            version_id=query.version,
+            refresh=query.refresh,
+            follow=follow,
+        )
 
     async def list(self, request: web.Request) -> web.StreamResponse:
         prefix = parse_list_query(request.query)
         caller = request_caller(request, self._deps)
         self._deps.limiter.take(caller)
-        readable = self._deps.policy.readable_filter(caller)
-        names = sorted({n for n in await self._deps.cache.list_names(prefix) if readable(n)})
-        cached = {entry.name: entry for entry in self._deps.cache.snapshot()}
+        served = self._deps.served()
+        readable = served.policy.readable_filter(caller)
+        names = sorted({n for n in await served.cache.list_names(prefix) if readable(n)})
+        cached = {entry.name: entry for entry in served.cache.snapshot()}
         items = []
         for name in names:
             entry = cached.get(name)
@@ -80,48 +85,13 @@ class SecretRoutes:
             )
         return _json({"secrets": items})
 
-    def _authorize(self, caller: Caller, name: SecretName) -> None:
-        if self._deps.policy.allows(caller, name):
-            return
-        # Every denial is counted in metrics and answered 403; the audit log bounds
-        # a caller's deny lines and summarises the rest (secretd.denials).
-        self._deps.audit.record("deny", secret=name, version_id=None, caller=caller, result="deny")
-        self._deps.metrics.read("forbidden")
-        # The same answer for every denied name: it must not reveal existence.
-        raise Forbidden(f"not allowed to read {name}")
-
-    async def _fetch(self, caller: Caller, name: SecretName, query: SecretQuery) -> CachedSecret:
-        cache = self._deps.cache
-        key = (name, query.stage, query.version)
-        if query.refresh:
-            self._deps.limiter.take(caller)  # an explicit ask of the backend: always counted
-            secret = await cache.read(
-                name, stage=query.stage, version_id=query.version, refresh=True
-            )
-        elif query.stage is None and query.version is None and cache.is_cached(name):
-            secret = await cache.read(name)  # the fast path: never limited
-        else:
-            # A miss (or another version) reaches a backend, unless it joins a load
-            # already under way (the cache coalesces them): only the first is counted.
-            if key not in self._loading:
-                self._deps.limiter.take(caller)
-            self._loading[key] = self._loading.get(key, 0) + 1
-            try:
-                secret = await cache.read(name, stage=query.stage, version_id=query.version)
-            finally:
-                self._loading[key] -= 1
-                if not self._loading[key]:
-                    del self._loading[key]
-        if query.wait is not None and query.index is not None:
-            secret = await self._long_poll(name, secret, query.index, query.wait)
-        return secret
-
     async def _long_poll(
-        self, name: SecretName, secret: CachedSecret, index: str, wait: float
+        self, served: Served, secret: CachedSecret, *, index: str, wait: float
     ) -> CachedSecret:
         """Answer when the current version differs from `index`, or after `wait`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        name = secret.name
         while secret.version.version_id == index:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -130,19 +100,12 @@ class SecretRoutes:
             # published after the read above cannot slip between the two.
             with contextlib.suppress(TimeoutError):
                 await self._deps.hub.wait_for(name, remaining)
-            secret = await self._deps.cache.read(name)
+            # The configuration current now: a reload while parked swaps the cache.
+            secret = await self._deps.served().cache.read(name)
         return secret
 
-    def _record(
-        self, caller: Caller, name: SecretName, version_id: str | None, result: str
-    ) -> None:
-        self._deps.audit.record(
-            "read", secret=name, version_id=version_id, caller=caller, result=result
-        )
-        self._deps.metrics.read(result)
 
-
-def _serialize(secret: CachedSecret, query: SecretQuery) -> web.Response:
+def _serialize(secret: CachedSecret, *, query: SecretQuery) -> web.Response:
     value = secret.version.value
     if query.field is not None:
         value = value.field(query.field)

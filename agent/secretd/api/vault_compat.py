@@ -5,7 +5,7 @@
     GET  /v1/<mount>/metadata/<path>?list=true   the names below <path> one may read
     and the node and token routes of api.vault_sys (preflight, health, lookup-self).
 
-Reads go through `VaultReader` (access rules, audit, limits, cache) exactly as
+Reads go through `ReadService` (access rules, audit, limits, cache) exactly as
 `/v1/secrets` does. On TCP the guard (api.tcp) takes `X-Vault-Token` as the
 token header; on the Unix socket the caller is the socket's peer and the token
 header is ignored.
@@ -31,11 +31,11 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from multidict import MultiMapping
 
-from secretd.api.deps import ApiDeps
 from secretd.api.errors import Handler
 from secretd.api.params import parse_bool, single_values
+from secretd.api.ports import ApiDeps, Served
+from secretd.api.reads import ReadService
 from secretd.api.secrets import request_caller
-from secretd.api.vault_reads import VaultReader
 from secretd.api.vault_shapes import (
     PERMISSION_DENIED,
     VaultResponse,
@@ -49,7 +49,7 @@ from secretd.api.vault_shapes import (
     version_number,
 )
 from secretd.api.vault_sys import LOOKUP_SELF, NOT_RENEWABLE, RENEW_SELF, VaultSysRoutes
-from secretd.errors import BackendError, BackendNotFound, InvalidRequest, NotFound, SecretdError
+from secretd.errors import BackendError, BackendNotFound, InvalidRequest, NotFound
 from secretd.model import PENDING, PREVIOUS, CachedSecret, Caller, SecretName, Version, utc_now
 
 _READ_METHODS = frozenset({"GET", "HEAD"})
@@ -75,12 +75,13 @@ class VaultSettings:
 def add_routes(
     app: web.Application,
     deps: ApiDeps,
+    reads: ReadService,
     settings: VaultSettings,
     *,
     now: Callable[[], datetime] = utc_now,
 ) -> None:
     """Add the Vault routes to `app` and make `vault_shape` its outermost middleware."""
-    kv = VaultKvRoutes(deps, settings)
+    kv = VaultKvRoutes(deps, reads, settings)
     base = f"/v1/{settings.mount}"
     app.router.add_get(base + "/data/{name:.+}", kv.read, allow_head=False)
     app.router.add_get(base + "/metadata", kv.metadata, allow_head=False)  # list the root
@@ -92,24 +93,24 @@ def add_routes(
 class VaultKvRoutes:
     """The KV v2 handlers, bound to their dependencies."""
 
-    def __init__(self, deps: ApiDeps, settings: VaultSettings) -> None:
+    def __init__(self, deps: ApiDeps, reads: ReadService, settings: VaultSettings) -> None:
         self._deps = deps
+        self._reads = reads
         self._settings = settings
-        self._reader = VaultReader(deps)
 
     async def read(self, request: web.Request) -> web.StreamResponse:
         name = SecretName(request.match_info["name"])
         wanted = parse_version(request.query)
         refuse_unsupported(request)
         caller = request_caller(request, self._deps)
-        self._reader.authorize(caller, name)
-        try:
-            secret = await self._select(caller, name, wanted)
-        except SecretdError as exc:
-            self._reader.record(caller, name, None, exc.code)
-            raise
+
+        async def select(served: Served) -> CachedSecret:
+            return await self._select(served, caller, name, wanted)
+
+        return await self._reads.read_with(caller, name, select, self._answer, api="vault")
+
+    def _answer(self, secret: CachedSecret) -> web.Response:
         version = secret.version
-        self._reader.record(caller, name, version.version_id, self._reader.result_of(secret))
         data = {
             "data": kv_data(version.value),
             "metadata": version_metadata(version, self._number(secret)),
@@ -124,18 +125,21 @@ class VaultKvRoutes:
             response.headers["X-Secretd-Stale"] = "true"
         return response
 
-    async def _select(self, caller: Caller, name: SecretName, wanted: int | None) -> CachedSecret:
+    async def _select(
+        self, served: Served, caller: Caller, name: SecretName, wanted: int | None
+    ) -> CachedSecret:
         """The current version, or the one numbered `wanted` (see `version_number`)."""
-        current = await self._reader.fetch(caller, name)
+        fetch = self._reads.fetch
+        current = await fetch(served, caller, name)
         if wanted is None or self._number(current) == wanted:
             return current
         if self._settings.kv_numbered(current.backend):
-            return await self._reader.fetch(caller, name, version_id=str(wanted))
+            return await fetch(served, caller, name, version_id=str(wanted))
         # Other backends are reached by stage: a number is found among the versions
         # holding one; older versions are not reachable through the cache.
         for stage in _OTHER_STAGES:
             with contextlib.suppress(NotFound, BackendNotFound):
-                other = await self._reader.fetch(caller, name, stage=stage)
+                other = await fetch(served, caller, name, stage=stage)
                 if self._number(other) == wanted:
                     return other
         raise NotFound(f"secret {name!r} has no version {wanted} holding a stage")
@@ -150,27 +154,29 @@ class VaultKvRoutes:
             raise NotFound("no secret named")  # as Vault: the mount's root is no secret
         name = SecretName(path)
         caller = request_caller(request, self._deps)
-        self._reader.authorize(caller, name)
-        try:
-            current = await self._reader.fetch(caller, name)
-            versions, warnings = await self._staged_versions(caller, name, current)
-        except SecretdError as exc:
-            self._reader.record(caller, name, None, exc.code, op="metadata")
-            raise
-        result = self._reader.result_of(current)
-        self._reader.record(caller, name, current.version.version_id, result, op="metadata")
-        document = metadata_document(versions, self._number(current))
-        return vault_json(envelope(document, warnings=warnings))
+        found: list[tuple[dict[int, Version], list[str]]] = []
+
+        async def select(served: Served) -> CachedSecret:
+            current = await self._reads.fetch(served, caller, name)
+            found.append(await self._staged_versions(served, caller, name, current))
+            return current
+
+        def answer(current: CachedSecret) -> web.Response:
+            versions, warnings = found[0]
+            document = metadata_document(versions, self._number(current))
+            return vault_json(envelope(document, warnings=warnings))
+
+        return await self._reads.read_with(caller, name, select, answer, api="vault", op="metadata")
 
     async def _staged_versions(
-        self, caller: Caller, name: SecretName, current: CachedSecret
+        self, served: Served, caller: Caller, name: SecretName, current: CachedSecret
     ) -> tuple[dict[int, Version], list[str]]:
         """Current, previous and pending, by number; a warning for each unreadable one."""
         versions = {self._number(current): current.version}
         warnings = [_STALE_WARNING] if current.stale else []
         for stage in _OTHER_STAGES:
             try:
-                other = await self._reader.fetch(caller, name, stage=stage)
+                other = await self._reads.fetch(served, caller, name, stage=stage)
             except (NotFound, BackendNotFound):
                 continue
             except BackendError:
@@ -184,8 +190,9 @@ class VaultKvRoutes:
         prefix = SecretName(path) + "/" if path else ""
         caller = request_caller(request, self._deps)
         self._deps.limiter.take(caller)
-        readable = self._deps.policy.readable_filter(caller)
-        names = [n for n in await self._deps.cache.list_names(prefix) if readable(n)]
+        served = self._deps.served()
+        readable = served.policy.readable_filter(caller)
+        names = [n for n in await served.cache.list_names(prefix) if readable(n)]
         keys = list_keys(names, prefix)
         if not keys:
             raise NotFound("nothing to list")

@@ -21,8 +21,8 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from secretd import __version__
-from secretd.api.deps import ApiDeps
 from secretd.api.params import single_values
+from secretd.api.ports import ApiDeps
 from secretd.api.secrets import request_caller
 from secretd.api.vault_shapes import (
     envelope,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -330,9 +331,10 @@ class AwsBackend:
         )
         where = f"aws backend {self.name!r}: secret {asked.name!r}"
         checked = self._arn_check.check(arn, asked.name, where)
-        if checked is not None:
-            self._remember_arn(asked.name, checked)
-        return fetched
+        if checked is None:
+            return fetched
+        self._remember_arn(asked.name, checked)
+        return dataclasses.replace(fetched, arn=checked)
 
     def _listed_arn(self, name: SecretName, arn: str) -> None:
         """A listing's ARN, remembered only when it passes the same checks."""

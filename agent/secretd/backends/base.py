@@ -77,3 +77,15 @@ class BackgroundBackend(Backend, Protocol):
     async def run(self) -> None:
         """Do the background work until cancelled."""
         ...
+
+
+@runtime_checkable
+class ArnBackend(Backend, Protocol):
+    """A backend whose secrets have identifiers of their own (AWS ARNs): it says
+    which of its secrets an identifier names. The identifier of a secret it
+    serves comes back on `Fetched.arn`."""
+
+    def name_for_arn(self, arn: str) -> SecretName | None:
+        """The (stripped) name of the secret `arn` identifies, when it is this
+        backend's (its region and account); else None."""
+        ...

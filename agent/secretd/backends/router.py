@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from secretd.backends.base import Backend
+from secretd.backends.base import ArnBackend, Backend
 from secretd.errors import ConfigError, NotFound
 from secretd.model import SecretName, name_problem
 
@@ -59,6 +59,18 @@ class Router:
             if name_problem(rest) is None:
                 return backend_name, SecretName(rest)
         raise NotFound(f"secret {name!r} is not under any configured backend mount")
+
+    def name_for_arn(self, arn: str) -> SecretName | None:
+        """The full name of the secret an ARN identifies: the backend that claims
+        it as its own (region, account) gives the name, its mount is added.
+        None when no backend claims it."""
+        for backend_name, backend in self._backends.items():
+            if not isinstance(backend, ArnBackend):
+                continue
+            stripped = backend.name_for_arn(arn)
+            if stripped is not None:
+                return self.full_name(backend_name, stripped)
+        return None
 
     def full_name(self, backend_name: str, stripped: str) -> SecretName | None:
         """The full name of a backend's name, or None when that full name is

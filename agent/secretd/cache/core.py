@@ -44,7 +44,7 @@ from secretd.errors import (
     SecretdError,
 )
 from secretd.events import Changed, Hub
-from secretd.model import SecretName, Version
+from secretd.model import Fetched, SecretName, Version
 from secretd.observe import CacheObserver
 
 log = structlog.get_logger(__name__)
@@ -78,7 +78,7 @@ class CacheCore:
         self.others = others
         self.backoff = backoff
         self.flights: SingleFlight[Entry] = SingleFlight()
-        self.other_flights: SingleFlight[tuple[str, Version]] = SingleFlight()
+        self.other_flights: SingleFlight[tuple[str, Fetched]] = SingleFlight()
         self.pinned: set[SecretName] = set()
         self.pending: dict[SecretName, PendingPin] = {}
 
@@ -91,8 +91,11 @@ class CacheCore:
     async def _fetch_current(self, name: SecretName, announce_new: bool) -> Entry:
         backend, _ = self.gateway.router.locate(name)
         try:
-            backend, version = await self.gateway.fetch(name)
-            return self._accept(name, backend, version, announce_new=announce_new)
+            backend, fetched = await self.gateway.fetch(name)
+            entry = self._accept(name, backend, fetched.version, announce_new=announce_new)
+            if fetched.arn is not None:
+                entry.arn = fetched.arn
+            return entry
         except BackendNotFound:
             self.gone(name, backend)
             raise NotFound(f"secret {name!r} not found") from None

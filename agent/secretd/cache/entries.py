@@ -58,6 +58,7 @@ class Entry:
     pinned: bool = False
     failures: int = 0  # consecutive failed refreshes
     last_error: str | None = None  # set while refreshes fail: the entry is stale
+    arn: str | None = None  # the backend's own identifier of the secret (AWS)
 
     @property
     def failing(self) -> bool:

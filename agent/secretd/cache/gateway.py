@@ -63,8 +63,8 @@ class BackendGateway:
 
     async def fetch(
         self, name: SecretName, *, version_id: str | None = None, stage: str | None = None
-    ) -> tuple[str, Version]:
-        """(backend name, checked version) for `name`: `version_id`, else `stage`, else current."""
+    ) -> tuple[str, Fetched]:
+        """(backend name, checked answer) for `name`: `version_id`, else `stage`, else current."""
         backend_name, stripped = self.router.locate(name)
         backend = self.router.backends[backend_name]
         fetched = await self._call(
@@ -80,7 +80,7 @@ class BackendGateway:
             raise BadBackendAnswer(
                 f"backend {backend_name!r} answered badly for {name!r}: {problem}"
             )
-        return backend_name, fetched.version
+        return backend_name, fetched
 
     async def versions(
         self, backend_name: str, names: Sequence[SecretName]

@@ -169,6 +169,7 @@ class SecretCache:
             stale=entry.failing,
             fetched_at=entry.last_success,
             backend=entry.backend,
+            arn=entry.arn,
         )
 
     async def _read_other(
@@ -187,23 +188,29 @@ class SecretCache:
                 self._core.observer.cache_lookup("hit")
                 backend, version, fetched_at = held
                 return CachedSecret(
-                    name, version, stale=False, fetched_at=fetched_at, backend=backend
+                    name, version, False, fetched_at, backend, arn=self._arn_of(name)
                 )
             if self._core.negative.contains(key, now):
                 self._core.observer.cache_lookup("negative")
                 raise NotFound(f"secret {name!r} has no {_describe(stage, version_id)}")
         self._core.observer.cache_lookup("miss")
         try:
-            backend, version = await self._core.other_flights.run(
+            backend, fetched = await self._core.other_flights.run(
                 key, lambda: self._core.gateway.fetch(name, version_id=version_id, stage=stage)
             )
         except BackendNotFound:
             self._core.negative.add(key, self._core.clock.monotonic())
             raise NotFound(f"secret {name!r} has no {_describe(stage, version_id)}") from None
         now = self._core.clock.monotonic()
+        version = fetched.version
         self._core.others.put(key, backend, version, now)
         self._notice_current(name, backend, version)
-        return CachedSecret(name, version, stale=False, fetched_at=now, backend=backend)
+        arn = fetched.arn or self._arn_of(name)
+        return CachedSecret(name, version, False, now, backend, arn=arn)
+
+    def _arn_of(self, name: SecretName) -> str | None:
+        entry = self._core.table.get(name)
+        return entry.arn if entry is not None else None
 
     def _notice_current(self, name: SecretName, backend: str, version: Version) -> None:
         """A non-current read found the current version: if it is newer, take it."""

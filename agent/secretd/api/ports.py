@@ -1,7 +1,12 @@
-"""What the API needs from the rest of the agent, as small protocols.
+"""What the API needs from the rest of the agent, as small protocols (its ports).
 
-The composition root (secretd.app) builds an `ApiDeps` from the real cache,
-policy, audit log and metrics; tests build one from the fakes in tests/fakes/.
+`ApiDeps` holds what outlives a reload (hub, metrics, limiter, identity,
+serving state) and `served`, which returns the parts of the *current*
+configuration (cache, rules, audit log, templates): the composition root
+passes the current graph (secretd.graph.Graph implements `Served`), so a
+reload swaps them all at once and a request that fetched them keeps one
+consistent set. Tests build an `ApiDeps.fixed(...)` from the fakes in
+tests/fakes/.
 """
 
 from __future__ import annotations
@@ -119,22 +124,87 @@ def no_templates() -> Sequence[TemplateStatusView]:
     return ()
 
 
+class Served(Protocol):
+    """The parts of the current configuration the API reads through."""
+
+    @property
+    def cache(self) -> CacheView: ...
+
+    @property
+    def policy(self) -> PolicyView: ...
+
+    @property
+    def audit(self) -> AuditSink: ...
+
+    def template_status(self) -> Sequence[TemplateStatusView]:
+        """Each template's last render."""
+        ...
+
+    def arn_name(self, arn: str) -> SecretName | None:
+        """The name an AWS ARN given back as `secretId` is served under (its
+        backend's mount included), None when no backend claims it."""
+        ...
+
+
+def _no_arn(arn: str) -> SecretName | None:
+    del arn
+    return None
+
+
+@dataclass(frozen=True)
+class FixedParts:
+    """A `Served` that never changes (tests; embedding the API without reloads)."""
+
+    cache: CacheView
+    policy: PolicyView
+    audit: AuditSink
+    templates: Callable[[], Sequence[TemplateStatusView]] = no_templates
+    arn_names: Callable[[str], SecretName | None] = _no_arn
+
+    def template_status(self) -> Sequence[TemplateStatusView]:
+        return self.templates()
+
+    def arn_name(self, arn: str) -> SecretName | None:
+        return self.arn_names(arn)
+
+
 @dataclass(frozen=True)
 class ApiDeps:
     """Everything the HTTP handlers use, passed in by the composition root."""
 
-    cache: CacheView
+    served: Callable[[], Served]
     hub: Hub
-    policy: PolicyView
-    audit: AuditSink
     metrics: MetricsView
     limiter: Limiter
     # The caller of a request from its connection (SO_PEERCRED); None when unknown.
     identify: Callable[[web.Request], Caller | None]
     state: ServingState = field(default_factory=ServingState)
-    templates: Callable[[], Sequence[TemplateStatusView]] = no_templates
     hardening: Mapping[str, object] = field(default_factory=dict)
-    # The real ARN of a secret an AWS backend serves (AWS-compatible route), else None.
-    arn_lookup: Callable[[SecretName], str | None] | None = None
-    # The name an AWS ARN given back as secretId is served under (mount included), else None.
-    arn_names: Callable[[str], SecretName | None] | None = None
+
+    @classmethod
+    def fixed(
+        cls,
+        *,
+        cache: CacheView,
+        policy: PolicyView,
+        audit: AuditSink,
+        hub: Hub,
+        metrics: MetricsView,
+        limiter: Limiter,
+        identify: Callable[[web.Request], Caller | None],
+        state: ServingState | None = None,
+        templates: Callable[[], Sequence[TemplateStatusView]] = no_templates,
+        hardening: Mapping[str, object] | None = None,
+        arn_names: Callable[[str], SecretName | None] = _no_arn,
+    ) -> ApiDeps:
+        """ApiDeps over parts that never change."""
+        parts = FixedParts(cache, policy, audit, templates, arn_names)
+        return cls(
+            served=lambda: parts,
+            hub=hub,
+            metrics=metrics,
+            limiter=limiter,
+            identify=identify,
+            state=state or ServingState(),
+            hardening=hardening or {},
+        )
