@@ -1,31 +1,38 @@
 """The exception tree. Every error secretd raises on purpose is a SecretdError.
 
-    SecretdError                    500 internal            exit 1
-    ├── UsageError                  400 invalid_request     exit 2
-    ├── ConfigError                 -                       exit 2
-    ├── InvalidName                 400 invalid_name        exit 2
-    ├── InvalidRequest              400 invalid_request     exit 2
-    ├── AuthError                   401 missing_token       exit 1
-    │   └── BadToken                401 bad_token
-    ├── Forbidden                   403 forbidden           exit 1
-    ├── NotFound                    404 not_found           exit 1
-    ├── TooLarge                    413 too_large           exit 1
-    ├── RateLimited                 429 rate_limited        exit 1
-    ├── StoreError                  500 store_error         exit 1
+    SecretdError                    code
+    ├── UsageError                  invalid_request   (a command line that cannot work)
+    ├── ConfigError                 config_error      (names the file and key at fault)
+    ├── InvalidName                 invalid_name      (docs/reference/http-api.md, names)
+    ├── InvalidRequest              invalid_request
+    ├── AuthError                   missing_token     (TCP)
+    │   └── BadToken                bad_token
+    ├── Forbidden                   forbidden         (no [[allow]] rule; decided first)
+    ├── NotFound                    not_found         (no such secret, version or stage:
+    │                                                  said by a backend, or no backend)
+    ├── TooLarge                    too_large
+    ├── RateLimited                 rate_limited
+    ├── Conflict                    conflict          (someone else is changing it)
+    ├── StoreError                  store_error
     │   ├── KeyFileError            (bad key file: mode, length, symlink)
     │   ├── UnknownKeyId
     │   └── IntegrityError          (ciphertext, header or tag failed to verify)
-    ├── BackendError                503 backend_unavailable exit 1
+    ├── BackendError                backend_unavailable   (the cache keeps its last good value)
     │   ├── BackendUnavailable
-    │   ├── BackendTimeout          504 backend_timeout
+    │   ├── BackendTimeout          backend_timeout
     │   ├── BackendAuthError
-    │   ├── BadBackendAnswer        (malformed, hostile or mismatched answer)
-    │   └── BackendNotFound         404 not_found   (the backend says: no such secret/version)
-    └── RenderError                 500 render_failed       exit 1
+    │   └── BadBackendAnswer        (malformed, hostile or mismatched answer)
+    └── RenderError                 render_failed
 
-Each class carries its API `code`, HTTP `status` and CLI `exit_code`; only the API's
-error middleware and the CLI translate them. Messages name the file, key or secret
-at fault and never contain a secret value.
+"Not found" is an answer, not a failure: it is a sibling of `BackendError`, so
+code that handles a failing backend never mistakes an absent secret for one.
+A backend answers with a value, `NotFound`, or a `BackendError`
+(`SourceError`).
+
+Each class carries a stable `code` (API bodies, audit results, metrics). What
+an error means to a caller is decided where it is translated, and only there:
+HTTP statuses in api/errors.py, exit codes in cli/main.py. Messages name the
+file, key or secret at fault and never contain a secret value.
 """
 
 from __future__ import annotations
@@ -35,8 +42,6 @@ class SecretdError(Exception):
     """Root of every deliberate secretd error."""
 
     code: str = "internal"
-    status: int = 500
-    exit_code: int = 1
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -47,23 +52,23 @@ class SecretdError(Exception):
 
 
 class UsageError(SecretdError):
-    code, status, exit_code = "invalid_request", 400, 2
+    code = "invalid_request"
 
 
 class ConfigError(SecretdError):
-    code, status, exit_code = "config_error", 500, 2
+    code = "config_error"
 
 
 class InvalidName(SecretdError):
-    code, status, exit_code = "invalid_name", 400, 2
+    code = "invalid_name"
 
 
 class InvalidRequest(SecretdError):
-    code, status, exit_code = "invalid_request", 400, 2
+    code = "invalid_request"
 
 
 class AuthError(SecretdError):
-    code, status = "missing_token", 401
+    code = "missing_token"
 
 
 class BadToken(AuthError):
@@ -71,23 +76,27 @@ class BadToken(AuthError):
 
 
 class Forbidden(SecretdError):
-    code, status = "forbidden", 403
+    code = "forbidden"
 
 
 class NotFound(SecretdError):
-    code, status = "not_found", 404
+    code = "not_found"
 
 
 class TooLarge(SecretdError):
-    code, status = "too_large", 413
+    code = "too_large"
 
 
 class RateLimited(SecretdError):
-    code, status = "rate_limited", 429
+    code = "rate_limited"
+
+
+class Conflict(SecretdError):
+    code = "conflict"
 
 
 class StoreError(SecretdError):
-    code, status = "store_error", 500
+    code = "store_error"
 
 
 class KeyFileError(StoreError):
@@ -103,7 +112,7 @@ class IntegrityError(StoreError):
 
 
 class BackendError(SecretdError):
-    code, status = "backend_unavailable", 503
+    code = "backend_unavailable"
 
 
 class BackendUnavailable(BackendError):
@@ -111,7 +120,7 @@ class BackendUnavailable(BackendError):
 
 
 class BackendTimeout(BackendError):
-    code, status = "backend_timeout", 504
+    code = "backend_timeout"
 
 
 class BackendAuthError(BackendError):
@@ -122,9 +131,10 @@ class BadBackendAnswer(BackendError):
     pass
 
 
-class BackendNotFound(BackendError):
-    code, status = "not_found", 404
-
-
 class RenderError(SecretdError):
-    code, status = "render_failed", 500
+    code = "render_failed"
+
+
+# What a backend may answer instead of a value, for annotations and `except`.
+SourceError = BackendError | NotFound
+SOURCE_ERRORS = (BackendError, NotFound)

@@ -28,7 +28,7 @@ from typing import ClassVar, Protocol
 import pytest
 
 from secretd.backends.base import Backend, ListableBackend, WatchableBackend
-from secretd.errors import BackendError, BackendNotFound
+from secretd.errors import BackendError, NotFound
 from secretd.model import CURRENT, PENDING, PREVIOUS, SecretName
 
 WATCH_BOUND = 5.0  # generous: this proves delivery, the latency figure lives in tests/bench
@@ -188,7 +188,7 @@ class BackendContract:
     # -- absence and limits -----------------------------------------------
 
     async def test_missing_secret_is_backend_not_found(self, backend: Backend, unique: str) -> None:
-        with pytest.raises(BackendNotFound):
+        with pytest.raises(NotFound):
             await backend.fetch(SecretName(f"{unique}/never-written"))
 
     async def test_missing_version_is_backend_not_found(
@@ -196,7 +196,7 @@ class BackendContract:
     ) -> None:
         name = SecretName(f"{unique}/one-version")
         await seeder.put(name, b"v")
-        with pytest.raises(BackendNotFound):
+        with pytest.raises(NotFound):
             await backend.fetch(name, version_id="0123456789abcdef0123456789abcdef")
 
     async def test_missing_stage_is_backend_not_found(
@@ -204,7 +204,7 @@ class BackendContract:
     ) -> None:
         name = SecretName(f"{unique}/no-previous")
         await seeder.put(name, b"only")
-        with pytest.raises(BackendNotFound):
+        with pytest.raises(NotFound):
             await backend.fetch(name, stage=PREVIOUS)
 
     async def test_deleted_secret_is_backend_not_found(
@@ -215,7 +215,7 @@ class BackendContract:
         name = SecretName(f"{unique}/doomed")
         await seeder.put(name, b"v")
         await seeder.delete(name)
-        with pytest.raises(BackendNotFound):
+        with pytest.raises(NotFound):
             await backend.fetch(name)
 
     async def test_value_at_the_size_limit_is_served(
@@ -232,7 +232,7 @@ class BackendContract:
         await seeder.put(name, b"x" * (self.max_secret_bytes - len(seeder.served(b"")) + 1))
         with pytest.raises(BackendError) as caught:
             await backend.fetch(name)
-        assert not isinstance(caught.value, BackendNotFound)
+        assert not isinstance(caught.value, NotFound)
         assert "xxxxxxxx" not in str(caught.value)
 
     # -- batch, list, watch -------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from secretd.errors import BackendNotFound, RateLimited, SecretdError
+from secretd.errors import NotFound, RateLimited, SecretdError
 from secretd.events import Changed, Hub
 from secretd.model import CURRENT, PREVIOUS, CachedSecret, Caller, SecretName, SecretValue, Version
 
@@ -93,7 +93,7 @@ class MemoryCache:
                 continue
             self.cached.add(name)
             return CachedSecret(name, version, stale=name in self.stale, backend="local")
-        raise BackendNotFound(f"secret {name} not found")
+        raise NotFound(f"secret {name} not found")
 
     def is_cached(self, name: SecretName) -> bool:
         return name in self.cached

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from secretd.clock import Clock
-from secretd.errors import BackendError, BackendNotFound, BackendUnavailable
+from secretd.errors import BackendError, BackendUnavailable, NotFound
 from secretd.model import CURRENT, PENDING, PREVIOUS, Fetched, SecretName, SecretValue, Version
 
 
@@ -151,7 +151,7 @@ class MemoryBackend:
     def _answer(self, name: SecretName, version_id: str | None, stage: str | None) -> Fetched:
         records = self._secrets.get(name)
         if not records:
-            raise BackendNotFound(f"secret {name!r} not found in {self.name!r}")
+            raise NotFound(f"secret {name!r} not found in {self.name!r}")
         wanted = stage or CURRENT
         for record in records:
             if (version_id is not None and record.version_id == version_id) or (
@@ -159,7 +159,7 @@ class MemoryBackend:
             ):
                 answer = Fetched(name, record.version())
                 return self.tamper(answer) if self.tamper is not None else answer
-        raise BackendNotFound(f"secret {name!r} has no such version in {self.name!r}")
+        raise NotFound(f"secret {name!r} has no such version in {self.name!r}")
 
     async def current_versions(self, names: Sequence[SecretName]) -> Mapping[SecretName, str]:
         await self._enter("versions")

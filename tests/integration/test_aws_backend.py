@@ -14,7 +14,7 @@ import pytest
 from secretd.backends.aws import AwsBackend, open_backend
 from secretd.backends.router import Router
 from secretd.config.schema import AwsBackendConfig
-from secretd.errors import BackendAuthError, BackendNotFound, BadBackendAnswer, ConfigError
+from secretd.errors import BackendAuthError, BadBackendAnswer, ConfigError, NotFound
 from secretd.model import Fetched, SecretName
 from tests.fakes.fake_clock import FakeClock
 from tests.fakes.moto_server import REGION, MotoServer, admin, moto
@@ -99,13 +99,13 @@ async def test_missing_secrets_versions_and_stages_are_not_found(
     backend: AwsBackend, admin: Any
 ) -> None:
     admin.create_secret(Name="x", SecretString="v")
-    with pytest.raises(BackendNotFound, match="'nope'"):
+    with pytest.raises(NotFound, match="'nope'"):
         await backend.fetch(N("nope"))
-    with pytest.raises(BackendNotFound):
+    with pytest.raises(NotFound):
         await backend.fetch(N("x"), version_id="00000000-0000-0000-0000-000000000000")
-    with pytest.raises(BackendNotFound):
+    with pytest.raises(NotFound):
         await backend.fetch(N("x"), version_id="not-a-uuid")
-    with pytest.raises(BackendNotFound):
+    with pytest.raises(NotFound):
         await backend.fetch(N("x"), stage="previous")
 
 
@@ -119,11 +119,11 @@ async def test_deleted_secrets_are_not_found_everywhere(
         admin.delete_secret(SecretId="gone", ForceDeleteWithoutRecovery=True)
     else:
         admin.delete_secret(SecretId="gone", RecoveryWindowInDays=7)
-    with pytest.raises(BackendNotFound):
+    with pytest.raises(NotFound):
         await backend.fetch(N("gone"))
     assert set(await backend.current_versions([N("gone"), N("kept")])) == {"kept"}
     results = await backend.fetch_many([N("gone"), N("kept")])
-    assert isinstance(results[N("gone")], BackendNotFound)
+    assert isinstance(results[N("gone")], NotFound)
     assert isinstance(results[N("kept")], Fetched)
 
 
@@ -137,7 +137,7 @@ async def test_fetch_many_batches_twenty_names_a_call(backend: AwsBackend, admin
     backend.api_calls.clear()
     results = await backend.fetch_many([*names, N("svc/missing"), names[0]])
     assert backend.api_calls == {"BatchGetSecretValue": 3}
-    assert isinstance(results.pop(N("svc/missing")), BackendNotFound)
+    assert isinstance(results.pop(N("svc/missing")), NotFound)
     assert len(results) == 45
     for i, name in enumerate(names):
         fetched = results[name]
@@ -155,7 +155,7 @@ async def test_concurrent_current_reads_share_batch_calls(backend: AwsBackend, a
     results = await asyncio.gather(
         *(backend.fetch(name) for name in [*names, N("c/none")]), return_exceptions=True
     )
-    assert isinstance(results[-1], BackendNotFound)
+    assert isinstance(results[-1], NotFound)
     assert [r.version.value.reveal() for r in results[:-1]] == [  # type: ignore[union-attr]
         f"v-{name}".encode() for name in names
     ]

@@ -15,10 +15,10 @@ from secretd.backends.aws import THROTTLE_ATTEMPTS, AwsBackend, open_backend
 from secretd.config.schema import AwsBackendConfig
 from secretd.errors import (
     BackendError,
-    BackendNotFound,
     BackendTimeout,
     BackendUnavailable,
     BadBackendAnswer,
+    NotFound,
 )
 from secretd.model import Fetched, SecretName
 from tests.fakes.fake_clock import FakeClock
@@ -138,7 +138,7 @@ async def test_outages_are_backend_errors_then_recover(
         with pytest.raises(BackendError):
             await hasty.current_versions([N("db/app")])
         outcome = (await hasty.fetch_many([N("db/app")]))[N("db/app")]
-        assert isinstance(outcome, BackendError) and not isinstance(outcome, BackendNotFound)
+        assert isinstance(outcome, BackendError) and not isinstance(outcome, NotFound)
     proxy.clear()
     assert (await hasty.fetch(N("db/app"))).version.value.reveal() == CANARY.encode()
 

@@ -19,11 +19,11 @@ from secretd.backends.file import FileBackend, open_backend
 from secretd.backends.file_watch import WatchTuning
 from secretd.config import FileBackendConfig
 from secretd.errors import (
-    BackendNotFound,
     BackendTimeout,
     BackendUnavailable,
     BadBackendAnswer,
     ConfigError,
+    NotFound,
 )
 from secretd.model import SecretName
 from secretd.store.store import FileStore
@@ -176,10 +176,10 @@ async def test_an_older_file_put_back_is_refused(
 
 
 async def test_missing_names_and_stages(backend: FileBackend, seeder: StoreSeeder) -> None:
-    with pytest.raises(BackendNotFound, match="not in the store"):
+    with pytest.raises(NotFound, match="not in the store"):
         await backend.fetch(NAME)
     await seeder.put(NAME, b"v")
-    with pytest.raises(BackendNotFound, match="stage 'pending'"):
+    with pytest.raises(NotFound, match="stage 'pending'"):
         await backend.fetch(NAME, stage="pending")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from secretd.backends.vault import VaultBackend, open_backend
-from secretd.errors import BackendNotFound, BackendUnavailable, BadBackendAnswer, ConfigError
+from secretd.errors import BackendUnavailable, BadBackendAnswer, ConfigError, NotFound
 from secretd.model import SecretName
 from tests.fakes.bao_server import BaoServer, bao_server, vault_config
 
@@ -72,7 +72,7 @@ async def test_versions_that_cannot_exist_are_not_found(
     bao_server: BaoServer, backend: VaultBackend, version_id: str
 ) -> None:
     bao_server.kv_put("reads/few", {"a": "b"})
-    with pytest.raises(BackendNotFound):
+    with pytest.raises(NotFound):
         await backend.fetch(SecretName("reads/few"), version_id=version_id)
 
 
@@ -80,11 +80,11 @@ async def test_missing_secret_and_unknown_stage_are_not_found(
     bao_server: BaoServer, backend: VaultBackend
 ) -> None:
     bao_server.kv_put("reads/one", {"a": "b"})
-    with pytest.raises(BackendNotFound):
+    with pytest.raises(NotFound):
         await backend.fetch(SecretName("reads/absent"))
-    with pytest.raises(BackendNotFound):
+    with pytest.raises(NotFound):
         await backend.fetch(SecretName("reads/one"), stage="previous")
-    with pytest.raises(BackendNotFound):
+    with pytest.raises(NotFound):
         await backend.fetch(SecretName("reads/one"), stage="pending")
 
 
@@ -95,9 +95,9 @@ async def test_soft_deleted_current_is_not_found_and_previous_skips_deleted(
         bao_server.kv_put("reads/del", {"n": str(n)})
     bao_server.kv_delete("reads/del", [4, 3])
 
-    with pytest.raises(BackendNotFound):
+    with pytest.raises(NotFound):
         await backend.fetch(SecretName("reads/del"))
-    with pytest.raises(BackendNotFound):
+    with pytest.raises(NotFound):
         await backend.fetch(SecretName("reads/del"), version_id="3")
     previous = await backend.fetch(SecretName("reads/del"), stage="previous")
     assert previous.version.version_id == "2"
@@ -116,13 +116,13 @@ async def test_destroyed_versions_are_not_found(
         bao_server.kv_put("reads/gone", {"n": str(n)})
     bao_server.kv_destroy("reads/gone", [2])
 
-    with pytest.raises(BackendNotFound):
+    with pytest.raises(NotFound):
         await backend.fetch(SecretName("reads/gone"), version_id="2")
     previous = await backend.fetch(SecretName("reads/gone"), stage="previous")
     assert previous.version.version_id == "1"
 
     bao_server.kv_delete_all("reads/gone")
-    with pytest.raises(BackendNotFound):
+    with pytest.raises(NotFound):
         await backend.fetch(SecretName("reads/gone"))
 
 

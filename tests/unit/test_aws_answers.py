@@ -17,12 +17,14 @@ from secretd.backends.aws_batcher import CurrentBatcher
 from secretd.backends.aws_errors import is_throttle, map_error
 from secretd.backends.aws_stages import from_aws_labels, to_aws_labels, to_aws_stage
 from secretd.errors import (
+    SOURCE_ERRORS,
     BackendAuthError,
     BackendError,
-    BackendNotFound,
     BackendTimeout,
     BackendUnavailable,
     BadBackendAnswer,
+    NotFound,
+    SourceError,
 )
 from secretd.model import Fetched, SecretName, SecretValue, Version
 
@@ -201,12 +203,12 @@ def client_error(code: str, status: int = 400, message: str = "") -> bce.ClientE
 @pytest.mark.parametrize(
     ("exc", "expected"),
     [
-        (client_error("ResourceNotFoundException"), BackendNotFound),
+        (client_error("ResourceNotFoundException"), NotFound),
         (
             client_error(
                 "InvalidRequestException", message="...because it was marked for deletion."
             ),
-            BackendNotFound,
+            NotFound,
         ),
         (
             client_error("InvalidRequestException", message="You can't do that now"),
@@ -223,7 +225,7 @@ def client_error(code: str, status: int = 400, message: str = "") -> bce.ClientE
         (bce.ReadTimeoutError(endpoint_url="http://x"), BackendTimeout),
         (bce.ConnectTimeoutError(endpoint_url="http://x"), BackendTimeout),
         (bce.EndpointConnectionError(endpoint_url="http://x"), BackendUnavailable),
-        (bce.ParamValidationError(report="bad"), BackendNotFound),
+        (bce.ParamValidationError(report="bad"), NotFound),
         (TimeoutError(), BackendTimeout),
         (ConnectionResetError(), BackendUnavailable),
         (ValueError("odd"), BackendUnavailable),
@@ -237,7 +239,7 @@ def test_error_mapping(exc: Exception, expected: type[BackendError]) -> None:
 
 def test_malformed_version_ids_are_not_found_only_when_asked_for() -> None:
     exc = client_error("ValidationException")
-    assert isinstance(map_error(exc, "w", version_asked=True), BackendNotFound)
+    assert isinstance(map_error(exc, "w", version_asked=True), NotFound)
     assert type(map_error(exc, "w", version_asked=False)) is BackendUnavailable
 
 
@@ -269,7 +271,7 @@ class RecordingSource:
 
     def _fetched(self, name: SecretName) -> Fetched:
         if name not in self.values:
-            raise BackendNotFound(f"secret {name!r}: no such secret")
+            raise NotFound(f"secret {name!r}: no such secret")
         version = Version("v", frozenset({"current"}), WHEN, SecretValue(self.values[name]))
         return Fetched(name, version)
 
@@ -278,14 +280,14 @@ class RecordingSource:
         await asyncio.sleep(0)
         return self._fetched(name)
 
-    async def many(self, names: Sequence[SecretName]) -> dict[SecretName, Fetched | BackendError]:
+    async def many(self, names: Sequence[SecretName]) -> dict[SecretName, Fetched | SourceError]:
         self.batches.append(list(names))
         await asyncio.sleep(0)
-        out: dict[SecretName, Fetched | BackendError] = {}
+        out: dict[SecretName, Fetched | SourceError] = {}
         for name in names:
             try:
                 out[name] = self._fetched(name)
-            except BackendError as exc:
+            except SOURCE_ERRORS as exc:
                 out[name] = exc
         return out
 
@@ -295,7 +297,7 @@ async def test_batcher_groups_concurrent_reads_and_splits_at_the_size() -> None:
     batcher = CurrentBatcher(single=source.single, many=source.many, size=3)
     names = [SecretName(f"s{i}") for i in range(7)] + [SecretName("s0"), SecretName("gone")]
     results = await asyncio.gather(*(batcher.fetch(n) for n in names), return_exceptions=True)
-    assert isinstance(results[-1], BackendNotFound)
+    assert isinstance(results[-1], NotFound)
     assert [r.version.value.reveal() for r in results[:-1]] == [  # type: ignore[union-attr]
         *(f"v{i}".encode() for i in range(7)),
         b"v0",
@@ -309,7 +311,7 @@ async def test_batcher_sends_a_lone_read_as_a_single_call() -> None:
     source = RecordingSource({"a": b"1"})
     batcher = CurrentBatcher(single=source.single, many=source.many, size=20)
     assert (await batcher.fetch(SecretName("a"))).version.value.reveal() == b"1"
-    with pytest.raises(BackendNotFound):
+    with pytest.raises(NotFound):
         await batcher.fetch(SecretName("b"))
     assert (source.singles, source.batches) == (["a", "b"], [])
     await batcher.aclose()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from secretd.backends.aws_versions import MAX_FILTER_PAGES, PAGE_SIZE, VersionLister
-from secretd.errors import BackendNotFound
+from secretd.errors import NotFound
 from secretd.model import SecretName
 
 
@@ -29,7 +29,7 @@ class MemoryAccount:
         if op == "describe_secret":
             name = params["SecretId"]
             if name not in self.versions:
-                raise BackendNotFound(f"{where}: no such secret")
+                raise NotFound(f"{where}: no such secret")
             return self._entry(name)
         assert op == "list_secrets" and params["MaxResults"] == PAGE_SIZE
         names = [n for n in self.versions if n not in self.deleted]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from secretd.api.errors import status_of
 from secretd.backoff import Backoff
 from secretd.errors import BackendUnavailable, BadBackendAnswer
 from secretd.model import SecretName
@@ -37,7 +38,7 @@ async def test_stale_then_503_then_recovery() -> None:
         await refresher.poll_once()
     with pytest.raises(BackendUnavailable, match="max_stale") as caught:
         await rig.cache.read(DB)
-    assert caught.value.status == 503
+    assert status_of(caught.value) == 503
 
     rig.backend.fail = None
     rig.clock.advance(300)  # past any backoff delay

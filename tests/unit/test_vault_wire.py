@@ -19,7 +19,7 @@ from secretd.backends.vault_kv import (
     parse_version_id,
 )
 from secretd.backends.vault_wire import MAX_DEPTH, body_cap, parse_object
-from secretd.errors import BackendNotFound, BadBackendAnswer
+from secretd.errors import BadBackendAnswer, NotFound
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 T1 = "2026-01-01T00:00:00.123456789Z"
@@ -195,11 +195,11 @@ def test_data_is_the_kv_map_as_compact_json() -> None:
     [
         (data_answer(version=3), BadBackendAnswer, "asked for version 2"),
         (data_answer(created="2026-01-01T00:00:01Z"), BadBackendAnswer, "created_time"),
-        (data_answer(destroyed=True), BackendNotFound, "deleted or destroyed"),
-        (data_answer(deletion_time="2026-01-01T00:00:00Z"), BackendNotFound, "deleted"),
+        (data_answer(destroyed=True), NotFound, "deleted or destroyed"),
+        (data_answer(deletion_time="2026-01-01T00:00:00Z"), NotFound, "deleted"),
         (
             {"data": {"data": None, "metadata": data_answer()["data"]["metadata"]}},
-            BackendNotFound,
+            NotFound,
             "deleted",
         ),
         (

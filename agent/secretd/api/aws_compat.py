@@ -53,7 +53,6 @@ from secretd.backends.aws_arn import parse_arn
 from secretd.backends.aws_stages import from_aws_stage, to_aws_labels
 from secretd.errors import (
     BackendError,
-    BackendNotFound,
     BackendTimeout,
     Forbidden,
     InvalidName,
@@ -226,7 +225,7 @@ def parse_query(query: MultiMapping[str]) -> Query:
 
 def as_aws_error(exc: SecretdError, query: Query) -> AwsError:
     """A secretd error as the AWS agent would report the matching AWS failure."""
-    if isinstance(exc, NotFound | BackendNotFound):
+    if isinstance(exc, NotFound | NotFound):
         if query.version_id is not None:
             what = f"secret value for VersionId: {query.version_id}"
         elif query.stage is not None:

@@ -1,6 +1,7 @@
 """Every API error leaves as `{"error": {"code": ..., "message": ...}}`.
 
-- `SecretdError` subclasses carry their own status and code (errors.py).
+- `SecretdError` subclasses carry their code (errors.py); their HTTP status is
+  decided here, once (`status_of`).
 - aiohttp's own HTTP exceptions (unknown route 404, wrong method 405, body too
   large 413) are reshaped into the same JSON form.
 - Anything else is a bug: `500 internal`, logged by exception type only, never
@@ -22,11 +23,49 @@ import orjson
 import structlog
 from aiohttp import http_exceptions, web
 
-from secretd.errors import InvalidRequest, SecretdError
+from secretd.errors import (
+    AuthError,
+    BackendError,
+    BackendTimeout,
+    Conflict,
+    Forbidden,
+    InvalidName,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    SecretdError,
+    TooLarge,
+    UsageError,
+)
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# The HTTP status of each error class; the nearest listed ancestor decides, else 500.
+STATUS: dict[type[SecretdError], int] = {
+    UsageError: 400,
+    InvalidName: 400,
+    InvalidRequest: 400,
+    AuthError: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    RateLimited: 429,
+    BackendError: 503,
+    BackendTimeout: 504,
+}
+
+
+def status_of(exc: SecretdError) -> int:
+    """The HTTP status that answers `exc`."""
+    for cls in type(exc).__mro__:
+        status = STATUS.get(cls)
+        if status is not None:
+            return status
+    return 500
+
 
 # Codes for aiohttp's own HTTP exceptions (routing, methods, size caps).
 _HTTP_CODES = {
@@ -56,7 +95,7 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 
 
 def from_secretd_error(exc: SecretdError) -> web.Response:
-    return error_response(exc.status, exc.code, exc.message)
+    return error_response(status_of(exc), exc.code, exc.message)
 
 
 def from_http_exception(exc: web.HTTPException) -> web.Response:

@@ -38,7 +38,14 @@ from aiohttp.typedefs import Middleware
 
 from secretd.api.errors import Handler, error_response, from_secretd_error
 from secretd.api.secrets import CALLER_KEY
-from secretd.errors import AuthError, BadToken, ConfigError, SecretdError
+from secretd.errors import (
+    AuthError,
+    BadToken,
+    ConfigError,
+    Forbidden,
+    InvalidRequest,
+    SecretdError,
+)
 from secretd.fileperm import read_private_file
 from secretd.model import Caller
 
@@ -108,24 +115,24 @@ class _Guard:
         headers = _raw_headers(request.raw_headers)
         for name in headers:
             if name in _FORWARDING or name.startswith(b"x-forwarded-"):
-                raise _Refused(400, "invalid_request", "forwarded requests are refused")
+                raise InvalidRequest("forwarded requests are refused")
         if b"origin" in headers:
-            raise _Refused(403, "forbidden", "requests with Origin are refused")
+            raise Forbidden("requests with Origin are refused")
         if any(v.strip().lower() == b"cross-site" for v in headers.get(b"sec-fetch-site", [])):
-            raise _Refused(403, "forbidden", "cross-site requests are refused")
+            raise Forbidden("cross-site requests are refused")
         self._check_host(headers.get(b"host", []))
         if request.path not in NO_TOKEN_PATHS:
             self._check_token(headers)
 
     def _check_host(self, values: list[bytes]) -> None:
         if len(values) != 1:
-            raise _Refused(400, "invalid_request", "exactly one Host header is required")
+            raise InvalidRequest("exactly one Host header is required")
         try:
             host = values[0].strip().decode("ascii").lower()
         except UnicodeDecodeError:
             host = ""
         if host not in self._hosts:
-            raise _Refused(403, "forbidden", "Host is not this listener (DNS rebinding?)")
+            raise Forbidden("Host is not this listener (DNS rebinding?)")
 
     def _check_token(self, headers: dict[bytes, list[bytes]]) -> None:
         given = [value for name in TOKEN_HEADERS for value in headers.get(name, [])]
@@ -138,15 +145,6 @@ class _Guard:
             raise BadToken("bad token")
         if not hmac.compare_digest(value, self._token):
             raise BadToken("bad token")
-
-
-class _Refused(SecretdError):
-    """A guard refusal with its own status and code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 def _raw_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, list[bytes]]:

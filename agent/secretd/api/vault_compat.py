@@ -49,7 +49,7 @@ from secretd.api.vault_shapes import (
     version_number,
 )
 from secretd.api.vault_sys import LOOKUP_SELF, NOT_RENEWABLE, RENEW_SELF, VaultSysRoutes
-from secretd.errors import BackendError, BackendNotFound, InvalidRequest, NotFound
+from secretd.errors import BackendError, InvalidRequest, NotFound
 from secretd.model import PENDING, PREVIOUS, CachedSecret, Caller, SecretName, Version, utc_now
 
 _READ_METHODS = frozenset({"GET", "HEAD"})
@@ -138,7 +138,7 @@ class VaultKvRoutes:
         # Other backends are reached by stage: a number is found among the versions
         # holding one; older versions are not reachable through the cache.
         for stage in _OTHER_STAGES:
-            with contextlib.suppress(NotFound, BackendNotFound):
+            with contextlib.suppress(NotFound):
                 other = await fetch(served, caller, name, stage=stage)
                 if self._number(other) == wanted:
                     return other
@@ -177,7 +177,7 @@ class VaultKvRoutes:
         for stage in _OTHER_STAGES:
             try:
                 other = await self._reads.fetch(served, caller, name, stage=stage)
-            except (NotFound, BackendNotFound):
+            except NotFound:
                 continue
             except BackendError:
                 warnings.append(f"the {stage} version could not be read from the backend")

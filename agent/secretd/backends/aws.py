@@ -39,11 +39,12 @@ from secretd.backends.aws_versions import VersionLister
 from secretd.clock import Clock, SystemClock
 from secretd.config.schema import AwsBackendConfig
 from secretd.errors import (
+    SOURCE_ERRORS,
     BackendAuthError,
-    BackendError,
-    BackendNotFound,
     BadBackendAnswer,
     ConfigError,
+    NotFound,
+    SourceError,
 )
 from secretd.model import Fetched, SecretName
 from secretd.state import StateDir
@@ -189,7 +190,7 @@ class AwsBackend:
             answer = await self._call(
                 "get_secret_value", where, version_asked=version_id is not None, **params
             )
-        except BackendNotFound:
+        except NotFound:
             if version_id is None and stage is None:
                 self._lister.note(name, None)
             raise
@@ -204,14 +205,14 @@ class AwsBackend:
 
     async def fetch_many(
         self, names: Iterable[SecretName]
-    ) -> dict[SecretName, Fetched | BackendError]:
+    ) -> dict[SecretName, Fetched | SourceError]:
         """The current version of each name, BATCH_SIZE names per BatchGetSecretValue call.
 
-        Every name gets an answer: its Fetched or the BackendError for it alone.
+        Every name gets an answer: its Fetched or the error for it alone.
         """
         unique = list(dict.fromkeys(names))
         chunks = [unique[i : i + BATCH_SIZE] for i in range(0, len(unique), BATCH_SIZE)]
-        results: dict[SecretName, Fetched | BackendError] = {}
+        results: dict[SecretName, Fetched | SourceError] = {}
         async with asyncio.TaskGroup() as group:
             for chunk in chunks:
                 group.create_task(self._fetch_chunk(chunk, results))
@@ -238,7 +239,7 @@ class AwsBackend:
             await closer.aclose()
 
     async def _fetch_chunk(
-        self, chunk: list[SecretName], results: dict[SecretName, Fetched | BackendError]
+        self, chunk: list[SecretName], results: dict[SecretName, Fetched | SourceError]
     ) -> None:
         if self._batch_allowed():
             try:
@@ -247,7 +248,7 @@ class AwsBackend:
                 # Credentials may lack secretsmanager:BatchGetSecretValue: read one by one.
                 self._batch_refused_at = self._clock.monotonic()
                 log.warning("aws.batch_refused", backend=self.name)
-            except BackendError as exc:
+            except SOURCE_ERRORS as exc:
                 results.update(dict.fromkeys(chunk, exc))
                 return
             else:
@@ -258,13 +259,13 @@ class AwsBackend:
         for name in chunk:
             try:
                 results[name] = await self._fetch_one(name)
-            except BackendError as exc:
+            except SOURCE_ERRORS as exc:
                 results[name] = exc
 
-    async def _batch(self, chunk: list[SecretName]) -> dict[SecretName, Fetched | BackendError]:
+    async def _batch(self, chunk: list[SecretName]) -> dict[SecretName, Fetched | SourceError]:
         where = f"aws backend {self.name!r}: batch of {len(chunk)} secrets"
         wanted = set(chunk)
-        results: dict[SecretName, Fetched | BackendError] = {}
+        results: dict[SecretName, Fetched | SourceError] = {}
         params: dict[str, Any] = {"SecretIdList": chunk}
         for _ in range(BATCH_SIZE):  # pages; AWS answers a 20-name list in one
             answer = await self._call("batch_get_secret_value", where, **params)
@@ -284,7 +285,7 @@ class AwsBackend:
         self,
         values: object,
         wanted: set[SecretName],
-        results: dict[SecretName, Fetched | BackendError],
+        results: dict[SecretName, Fetched | SourceError],
     ) -> None:
         if not isinstance(values, list):
             return
@@ -295,7 +296,7 @@ class AwsBackend:
             secret = SecretName(name)
             try:
                 fetched = self._parse(item, Asked(secret))
-            except BackendError as exc:
+            except SOURCE_ERRORS as exc:
                 results[secret] = exc
                 continue
             results[secret] = fetched
@@ -305,7 +306,7 @@ class AwsBackend:
         self,
         errors: object,
         wanted: set[SecretName],
-        results: dict[SecretName, Fetched | BackendError],
+        results: dict[SecretName, Fetched | SourceError],
     ) -> None:
         if not isinstance(errors, list):
             return
@@ -322,7 +323,7 @@ class AwsBackend:
                 deleted="deleted" in message or "deletion" in message,
             )
             results[secret] = error
-            if isinstance(error, BackendNotFound):
+            if isinstance(error, NotFound):
                 self._lister.note(secret, None)
 
     def _parse(self, answer: object, asked: Asked) -> Fetched:

@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from secretd.errors import BackendError, BadBackendAnswer
+from secretd.errors import (
+    SOURCE_ERRORS,
+    BadBackendAnswer,
+    SourceError,
+)
 from secretd.model import Fetched, SecretName
 
 Single = Callable[[SecretName], Awaitable[Fetched]]
-Many = Callable[[Sequence[SecretName]], Awaitable[dict[SecretName, Fetched | BackendError]]]
+Many = Callable[[Sequence[SecretName]], Awaitable[dict[SecretName, Fetched | SourceError]]]
 
 
 class CurrentBatcher:
@@ -57,18 +61,18 @@ class CurrentBatcher:
                 raise
             self._settle(waiters, results)
 
-    async def _answer(self, names: list[SecretName]) -> dict[SecretName, Fetched | BackendError]:
+    async def _answer(self, names: list[SecretName]) -> dict[SecretName, Fetched | SourceError]:
         if len(names) > 1:
             return await self._many(names)
         try:
             return {names[0]: await self._single(names[0])}
-        except BackendError as exc:
+        except SOURCE_ERRORS as exc:
             return {names[0]: exc}
 
     @staticmethod
     def _settle(
         waiters: dict[SecretName, list[asyncio.Future[Fetched]]],
-        results: dict[SecretName, Fetched | BackendError],
+        results: dict[SecretName, Fetched | SourceError],
     ) -> None:
         for name, futures in waiters.items():
             result = results.get(name)
@@ -77,7 +81,7 @@ class CurrentBatcher:
                     continue
                 if isinstance(result, Fetched):
                     future.set_result(result)
-                elif isinstance(result, BackendError):
+                elif isinstance(result, SOURCE_ERRORS):
                     future.set_exception(result)
                 else:
                     future.set_exception(

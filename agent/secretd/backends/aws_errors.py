@@ -2,7 +2,7 @@
 
     ResourceNotFoundException, a deleted or scheduled-for-deletion secret
     (InvalidRequestException "...deleted" / "...marked for deletion"),
-    a malformed VersionId asked for explicitly       -> BackendNotFound
+    a malformed VersionId asked for explicitly       -> NotFound
     ThrottlingException & co., any HTTP 429          -> throttled (retried by the caller, then
                                                         BackendUnavailable)
     AccessDenied, bad/expired credentials, no creds  -> BackendAuthError
@@ -22,12 +22,13 @@ from __future__ import annotations
 from typing import Any
 
 from secretd.errors import (
+    SOURCE_ERRORS,
     BackendAuthError,
-    BackendError,
-    BackendNotFound,
     BackendTimeout,
     BackendUnavailable,
     BadBackendAnswer,
+    NotFound,
+    SourceError,
 )
 
 THROTTLE_CODES = frozenset(
@@ -98,12 +99,12 @@ def is_deleted_message(exc: BaseException) -> bool:
     return "deleted" in message or "deletion" in message
 
 
-def code_to_error(code: str, status: int, where: str, *, deleted: bool) -> BackendError:
-    """The BackendError for one AWS error code (also used for BatchGetSecretValue's Errors)."""
+def code_to_error(code: str, status: int, where: str, *, deleted: bool) -> SourceError:
+    """The error for one AWS error code (also used for BatchGetSecretValue's Errors)."""
     if code == "ResourceNotFoundException":
-        return BackendNotFound(f"{where}: no such secret or version")
+        return NotFound(f"{where}: no such secret or version")
     if code == "InvalidRequestException" and deleted:
-        return BackendNotFound(f"{where}: the secret is deleted or scheduled for deletion")
+        return NotFound(f"{where}: the secret is deleted or scheduled for deletion")
     if code in AUTH_CODES:
         return BackendAuthError(f"{where}: AWS refused our credentials ({code})")
     if code in THROTTLE_CODES or status == 429:
@@ -111,9 +112,9 @@ def code_to_error(code: str, status: int, where: str, *, deleted: bool) -> Backe
     return BackendUnavailable(f"{where}: AWS answered {code} (HTTP {status})")
 
 
-def map_error(exc: Exception, where: str, *, version_asked: bool) -> BackendError:
+def map_error(exc: Exception, where: str, *, version_asked: bool) -> SourceError:
     """Any exception from one aiobotocore call as a BackendError naming `where`."""
-    if isinstance(exc, BackendError):
+    if isinstance(exc, SOURCE_ERRORS):
         return exc
     if isinstance(exc, AnswerRefused):
         return BadBackendAnswer(f"{where}: {exc.reason}")
@@ -123,19 +124,19 @@ def map_error(exc: Exception, where: str, *, version_asked: bool) -> BackendErro
     if found is not None:
         code, status = found
         if version_asked and code in _VERSION_CODES:
-            return BackendNotFound(f"{where}: AWS has no such version ({code})")
+            return NotFound(f"{where}: AWS has no such version ({code})")
         return code_to_error(code, status, where, deleted=is_deleted_message(exc))
     return _map_transport(exc, where)
 
 
-def _map_transport(exc: Exception, where: str) -> BackendError:
+def _map_transport(exc: Exception, where: str) -> SourceError:
     from botocore import exceptions as bce
     from botocore.parsers import ResponseParserError
 
     kind = type(exc).__name__
     if isinstance(exc, bce.ParamValidationError):
         # botocore refused to send it: no secret, version or label can look like that.
-        return BackendNotFound(f"{where}: AWS can have no such secret, version or stage")
+        return NotFound(f"{where}: AWS can have no such secret, version or stage")
     if isinstance(exc, bce.ConnectTimeoutError | bce.ReadTimeoutError):
         return BackendTimeout(f"{where}: AWS did not answer in time ({kind})")
     if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from secretd.backends.aws_answers import current_version_of
-from secretd.errors import BackendNotFound
+from secretd.errors import NotFound
 from secretd.model import SecretName
 
 PAGE_SIZE = 100
@@ -243,7 +243,7 @@ class VersionLister:
         where = f"aws backend {self._backend!r}: secret {name!r}"
         try:
             answer = await self._call("describe_secret", where, SecretId=name)
-        except BackendNotFound:
+        except NotFound:
             self._seen[name] = (now, None)
             return
         if self._take(answer, {name}, now) is None:

@@ -29,7 +29,7 @@ class Backend(Protocol):
     ) -> Fetched:
         """One version: `version_id`, else `stage`, else current.
 
-        Raises BackendNotFound when the secret or version does not exist (or was
+        Raises NotFound when the secret or version does not exist (or was
         deleted), BackendError subclasses for everything else.
         """
         ...

@@ -3,7 +3,7 @@
 Reading, verifying and decrypting are blocking work, so they run in a thread
 under `asyncio.timeout(config.timeout)`. Errors are mapped at this boundary:
 
-    NotFound (no secret, version or stage)      -> BackendNotFound
+    NotFound (no secret, version or stage)      -> NotFound, as it is
     StoreError (tampered, unknown key id, ...)  -> BadBackendAnswer (the cache keeps the last good)
     TooLarge (over limits.max_secret_bytes)      -> BadBackendAnswer
     OSError (permissions, I/O)                   -> BackendUnavailable
@@ -33,7 +33,6 @@ from secretd.backends.file_watch import WatchTuning, watch_paths
 from secretd.config import FileBackendConfig
 from secretd.errors import (
     BackendError,
-    BackendNotFound,
     BackendTimeout,
     BackendUnavailable,
     BadBackendAnswer,
@@ -115,8 +114,8 @@ class FileBackend:
         """Map store and OS errors to BackendError subclasses."""
         try:
             yield
-        except NotFound as exc:
-            raise BackendNotFound(exc.message) from None
+        except NotFound:
+            raise  # an answer, not a failure: passed on as it is
         except (StoreError, TooLarge) as exc:
             raise BadBackendAnswer(f"file backend {self.name!r}: {exc.message}") from None
         except OSError as exc:

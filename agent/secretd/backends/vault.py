@@ -38,10 +38,10 @@ from secretd.config.schema import AppRoleAuth, VaultBackendConfig
 from secretd.errors import (
     BackendAuthError,
     BackendError,
-    BackendNotFound,
     BackendUnavailable,
     BadBackendAnswer,
     ConfigError,
+    NotFound,
 )
 from secretd.fileperm import check_private_file, read_private_file
 from secretd.model import CURRENT, Fetched, SecretName, SecretValue, Version
@@ -99,7 +99,7 @@ class VaultBackend:
         version = self._choose(meta, name, version_id, stage)
         listed = meta.versions.get(version)
         if listed is None or not listed.live(now):
-            raise BackendNotFound(f"{self._where(name)}: version {version} is deleted or destroyed")
+            raise NotFound(f"{self._where(name)}: version {version} is deleted or destroyed")
         if latest is None or _answer_version(latest) != version:
             latest = await self._data(name, version)  # asked exactly; a write raced the pair
         raw = parse_data(latest, requested=version, listed=listed, now=now, where=self._where(name))
@@ -133,7 +133,7 @@ class VaultBackend:
         path = self._path("data", name)
         reply = await self._get(path, params={"version": str(version)})
         if reply.status == 404:
-            raise BackendNotFound(f"{self._where(name)}: version {version} not found")
+            raise NotFound(f"{self._where(name)}: version {version} not found")
         return self._ok(reply, path)
 
     async def current_versions(self, names: Sequence[SecretName]) -> Mapping[SecretName, str]:
@@ -149,7 +149,7 @@ class VaultBackend:
                 name = pending.pop()
                 try:
                     meta = await self._metadata(name)
-                except BackendNotFound:
+                except NotFound:
                     continue
                 except BackendError as exc:
                     failures.append(exc)
@@ -180,11 +180,11 @@ class VaultBackend:
         if version_id is not None:
             version = parse_version_id(version_id)
             if version is None:
-                raise BackendNotFound(f"{self._where(name)}: no version {version_id[:40]!r}")
+                raise NotFound(f"{self._where(name)}: no version {version_id[:40]!r}")
             return version
         chosen = meta.resolve_stage(stage or CURRENT, now)
         if chosen is None:
-            raise BackendNotFound(f"{self._where(name)}: no version has stage {stage or CURRENT}")
+            raise NotFound(f"{self._where(name)}: no version has stage {stage or CURRENT}")
         return chosen
 
     async def _metadata(self, name: SecretName) -> KvMetadata:
@@ -197,7 +197,7 @@ class VaultBackend:
                 raise BackendUnavailable(
                     f"{self._http.where(path)}: no KV v2 engine answers here; check kv_mount"
                 )
-            raise BackendNotFound(f"{self._where(name)}: no such secret")
+            raise NotFound(f"{self._where(name)}: no such secret")
         return parse_metadata(self._ok(reply, path), where=self._where(name))
 
     async def _get(self, path: str, params: Mapping[str, str] | None = None) -> Reply:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from secretd.errors import BackendNotFound, BadBackendAnswer
+from secretd.errors import BadBackendAnswer, NotFound
 from secretd.model import CURRENT, PREVIOUS
 
 STAGE_KEY_PREFIX = "stage:"
@@ -124,7 +124,7 @@ def parse_data(
 ) -> bytes:
     """The value (the KV map as compact JSON) of a GET {kv}/data/{path}?version=N answer.
 
-    Raises BackendNotFound when that version is deleted or destroyed, and
+    Raises NotFound when that version is deleted or destroyed, and
     BadBackendAnswer when the answer is for another version than requested.
     """
     data = _object(body.get("data"), where, "data")
@@ -138,7 +138,7 @@ def parse_data(
             f"{where}: version {requested}'s created_time differs from its metadata"
         )
     if not info.live(now) or data.get("data") is None:
-        raise BackendNotFound(f"{where}: version {requested} is deleted or destroyed")
+        raise NotFound(f"{where}: version {requested} is deleted or destroyed")
     kv = _object(data.get("data"), where, "data.data")
     return orjson.dumps(kv)
 

@@ -38,7 +38,6 @@ from secretd.clock import Clock
 from secretd.config import CacheSection
 from secretd.errors import (
     BackendError,
-    BackendNotFound,
     BadBackendAnswer,
     NotFound,
     SecretdError,
@@ -96,7 +95,7 @@ class CacheCore:
             if fetched.arn is not None:
                 entry.arn = fetched.arn
             return entry
-        except BackendNotFound:
+        except NotFound:
             self.gone(name, backend)
             raise NotFound(f"secret {name!r} not found") from None
         except BackendError as exc:

@@ -23,10 +23,10 @@ from secretd.cache.entries import BackendHealth
 from secretd.clock import Clock
 from secretd.errors import (
     BackendError,
-    BackendNotFound,
     BackendTimeout,
     BadBackendAnswer,
     InvalidName,
+    NotFound,
 )
 from secretd.model import Fetched, SecretName, Version, rfc3339
 from secretd.observe import CacheObserver
@@ -121,7 +121,7 @@ class BackendGateway:
         try:
             async with asyncio.timeout(self._timeout):
                 result = await call()
-        except BackendNotFound:
+        except NotFound:
             self._observe(backend_name, op, started, ok=True)
             self._succeeded(backend_name)
             raise

@@ -45,7 +45,7 @@ from secretd.cache.gateway import BackendGateway
 from secretd.cache.refreshing import RefreshHooks
 from secretd.clock import Clock
 from secretd.config import CacheSection
-from secretd.errors import BackendNotFound, BackendUnavailable, NotFound, SecretdError
+from secretd.errors import BackendUnavailable, NotFound, SecretdError
 from secretd.events import Hub
 from secretd.model import CURRENT, CachedSecret, SecretName, Version
 from secretd.observe import CacheObserver
@@ -198,7 +198,7 @@ class SecretCache:
             backend, fetched = await self._core.other_flights.run(
                 key, lambda: self._core.gateway.fetch(name, version_id=version_id, stage=stage)
             )
-        except BackendNotFound:
+        except NotFound:
             self._core.negative.add(key, self._core.clock.monotonic())
             raise NotFound(f"secret {name!r} has no {_describe(stage, version_id)}") from None
         now = self._core.clock.monotonic()

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from secretd import __version__
-from secretd.errors import SecretdError
+from secretd.errors import ConfigError, InvalidName, InvalidRequest, SecretdError, UsageError
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -45,6 +45,14 @@ def _registrars() -> list[Registrar]:
     return [agent_cmds.register, store_cmds.register, client_cmds.register, render_cmds.register]
 
 
+# Exit 2: the command line or the configuration is wrong; 1: it failed at run time.
+USAGE_ERRORS = (UsageError, ConfigError, InvalidName, InvalidRequest)
+
+
+def exit_code_of(exc: SecretdError) -> int:
+    return 2 if isinstance(exc, USAGE_ERRORS) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -55,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"secretd: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return exit_code_of(exc)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `secretd check | head`: the reader left; not an error of ours
