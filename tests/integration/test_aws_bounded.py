@@ -5,13 +5,17 @@ still served."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
+from secretd.backends.aws_http import read_capped
 from tests.e2e.agent_proc import AgentProcess
 from tests.fakes.hostile_aws import HostileAws
 from tests.fakes.moto_server import TEST_ENV
@@ -40,7 +44,8 @@ async def agent(aws: HostileAws) -> AsyncIterator[AgentProcess]:
     directory = Path(tempfile.mkdtemp(prefix="sdawsb", dir="/tmp"))
     config = directory / "secretd.toml"
     config.write_text(
-        f'[agent]\nsocket = "{directory}/s.sock"\nlog_format = "json"\n\n'
+        f'[agent]\nsocket = "{directory}/s.sock"\nstate_dir = "{directory}/state"\n'
+        'log_format = "json"\n\n'
         f'[backends.aws]\ntype = "aws"\nmount = ""\nregion = "us-east-1"\n'
         f'endpoint_url = "{aws.url}"\ntimeout = "20s"\n\n'
         '[[secret]]\nname = "app/small"\n\n[[allow]]\nsecrets = ["**"]\nuids = [0]\n'
@@ -76,3 +81,35 @@ async def test_a_100_mib_answer_does_not_blow_up_the_agent(
     message = body["error"]["message"]
     assert "app/big" in message and "max_secret_bytes" in message, message
     assert peak - before < MAX_GROWTH_KB, f"peak {peak} kB after {before} kB"
+
+
+async def test_a_read_cancelled_mid_body_closes_its_connection() -> None:
+    """The call's timeout cancels `read_capped` while the body drips: the
+    connection is closed there and then, never left half-read for the pool."""
+    started, done = asyncio.Event(), asyncio.Event()
+
+    async def dripping(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": "1000"})
+        await response.prepare(request)
+        await response.write(b"{")
+        started.set()
+        await done.wait()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/", dripping)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            raw = await session.post(f"http://127.0.0.1:{port}/")
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await read_capped(raw, "GetSecretValue", 1 << 20, 65536)
+            assert started.is_set() and raw.closed
+    finally:
+        done.set()
+        await runner.cleanup()

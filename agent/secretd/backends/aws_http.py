@@ -93,6 +93,9 @@ async def read_capped(raw: aiohttp.ClientResponse, op: str, limit: int, max_byte
     except aiohttp.ClientPayloadError:
         raw.close()
         raise AnswerRefused(f"AWS's {op} answer was cut short (truncated)") from None
+    except BaseException:
+        raw.close()  # cancelled (the call's timeout) mid-body: never leave it half-read
+        raise
     raw.release()
     return bytes(body)
 
