@@ -290,7 +290,11 @@ async def _start_loops(group: asyncio.TaskGroup, graph: Graph, stop: asyncio.Eve
     if not await _until_stopped(warm_up(graph), stop):
         cache_loop.cancel()
         return []
-    return [cache_loop, group.create_task(graph.templates.run(), name="templates")]
+    return [
+        cache_loop,
+        group.create_task(graph.templates.run(), name="templates"),
+        group.create_task(graph.rotations.run(), name="rotations"),
+    ]
 
 
 async def _next_signal(agent: Agent) -> str:

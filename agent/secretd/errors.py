@@ -9,6 +9,7 @@
     │   └── BadToken                401 bad_token
     ├── Forbidden                   403 forbidden           exit 1
     ├── NotFound                    404 not_found           exit 1
+    ├── Conflict                    409 conflict            exit 1  (another writer got there first)
     ├── TooLarge                    413 too_large           exit 1
     ├── RateLimited                 429 rate_limited        exit 1
     ├── StoreError                  500 store_error         exit 1
@@ -76,6 +77,12 @@ class Forbidden(SecretdError):
 
 class NotFound(SecretdError):
     code, status = "not_found", 404
+
+
+class Conflict(SecretdError):
+    """A write lost a check-and-set: another writer changed the secret first."""
+
+    code, status = "conflict", 409
 
 
 class TooLarge(SecretdError):

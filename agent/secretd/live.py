@@ -38,6 +38,9 @@ from secretd.metrics import Metrics
 from secretd.model import CachedSecret, Caller, SecretName
 from secretd.observe import Observers
 from secretd.render.runner import TemplateRunner, TemplateStatus
+from secretd.rotation.build import build_scheduler
+from secretd.rotation.model import Outcome
+from secretd.rotation.scheduler import RotationStatus, Scheduler
 
 
 @dataclass
@@ -75,6 +78,7 @@ class Graph:
     templates: TemplateRunner
     credentials: CredentialService
     router: Router
+    rotations: Scheduler
 
 
 @asynccontextmanager
@@ -111,7 +115,16 @@ async def build_graph(config: Config, shared: Shared) -> AsyncIterator[Graph]:
             audit=audit,
         )
         credentials = CredentialService(config.credential, cache, audit)
-        yield Graph(config, cache, audit, policy, templates, credentials, router)
+        rotations = build_scheduler(
+            config.rotation,
+            router,
+            state_dir=config.agent.state_dir,
+            audit=audit,
+            metrics=shared.metrics,
+            clock=shared.clock,
+            rng=random.Random(),  # noqa: S311 - schedule jitter, not cryptography
+        )
+        yield Graph(config, cache, audit, policy, templates, credentials, router, rotations)
 
 
 class LiveGraph:
@@ -194,6 +207,7 @@ class LiveGraph:
             templates=self.template_status,
             hardening=hardening,
             arn_lookup=self.arn_lookup,
+            rotation=LiveRotation(self),
         )
 
     def credential_divert(self) -> Divert:
@@ -207,3 +221,22 @@ class LiveGraph:
             return CredentialProtocol(self.graph.credentials, peer_caller, request)
 
         return divert
+
+
+class LiveRotation:
+    """The current graph's rotation service, for the API (api.deps.RotationView)."""
+
+    def __init__(self, live: LiveGraph) -> None:
+        self._live = live
+
+    @property
+    def names(self) -> Sequence[SecretName]:
+        return self._live.graph.rotations.names
+
+    async def rotate_now(
+        self, name: SecretName, *, caller: Caller | None = None, fresh: bool = False
+    ) -> Outcome:
+        return await self._live.graph.rotations.rotate_now(name, caller=caller, fresh=fresh)
+
+    def status(self) -> Sequence[RotationStatus]:
+        return self._live.graph.rotations.status()

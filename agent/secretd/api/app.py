@@ -1,12 +1,13 @@
 """`build_app(deps)`: the aiohttp application behind the Unix socket (and TCP).
 
-Routes (SPEC §4), all GET only (aiohttp answers other methods 405, reshaped to
-the JSON error form by the error middleware):
+Routes (docs/api.md), all GET only but the rotation trigger (aiohttp answers
+other methods 405, reshaped to the JSON error form by the error middleware):
 
     /v1/secrets/{name}   read one secret            api.secrets
     /v1/secrets          list readable names        api.secrets
     /v1/health           health document            api.health
     /metrics             Prometheus text            api.health
+    /v1/rotation         rotate now (POST), schedule api.rotation
 
     /secretsmanager/get  AWS agent compatible read  api.aws_compat
     /ping                "healthy"                  api.aws_compat
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from secretd.api import aws_compat
+from secretd.api import aws_compat, rotation
 from secretd.api.deps import ApiDeps
 from secretd.api.errors import error_middleware
 from secretd.api.health import HealthRoutes
@@ -46,4 +47,5 @@ def build_app(deps: ApiDeps) -> web.Application:
     app.router.add_get("/metrics", health.metrics, allow_head=False)
     # The AWS Secrets Manager Agent compatible routes: /secretsmanager/get, /ping (SPEC §5).
     aws_compat.add_routes(app, deps, arn_lookup=deps.arn_lookup)
+    rotation.add_routes(app, deps)
     return app

@@ -16,6 +16,8 @@ from aiohttp import web
 from secretd.events import Hub
 from secretd.model import Caller, SecretName, SecretReader
 from secretd.observe import AuditSink
+from secretd.rotation.model import Outcome
+from secretd.rotation.scheduler import RotationStatus
 
 
 class EntryView(Protocol):
@@ -99,6 +101,19 @@ class Limiter(Protocol):
         ...
 
 
+class RotationView(Protocol):
+    """Rotation as the API uses it (rotation.scheduler.Scheduler implements it)."""
+
+    @property
+    def names(self) -> Sequence[SecretName]: ...
+
+    async def rotate_now(
+        self, name: SecretName, *, caller: Caller | None = None, fresh: bool = False
+    ) -> Outcome: ...
+
+    def status(self) -> Sequence[RotationStatus]: ...
+
+
 @dataclass
 class ServingState:
     """Flipped by the composition root once declared secrets and first renders are done."""
@@ -127,3 +142,5 @@ class ApiDeps:
     hardening: Mapping[str, object] = field(default_factory=dict)
     # The real ARN of a secret an AWS backend serves (AWS-compatible route), else None.
     arn_lookup: Callable[[SecretName], str | None] | None = None
+    # Rotation (docs/rotation.md): None in agents built without it (tests).
+    rotation: RotationView | None = None

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from secretd.config.rotation import RotationConfig
 from secretd.config.types import ConfigPath, Duration, LoopbackAddress, Mode, Name
 
 
@@ -26,6 +27,14 @@ def default_socket() -> Path:
     return Path(os.environ["XDG_RUNTIME_DIR"]) / "secretd.sock"
 
 
+def default_state_dir() -> Path:
+    """/var/lib/secretd for root; $XDG_STATE_HOME/secretd (~/.local/state) otherwise."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/secretd")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "secretd"
+
+
 class AgentSection(Section):
     socket: ConfigPath = Field(default_factory=default_socket)
     socket_mode: Mode = 0o660
@@ -35,6 +44,8 @@ class AgentSection(Section):
     audit_log: str | None = None  # "-" = stderr
     credentials_socket: ConfigPath | None = None  # optional dedicated 0600 socket (§8)
     mlock: bool = False  # try mlockall(); reported in health
+    # Where rotation keeps its schedule, progress and locks (docs/rotation.md).
+    state_dir: ConfigPath = Field(default_factory=default_state_dir)
 
 
 class TcpSection(Section):
@@ -204,6 +215,7 @@ class Config(Section):
     allow: tuple[AllowRule, ...] = ()
     template: tuple[TemplateConfig, ...] = ()
     credential: tuple[CredentialConfig, ...] = ()
+    rotation: tuple[RotationConfig, ...] = ()
 
     @model_validator(mode="after")
     def _unique_mounts(self) -> Config:
@@ -217,4 +229,7 @@ class Config(Section):
         destinations = [t.destination for t in self.template]
         if len(set(destinations)) != len(destinations):
             raise ValueError("two templates write the same destination")
+        rotated = [r.secret for r in self.rotation]
+        if len(set(rotated)) != len(rotated):
+            raise ValueError("two [[rotation]] entries rotate the same secret")
         return self
