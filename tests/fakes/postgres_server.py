@@ -142,7 +142,7 @@ class PostgresServer:
             try:
                 asyncio.run(self.execute("SELECT 1"))
                 return
-            except (OSError, asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, OSError, ConnectionError):
                 time.sleep(0.1)
             except Exception as exc:  # asyncpg's "the database system is starting up"
                 if "starting up" not in str(exc):

@@ -147,3 +147,21 @@ def _print(outcome: dict[str, Any], *, as_json: bool) -> None:
         f"secret {outcome.get('name')} rotated{resumed}: version "
         f"{outcome.get('version_id')} is current (steps run: {steps})\n"
     )
+
+
+def fetch_rotations(socket: str) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """`GET /v1/rotation` for `secretd status`: (rows, None) or (None, why not)."""
+    from secretd_client._transport import unix_transport
+
+    try:
+        with httpx.Client(
+            transport=unix_transport(socket), base_url="http://secretd", timeout=10.0
+        ) as client:
+            response = client.get("/v1/rotation")
+    except httpx.HTTPError as exc:
+        return None, f"cannot ask the agent ({type(exc).__name__})"
+    try:
+        rows = _answer(response, socket).get("rotations")
+    except AgentError as exc:
+        return None, exc.message.removeprefix("rotate: ")
+    return (rows, None) if isinstance(rows, list) else (None, "malformed answer")

@@ -201,7 +201,8 @@ class _Run:
     def failure(self, message: str, *, redo_from_set: bool) -> RotationError:
         """Record and report the failure of the current step; the error to raise."""
         now = self.o._clock.now()
-        self.state = self.state.failed(now, message, redo_from_set=redo_from_set)
+        recorded = f"step {self.step}: {message}"
+        self.state = self.state.failed(now, recorded, redo_from_set=redo_from_set)
         self.o._state.save(self.o.name, self.state)
         version_id = self.pending.version_id if self.pending is not None else None
         self.o._journal.step(self.o.name, self.step, version_id, "failed", self.caller, message)
