@@ -124,8 +124,12 @@ def _answer(response: httpx.Response, socket: str) -> dict[str, Any]:
 
 
 def _direct(config: Any, name: SecretName, *, fresh: bool) -> dict[str, Any]:
+    from secretd.logs import configure_logging
     from secretd.rotation.direct import rotate_directly
 
+    # Logs to stderr (stdout carries the outcome), at most warnings: the
+    # outcome line says what happened, the audit log has every step.
+    configure_logging("warning", config.agent.log_format)
     outcome = asyncio.run(rotate_directly(config, name, fresh=fresh))
     return {
         "name": outcome.name,
