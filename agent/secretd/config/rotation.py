@@ -102,6 +102,8 @@ class PostgresqlRotation(RotationBase):
     def _admin_differs(self) -> PostgresqlRotation:
         if self.admin_secret == self.secret:
             raise ValueError("admin_secret must be another secret than the one rotated")
+        if self.grace >= self.timeout:
+            raise ValueError("grace must be shorter than timeout (set waits up to grace)")
         return self
 
 
