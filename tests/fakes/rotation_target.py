@@ -17,12 +17,21 @@ import asyncio
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from secretd.backends.rotatable import Pending
-from secretd.errors import Conflict
-from secretd.model import CURRENT, PENDING, PREVIOUS, SecretValue, Version
+import orjson
+
+from secretd.backends.base import Backend
+from secretd.backends.rotatable import Pending, stager_for
+from secretd.clock import SystemClock
+from secretd.errors import BackendUnavailable, Conflict
+from secretd.model import CURRENT, PENDING, PREVIOUS, SecretName, SecretValue, Version
+from secretd.rotation.engine import Rotation
 from secretd.rotation.errors import RotationError, RotationTestFailed
+from secretd.rotation.journal import Journal
 from secretd.rotation.model import Context
+from secretd.rotation.state import StateDir
+from secretd.rotation.target import BackendTarget
 
 
 @dataclass
@@ -41,6 +50,7 @@ class MemoryTarget:
     now: datetime = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     writes: list[str] = field(default_factory=list)
     rival: bytes | None = None  # staged by "another host" at our next stage_pending
+    promote_failures: int = 0  # the next promotions that fail as an outage would
 
     @classmethod
     def with_value(cls, value: bytes, *, created_at: datetime | None = None) -> MemoryTarget:
@@ -89,16 +99,19 @@ class MemoryTarget:
         self.writes.append(f"stage {token}")
         return Pending(token, token, value)
 
-    async def promote_pending(self, pending: Pending) -> bool:
+    async def promote_pending(self, pending: Pending) -> str:
+        if self.promote_failures:
+            self.promote_failures -= 1
+            raise BackendUnavailable("the backend is down")
         if self.stages[CURRENT] == pending.version_id:
-            return False
+            return pending.version_id
         if self.stages.get(PENDING) != pending.version_id:
             raise Conflict("no longer pending")
         self.stages[PREVIOUS] = self.stages[CURRENT]
         self.stages[CURRENT] = pending.version_id
         del self.stages[PENDING]
         self.writes.append(f"promote {pending.version_id}")
-        return True
+        return pending.version_id
 
     async def drop_pending(self, pending: Pending) -> None:
         if self.stages.get(PENDING) == pending.version_id:
@@ -122,9 +135,13 @@ class RecordingRotator:
 
     kind = "fake"
 
-    def __init__(self, service: FakeService, *, grace: float = 0.0) -> None:
+    def __init__(
+        self, service: FakeService, *, grace: float = 0.0, prefix: str = "v", as_json: bool = False
+    ) -> None:
         self.service = service
         self.grace = grace
+        self.prefix = prefix
+        self.as_json = as_json  # {"key": "v1"}: what a KV (Vault) secret can hold
         self.calls: list[tuple[str, bytes]] = []
         self.fail_at: str | None = None
         self.block_at: str | None = None
@@ -143,7 +160,8 @@ class RecordingRotator:
             raise RotationError(f"{step} refused")
 
     async def create(self, context: Context) -> SecretValue:
-        value = f"v{next(self._numbers)}".encode()
+        text = f"{self.prefix}{next(self._numbers)}"
+        value = orjson.dumps({"key": text}) if self.as_json else text.encode()
         await self._step("create", value)
         return SecretValue(value)
 
@@ -179,3 +197,22 @@ class CountingMetrics:
 
     def rotation(self, result: str) -> None:
         self.rotations.append(result)
+
+
+def backend_rotation(
+    backend: Backend, name: str, rotator: RecordingRotator, state_dir: Path
+) -> tuple[Rotation, ListAudit]:
+    """A Rotation of `name` on a real backend's write side; each state dir is one "host"."""
+    stager = stager_for(backend)
+    assert stager is not None
+    audit = ListAudit()
+    rotation = Rotation(
+        SecretName(name),
+        BackendTarget(backend, stager, SecretName(name)),
+        rotator,
+        state=StateDir(state_dir),
+        journal=Journal(audit, CountingMetrics()),
+        clock=SystemClock(),
+        timeout=30.0,
+    )
+    return rotation, audit

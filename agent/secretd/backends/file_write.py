@@ -42,11 +42,12 @@ class FileStager:
         await self._backend._call(f"staging a pending version of {name!r}", stage)
         return Pending(token, token, value)
 
-    async def promote_pending(self, name: SecretName, pending: Pending) -> bool:
+    async def promote_pending(self, name: SecretName, pending: Pending) -> str:
         def finish() -> bool:
             return self._store.finish_pending(name, pending.version_id, self._keyring)
 
-        return await self._backend._call(f"promoting the pending version of {name!r}", finish)
+        await self._backend._call(f"promoting the pending version of {name!r}", finish)
+        return pending.version_id
 
     async def drop_pending(self, name: SecretName, pending: Pending) -> None:
         def drop() -> bool:

@@ -50,9 +50,10 @@ class Stager(Protocol):
         with what was staged. Conflict when another token's value is pending."""
         ...
 
-    async def promote_pending(self, name: SecretName, pending: Pending) -> bool:
-        """Make `pending` current (the old current becomes previous). False when
-        it already was; Conflict when the secret moved on without it."""
+    async def promote_pending(self, name: SecretName, pending: Pending) -> str:
+        """Make `pending` current (the old current becomes previous); the id of
+        the version now current. Idempotent: a promotion already made answers
+        the same; Conflict when the secret moved on without it."""
         ...
 
     async def drop_pending(self, name: SecretName, pending: Pending) -> None:

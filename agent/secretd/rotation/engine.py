@@ -105,6 +105,7 @@ class _Run:
         self.step = Step.CREATE
         self.done: list[Step] = []
         self.pending: Pending | None = None
+        self.promoted: str | None = None  # the version id finish made current
 
     async def go(self, fresh: bool) -> Outcome:
         target = self.o._target
@@ -121,7 +122,7 @@ class _Run:
                 self.o._journal.step(self.o.name, Step.FINISH, self.state.token, "ok", self.caller)
             return self._succeeded((), self.state.token, resumed=True)
         if pending is None:
-            pending = await self._create()
+            pending, resumed = await self._create()
             last = Step.CREATE
         else:
             ours = self.state.token == pending.token and self.state.step is not None
@@ -133,7 +134,8 @@ class _Run:
             self.step = step
             await self._apply(step, context, pending)
             self._record(step, pending)
-        return self._succeeded(tuple(self.done), pending.version_id, resumed=resumed)
+        version_id = self.promoted or pending.version_id
+        return self._succeeded(tuple(self.done), version_id, resumed=resumed)
 
     def _succeeded(
         self, steps: tuple[Step, ...], version_id: str | None, *, resumed: bool
@@ -155,7 +157,8 @@ class _Run:
         target = self.o._target
         return Context(self.o.name, await target.current(), await target.previous())
 
-    async def _create(self) -> Pending:
+    async def _create(self) -> tuple[Pending, bool]:
+        """The staged pending version, and whether it is another writer's."""
         target = self.o._target
         value = await self.o.rotator.create(await self._context())
         try:
@@ -165,9 +168,13 @@ class _Run:
             found = await target.read_pending()
             if found is None:
                 raise
-            pending = found
+            self.o._journal.step(self.o.name, Step.CREATE, found.version_id, "resumed", self.caller)
+            self.pending = found
+            self.state = self.state.progressed(found.token, Step.CREATE)
+            self.o._state.save(self.o.name, self.state)
+            return found, True
         self._record(Step.CREATE, pending)
-        return pending
+        return pending, False
 
     async def _apply(self, step: Step, context: Context, pending: Pending) -> None:
         rotator = self.o.rotator
@@ -177,7 +184,7 @@ class _Run:
         elif step is Step.TEST:
             await rotator.test(context, pending.value)
         elif step is Step.FINISH:
-            await self.o._target.promote_pending(pending)
+            self.promoted = await self.o._target.promote_pending(pending)
 
     async def _wait_grace(self, context: Context) -> None:
         """Hold `set` until the current version has been current for `grace`

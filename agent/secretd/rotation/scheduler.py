@@ -31,7 +31,7 @@ from secretd.model import Caller, SecretName
 from secretd.rotation.engine import Rotation
 from secretd.rotation.errors import NotRotated, RotationBusy
 from secretd.rotation.model import Outcome
-from secretd.rotation.state import RotationState, StateDir
+from secretd.rotation.state import StateDir
 
 log = structlog.get_logger(__name__)
 
@@ -180,8 +180,3 @@ class Scheduler:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-
-def last_state(state: StateDir, name: SecretName) -> RotationState:
-    """The recorded state of `name` (for the CLI when no agent runs)."""
-    return state.load(name)

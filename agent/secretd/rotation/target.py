@@ -36,7 +36,7 @@ class BackendTarget:
     async def stage_pending(self, value: SecretValue, token: str) -> Pending:
         return await self._stager.stage_pending(self._name, value, token)
 
-    async def promote_pending(self, pending: Pending) -> bool:
+    async def promote_pending(self, pending: Pending) -> str:
         return await self._stager.promote_pending(self._name, pending)
 
     async def drop_pending(self, pending: Pending) -> None:
