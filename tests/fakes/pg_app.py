@@ -34,22 +34,39 @@ class AppDatabase:
     role_b: str
     table: str
     first_password: str = ""
+    admin_password: str = ""
 
     @classmethod
     async def create(cls, server: PostgresServer) -> AppDatabase:
         tag = secrets.token_hex(4)
         app = cls(server, f"app_{tag}", f"app_{tag}_a", f"app_{tag}_b", f"t_{tag}")
         first = secrets.token_urlsafe(24)
+        app.admin_password = secrets.token_urlsafe(24)
+        # As docs/rotation.md sets it up: the admin is no superuser, only
+        # CREATEROLE with ADMIN OPTION on the two login roles.
         await server.execute(
             f"CREATE ROLE {app.group} NOLOGIN",
-            f"CREATE ROLE {app.role_a} LOGIN IN ROLE {app.group} "
+            f"CREATE ROLE {app.role_a} LOGIN INHERIT IN ROLE {app.group} "
             f"PASSWORD '{scram.verifier(first)}'",
-            f"CREATE ROLE {app.role_b} LOGIN IN ROLE {app.group}",
+            f"CREATE ROLE {app.role_b} LOGIN INHERIT IN ROLE {app.group}",
+            f"ALTER ROLE {app.role_a} SET role = '{app.group}'",
+            f"ALTER ROLE {app.role_b} SET role = '{app.group}'",
+            f"CREATE ROLE {app.admin} LOGIN CREATEROLE "
+            f"PASSWORD '{scram.verifier(app.admin_password)}'",
+            f"GRANT {app.role_a}, {app.role_b} TO {app.admin} WITH ADMIN OPTION",
             f"CREATE TABLE {app.table} (n integer)",
             f"ALTER TABLE {app.table} OWNER TO {app.group}",
         )
         app.first_password = first
         return app
+
+    @property
+    def admin(self) -> str:
+        return f"{self.group}_admin"
+
+    def admin_secret(self) -> dict[str, Any]:
+        """The admin credential secretd's rotator uses (db/admin)."""
+        return {**self.credential(), "username": self.admin, "password": self.admin_password}
 
     @property
     def roles(self) -> tuple[str, str]:
@@ -99,7 +116,7 @@ def seed_store(store_root: Path, app: AppDatabase) -> None:
     keyring = store.keyring(None)
     try:
         store.put(SecretName("db/app"), orjson.dumps(app.credential()), keyring)
-        store.put(SecretName("db/admin"), orjson.dumps(app.server.admin_secret()), keyring)
+        store.put(SecretName("db/admin"), orjson.dumps(app.admin_secret()), keyring)
     finally:
         keyring.close()
 

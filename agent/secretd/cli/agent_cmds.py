@@ -80,6 +80,7 @@ async def find_problems(config: Config) -> list[str]:
         ("allow", lambda: _check_policy(config)),
         ("template", lambda: _check_templates(config)),
         ("tcp", lambda: _check_tcp(config)),
+        ("rotation", lambda: _check_rotations(config)),
     ]
     problems = [p for _, check in checks if (p := _problem_of(check)) is not None]
     for name, backend in config.backends.items():
@@ -122,6 +123,30 @@ def _check_tcp(config: Config) -> None:
         load_token(config.tcp.token_file)
 
 
+def _check_rotations(config: Config) -> None:
+    """Every rotated (and admin) secret has a backend; rotators have their driver."""
+    import importlib.util
+
+    from secretd.model import name_problem
+
+    def routed(name: str) -> bool:
+        return any(
+            name.startswith(b.mount) and name_problem(name[len(b.mount) :]) is None
+            for b in config.backends.values()
+        )
+
+    for index, entry in enumerate(config.rotation):
+        names = [entry.secret] + ([entry.admin_secret] if entry.rotator == "postgresql" else [])
+        for name in names:
+            if not routed(name):
+                raise ConfigError(f"rotation[{index}]: no backend mount serves {name!r}")
+        if entry.rotator == "postgresql" and importlib.util.find_spec("asyncpg") is None:
+            raise ConfigError(
+                f"rotation[{index}]: rotator 'postgresql' needs asyncpg; "
+                "install the secretd[postgresql] extra"
+            )
+
+
 async def _check_backend(
     name: str,
     backend: FileBackendConfig | VaultBackendConfig | AwsBackendConfig,
@@ -161,8 +186,18 @@ def summary(config: Config) -> list[str]:
     for template in config.template:
         lines.append(f"  render   {template.destination} ({template.format}, {template.mode:04o})")
     lines.append(f"credentials {len(config.credential)}")
+    lines.append(f"rotations  {len(config.rotation)} (state in {agent.state_dir})")
+    for entry in config.rotation:
+        lines.append(f"  rotate   {entry.secret} ({entry.rotator}, every {_days(entry.every)})")
     lines.append(f"audit      {agent.audit_log or 'off'}")
     return lines
+
+
+def _days(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def _where(backend: FileBackendConfig | VaultBackendConfig | AwsBackendConfig) -> str:

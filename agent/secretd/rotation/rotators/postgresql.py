@@ -159,7 +159,8 @@ class PostgresRotator:
         try:
             member_of = self._options.member_of
             if member_of is not None:
-                query = "SELECT pg_has_role(current_user, $1, 'MEMBER')"
+                # session_user: the login role, even when it SETs role to the group
+                query = "SELECT pg_has_role(session_user, $1, 'MEMBER')"
                 if not await conn.fetchval(query, member_of, timeout=self._options.connect_timeout):
                     raise RotationTestFailed(f"role {role} is not a member of {member_of}")
             else:
