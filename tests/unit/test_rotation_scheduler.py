@@ -170,6 +170,22 @@ async def test_rotate_now_runs_at_once_and_refuses_unknown_names(
     assert row.next_at is not None and (row.next_at - rig.clock.now()).total_seconds() > 29 * DAY
 
 
+async def test_an_unwritable_state_dir_does_not_make_the_schedule_spin(
+    tmp_path: Path, rigs: list[Rig]
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    rig = Rig(blocker, age_days=45)  # <state_dir>/rotation cannot be created
+    rigs.append(rig)
+    scheduler = rig.scheduler()
+    await rig.start(scheduler)
+    assert rig.rotator.calls == []
+    assert rig.clock.slept[-1] == 60.0  # tried once, then waits: no busy loop
+    rig.clock.advance(60)
+    await rig.clock.wait_for_sleepers(1)
+    assert len(rig.clock.slept) == 2
+
+
 def test_state_files_round_trip_and_hold_no_value(tmp_path: Path) -> None:
     state = StateDir(tmp_path)
     clock = FakeClock()

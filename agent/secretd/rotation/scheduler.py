@@ -160,12 +160,18 @@ class Scheduler:
 
     async def _run_due(self, name: SecretName) -> None:
         self._hold.pop(name, None)
+        now = self._clock.now()
         try:
             await self.rotate_now(name)
         except RotationBusy:
-            self._hold[name] = self._clock.now() + timedelta(seconds=BUSY_RETRY)
-        except SecretdError:
-            pass  # recorded in the state file, the audit log and the metrics by the engine
+            self._hold[name] = now + timedelta(seconds=BUSY_RETRY)
+        except SecretdError as exc:
+            # The engine records a failed step (state, audit, metrics) and so
+            # backs off; a failure before it could record (an unwritable state
+            # dir) must not make the schedule spin either.
+            log.warning("rotation.run_failed", secret=name, error=exc.message)
+            retry = min(RETRY_FIRST, self._entries[name].every)
+            self._hold[name] = now + timedelta(seconds=retry)
         self._created.pop(name, None)
 
     async def _sleep(self, seconds: float) -> None:
