@@ -123,6 +123,7 @@ async def build_graph(config: Config, shared: Shared) -> AsyncIterator[Graph]:
             metrics=shared.metrics,
             clock=shared.clock,
             rng=random.Random(),  # noqa: S311 - schedule jitter, not cryptography
+            refresh=lambda name: cache.read(name, refresh=True),
         )
         yield Graph(config, cache, audit, policy, templates, credentials, router, rotations)
 

@@ -41,6 +41,10 @@ class Rig:
         self.state = StateDir(tmp_path)
         self.entry = RandomRotation(secret=NAME, rotator="random", every=every, jitter="1h")
         self.task: asyncio.Task[None] | None = None
+        self.refreshed: list[SecretName] = []
+
+    async def refresh(self, name: SecretName) -> None:
+        self.refreshed.append(name)
 
     def scheduler(self, seed: int = 1) -> Scheduler:
         rotation = Rotation(
@@ -58,6 +62,7 @@ class Rig:
             state=self.state,
             clock=self.clock,
             rng=random.Random(seed),
+            refresh=self.refresh,
         )
 
     async def start(self, scheduler: Scheduler) -> None:
@@ -163,6 +168,7 @@ async def test_rotate_now_runs_at_once_and_refuses_unknown_names(
     await rig.start(scheduler)
     outcome = await scheduler.rotate_now(NAME)
     assert outcome.rotated and rig.target.value(CURRENT) == b"v1"
+    assert rig.refreshed == [NAME]  # the agent's cache is told to read it again
     with pytest.raises(NotRotated):
         await scheduler.rotate_now(SecretName("other/secret"))
     await rig.clock.wait_for_sleepers(1)

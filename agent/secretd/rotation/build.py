@@ -30,7 +30,7 @@ from secretd.rotation.model import Rotator
 from secretd.rotation.rotators.command import CommandRotator
 from secretd.rotation.rotators.postgresql import Connect, PostgresRotator
 from secretd.rotation.rotators.random_value import RandomRotator
-from secretd.rotation.scheduler import Scheduler
+from secretd.rotation.scheduler import Refresh, Scheduler
 from secretd.rotation.state import StateDir
 from secretd.rotation.target import BackendTarget
 
@@ -127,10 +127,12 @@ def build_scheduler(
     metrics: RotationMetrics,
     clock: Clock,
     rng: random.Random,
+    refresh: Refresh | None = None,
 ) -> Scheduler:
     """The agent's rotation service for `entries` (ConfigError when one cannot rotate)."""
     state = StateDir(state_dir)
     parts = Parts(router, state=state, journal=Journal(audit, metrics), clock=clock)
+    rotations = build_rotations(entries, parts)
     return Scheduler(
-        build_rotations(entries, parts), schedules(entries), state=state, clock=clock, rng=rng
+        rotations, schedules(entries), state=state, clock=clock, rng=rng, refresh=refresh
     )

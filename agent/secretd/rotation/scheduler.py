@@ -7,7 +7,8 @@ drawn once from [0, jitter). A rotation that failed, or that stopped with a
 pending version, is retried after 1 minute, doubling to at most 1 hour (never
 later than `every`). Due rotations run one at a time; `rotate_now` (the API)
 runs one at once, and a busy lock (another process rotating) is retried after
-`BUSY_RETRY` seconds.
+`BUSY_RETRY` seconds. After a rotation the agent's cache is told to read the
+secret again (`refresh`), so remote backends' new values are served at once.
 
 `status()` says, per secret, when it was last rotated, how that went and when
 it is next due - for /v1/rotation, health and `secretd status`.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,6 +40,8 @@ RETRY_FIRST = 60.0
 RETRY_MAX = 3600.0
 BUSY_RETRY = 30.0
 MAX_SLEEP = 3600.0  # wake at least this often (wall-clock jumps, state written by others)
+
+Refresh = Callable[[SecretName], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +70,10 @@ class Scheduler:
         state: StateDir,
         clock: Clock,
         rng: random.Random,
+        refresh: Refresh | None = None,
     ) -> None:
         self._rotations = dict(rotations)
+        self._refresh = refresh
         self._entries = dict(entries)
         self._state = state
         self._clock = clock
@@ -104,10 +109,22 @@ class Scheduler:
             raise NotRotated(f"no [[rotation]] entry rotates secret {name!r}")
         self._running.add(name)
         try:
-            return await rotation.run(caller=caller, fresh=fresh)
+            outcome = await rotation.run(caller=caller, fresh=fresh)
         finally:
             self._running.discard(name)
             self._wake.set()
+        await self._refreshed(name)
+        return outcome
+
+    async def _refreshed(self, name: SecretName) -> None:
+        """Have the agent's cache read the new current now, so long-polls,
+        templates and `exec` children get it at once, not at the next check."""
+        if self._refresh is None:
+            return
+        try:
+            await self._refresh(name)
+        except SecretdError as exc:
+            log.warning("rotation.refresh_failed", secret=name, error=exc.message)
 
     def status(self) -> list[RotationStatus]:
         rows = []
