@@ -7,6 +7,9 @@ cannot both rotate."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,9 @@ from secretd.rotation.errors import RotationError
 from secretd.rotation.journal import Journal
 from secretd.rotation.state import StateDir
 from secretd.rotation.target import BackendTarget
-from tests.fakes.moto_server import REGION, MotoServer, admin, moto
+from secretd_client import AsyncClient
+from tests.e2e.agent_proc import AgentProcess, secretd
+from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer, admin, moto
 from tests.fakes.rotation_target import (
     CountingMetrics,
     FakeService,
@@ -185,3 +190,40 @@ async def test_a_new_current_during_the_rotation_is_not_overwritten(
     with pytest.raises(RotationError, match="at step finish"):
         await asyncio.wait_for(running, 15)
     assert current_text(admin, "rot/d") == "from-the-operator"
+
+
+async def test_the_agent_rotates_an_aws_secret_and_serves_it_at_once(
+    moto: MotoServer, admin: Any
+) -> None:
+    """Through the agent: refresh_interval is an hour, yet the new value is
+    served as soon as `secretd rotate` returns."""
+    admin.create_secret(Name="svc/hmac", SecretString='{"key": "old", "alg": "sha256"}')
+    directory = Path(tempfile.mkdtemp(prefix="sdawr", dir="/tmp"))
+    config = directory / "secretd.toml"
+    config.write_text(
+        f'[agent]\nsocket = "{directory}/s.sock"\nstate_dir = "{directory}/state"\n\n'
+        '[cache]\nrefresh_interval = "1h"\n\n'
+        f'[backends.aws]\ntype = "aws"\nregion = "{REGION}"\nendpoint_url = "{moto.url}"\n\n'
+        '[[secret]]\nname = "svc/hmac"\n\n'
+        '[[allow]]\nsecrets = ["svc/*"]\nuids = [0]\n\n'
+        '[[rotation]]\nsecret = "svc/hmac"\nrotator = "random"\nevery = "30d"\nfield = "key"\n'
+    )
+    config.chmod(0o600)
+    agent = AgentProcess(directory, config, env=dict(TEST_ENV))
+    agent.start()
+    try:
+        await agent.wait_ready()
+        async with AsyncClient(str(agent.socket)) as client:
+            before = await client.get("svc/hmac")
+            out = await asyncio.to_thread(
+                secretd, "rotate", "svc/hmac", "--socket", str(agent.socket), "--json"
+            )
+            after = await client.get("svc/hmac")
+    finally:
+        agent.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    outcome = json.loads(out)
+    assert after.version_id == outcome["version_id"] != before.version_id
+    document = json.loads(after.as_text())
+    assert document["alg"] == "sha256" and document["key"] != "old"
+    assert labels(admin, "svc/hmac")[outcome["version_id"]][:2] == ["AWSCURRENT", "AWSPENDING"]
