@@ -9,6 +9,9 @@
     build.py       [[rotation]] entries -> Rotation objects, for the agent and the CLI
     scheduler.py   the agent's task: run due rotations, with jitter and backoff
 
-Collaborators come in through constructors; nothing here reaches the
-composition root.
+Layering: above render (its `command` rotator reuses render/command.py's
+hardened runner) and the backends (their write sides, backends/*_write.py),
+below the API (api/rotation.py) and the composition root, which builds a
+Scheduler (build.build_scheduler) and runs it as one more task. Collaborators
+come in through constructors; nothing here reaches back up.
 """
