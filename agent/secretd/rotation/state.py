@@ -14,7 +14,9 @@ everything again when the agent starts.
 The lock is per secret and per host: the agent's scheduler, `secretd rotate`
 through the agent and `secretd rotate` run directly against the store all
 take it, so only one rotation of a secret runs at a time. Files are 0600 in
-a 0700 directory; they hold no value.
+a 0700 directory; they hold no value. Made by root (`secretd rotate -c` run
+by an operator), they take the owner of the state dir, so an agent running as
+its own user can still lock and write them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import errno
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -76,6 +78,7 @@ class StateDir:
     """Rotation state files and locks under `<state_dir>/rotation`."""
 
     def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
         self.root = state_dir / "rotation"
 
     def _path(self, name: SecretName, suffix: str) -> Path:
@@ -84,10 +87,19 @@ class StateDir:
     def _ensure(self) -> None:
         try:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._own(lambda uid, gid: os.chown(self.root, uid, gid))
         except OSError as exc:
             raise StoreError(
                 f"rotation state {self.root}: cannot create ({exc.strerror})"
             ) from None
+
+    def _own(self, chown: Callable[[int, int], None]) -> None:
+        """As root, give what we made to the state dir's owner (the agent's user)."""
+        if os.geteuid() != 0:
+            return
+        with contextlib.suppress(OSError):
+            owner = self.state_dir.stat()
+            chown(owner.st_uid, owner.st_gid)
 
     @contextlib.contextmanager
     def hold(self, name: SecretName) -> Iterator[None]:
@@ -100,6 +112,7 @@ class StateDir:
         except OSError as exc:
             raise StoreError(f"rotation lock {path}: cannot open ({exc.strerror})") from None
         try:
+            self._own(lambda uid, gid: os.fchown(fd, uid, gid))
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -134,6 +147,7 @@ class StateDir:
         try:
             fd = os.open(tmp, flags, 0o600)
             try:
+                self._own(lambda uid, gid: os.fchown(fd, uid, gid))
                 os.write(fd, orjson.dumps(doc) + b"\n")
                 os.fsync(fd)
             finally:
