@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 $(BIN)/secretd: agent/pyproject.toml sdk/pyproject.toml pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e './agent[aws]' -e ./sdk -e '.[dev]'
+	$(BIN)/pip install -q -e './agent[aws,postgresql]' -e ./sdk -e '.[dev]'
 	touch $(BIN)/secretd
 
 dev: $(BIN)/secretd

@@ -357,7 +357,15 @@ async def _start_loops(group: asyncio.TaskGroup, graph: Graph, stop: asyncio.Eve
     if not await _until_stopped(warm_up(graph), stop):
         cache_loop.cancel()
         return []
-    return [cache_loop, group.create_task(graph.templates.run(), name="templates")]
+    return [cache_loop, *_serving_loops(group, graph)]
+
+
+def _serving_loops(group: asyncio.TaskGroup, graph: Graph) -> Loops:
+    """The loops that keep files rendered and rotations on schedule."""
+    return [
+        group.create_task(graph.templates.run(), name="templates"),
+        group.create_task(graph.rotations.run(), name="rotations"),
+    ]
 
 
 async def _next_signal(agent: Agent) -> str:
@@ -411,10 +419,7 @@ async def _reload(
     configure_logging(config.agent.log_level, config.agent.log_format)
     new.cache.pin(decl.name for decl in config.secret)
     log.info("config.reloaded", carried=carried, backends_replaced=len(retired))
-    loops = [
-        group.create_task(new.refresh(), name="cache"),
-        group.create_task(new.templates.run(), name="templates"),
-    ]
+    loops = [group.create_task(new.refresh(), name="cache"), *_serving_loops(group, new)]
     agent.notifier.ready("serving (reloaded)")
     return loops
 

@@ -1,5 +1,5 @@
-"""The audit trail (SPEC §9): one JSON line per read, denial, refresh, render
-and credential request.
+"""The audit trail (docs/security.md): one JSON line per read, denial, refresh,
+render, credential request and rotation step (docs/rotation.md).
 
 A line holds `time` (RFC 3339 UTC), `event`, `secret`, `version_id`, `caller`
 (`{"uid","gid","pid","unit"}` or `{"tcp": true}`, null for the agent itself)
@@ -45,7 +45,7 @@ from secretd.model import Caller, SecretName, name_problem, rfc3339
 
 log = structlog.get_logger(__name__)
 
-EVENTS = frozenset({"read", "deny", "refresh", "render", "credential"})
+EVENTS = frozenset({"read", "deny", "refresh", "render", "credential", "rotate"})
 _CORE_FIELDS = frozenset({"time", "event", "secret", "version_id", "caller", "result"})
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 

@@ -83,16 +83,18 @@ class NotFound(SecretdError):
     code = "not_found"
 
 
+class Conflict(SecretdError):
+    """A write lost a check-and-set: another writer changed the secret first."""
+
+    code, status = "conflict", 409
+
+
 class TooLarge(SecretdError):
     code = "too_large"
 
 
 class RateLimited(SecretdError):
     code = "rate_limited"
-
-
-class Conflict(SecretdError):
-    code = "conflict"
 
 
 class StoreError(SecretdError):

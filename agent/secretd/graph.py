@@ -53,6 +53,8 @@ from secretd.observe import CacheObserver, NullObserver, Observers
 from secretd.refresh.refresher import Refresher
 from secretd.render.runner import TemplateRunner, TemplateStatus
 from secretd.render.sink import load_sinks
+from secretd.rotation.build import build_scheduler, check_rotations
+from secretd.rotation.scheduler import Scheduler
 from secretd.state import StateDir
 from secretd.supervise import Supervisor
 
@@ -189,6 +191,7 @@ class Graph:
     policy: Policy
     templates: TemplateRunner
     credentials: CredentialService
+    rotations: Scheduler
     backends: dict[str, Held] = field(default_factory=dict)
 
     async def refresh(self) -> None:
@@ -266,6 +269,16 @@ def _assemble(
         metrics=shared.metrics,
         audit=audit,
     )
+    rotations = build_scheduler(
+        config.rotation,
+        router,
+        state_dir=config.agent.state_dir,
+        audit=audit,
+        metrics=shared.metrics,
+        clock=shared.clock,
+        rng=random.Random(),  # noqa: S311 - schedule jitter, not cryptography
+        refresh=lambda name: cache.read(name, refresh=True),
+    )
     return Graph(
         config=config,
         audit=audit,
@@ -275,6 +288,7 @@ def _assemble(
         policy=Policy(config.allow),
         templates=templates,
         credentials=CredentialService(config.credential, cache, audit),
+        rotations=rotations,
         backends=held,
     )
 
@@ -336,6 +350,7 @@ async def check_config(config: Config) -> list[str]:
             lambda: load_sinks(config.template),
             lambda: _check_tcp(config),
             lambda: check_audit_target(config.agent.audit_log),
+            lambda: check_rotations(config.rotation, config.backends),
         )
         if (problem := _problem_of(check)) is not None
     ]

@@ -16,6 +16,9 @@ them down:
     secretd_secret_age_seconds{secret}               per secret, declared/used (pinned) ones only
     secretd_hardening{feature}                       1 when a hardening step worked, else 0
     secretd_audit_lost_lines                         audit lines lost to write errors
+    secretd_rotations_total{result}                  whole rotations: done, failed
+    secretd_rotation_steps_total{step,result}        step: create|set|test|finish; result: ok,
+                                                     failed, resumed, dropped
 
 Per-secret labels are limited to pinned names (declared in the config or used
 by a template or credential): a name somebody merely asked for - perhaps one
@@ -45,6 +48,9 @@ LOOKUP_RESULTS = frozenset({"hit", "miss", "stale", "negative"})
 BACKEND_OPS = frozenset({"fetch", "versions", "list"})
 REFRESH_RESULTS = frozenset({"changed", "unchanged", "error", "not_found"})
 RENDER_RESULTS = frozenset({"written", "ok", "unchanged", "error"})
+ROTATION_RESULTS = frozenset({"done", "failed"})
+ROTATION_STEPS = frozenset({"create", "set", "test", "finish"})
+STEP_RESULTS = frozenset({"ok", "failed", "resumed", "dropped"})
 _PLAIN_LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -111,6 +117,12 @@ class Metrics:
         self._open = Gauge("secretd_connections_open", "Open API connections", registry=reg)
         self._accepted = Counter("secretd_connections", "Accepted API connections", registry=reg)
         self._init_cache_gauges(reg)
+        self._rotations = Counter(
+            "secretd_rotations", "Rotations run by secretd", ["result"], registry=reg
+        )
+        self._rotation_steps = Counter(
+            "secretd_rotation_steps", "Rotation steps", ["step", "result"], registry=reg
+        )
 
     def _init_cache_gauges(self, reg: CollectorRegistry) -> None:
         self._entries = Gauge("secretd_cached_secrets", "Cached secrets", registry=reg)
@@ -172,6 +184,15 @@ class Metrics:
 
         The template is not a label: health and `secretd status` say which one."""
         self._renders.labels(_label(result, RENDER_RESULTS)).inc()
+
+    def rotation(self, result: str) -> None:
+        """One whole rotation ended: "done" or "failed"."""
+        self._rotations.labels(_label(result, ROTATION_RESULTS)).inc()
+
+    def rotation_step(self, step: str, result: str) -> None:
+        self._rotation_steps.labels(
+            _label(step, ROTATION_STEPS), _label(result, STEP_RESULTS)
+        ).inc()
 
     def set_secret_ages(self, entries: Iterable[AgedEntry]) -> None:
         """Replace the age gauges from a cache snapshot (call before `exposition`)."""

@@ -26,7 +26,7 @@ def test_every_commented_example_in_the_shipped_config_is_valid(tmp_path: Path) 
     """
     text = re.sub(r"^# (\[\[\w+\]\])$", r"\1", EXAMPLE.read_text(), flags=re.M)
     keys = r"mlock|credentials_socket|name|secrets|units|destination|format|vars|command|unit|id"
-    keys += r"|secret|field"
+    keys += r"|secret|field|rotator|every|admin_secret|roles|member_of|grace|length"
     text = re.sub(rf"^# ((?:{keys}) = )", r"\1", text, flags=re.M)
     assert text.count("[[") >= 4, "the example lost its commented [[...]] entries"
     group = subprocess.run(["id", "-gn"], capture_output=True, text=True, check=True).stdout
@@ -51,7 +51,14 @@ def test_every_commented_example_in_the_shipped_config_is_valid(tmp_path: Path) 
         [secretd, "check", "-c", str(config)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for line in ("1 declared: db/app", "1 allow rule(s)", "templates  1", "credentials 1"):
+    rotations = "rotations  2"
+    for line in (
+        "1 declared: db/app",
+        "1 allow rule(s)",
+        "templates  1",
+        "credentials 1",
+        rotations,
+    ):
         assert line in result.stdout
 
 

@@ -1,12 +1,13 @@
 """`build_app(deps)`: the aiohttp application behind the Unix socket (and TCP).
 
-Routes (SPEC §4), all GET only (aiohttp answers other methods 405, reshaped to
-the JSON error form by the error middleware):
+Routes (docs/api.md), all GET only but the rotation trigger (aiohttp answers
+other methods 405, reshaped to the JSON error form by the error middleware):
 
     /v1/secrets/{name}   read one secret            api.secrets
     /v1/secrets          list readable names        api.secrets
     /v1/health           health document            api.health
     /metrics             Prometheus text            api.health
+    /v1/rotation         rotate now (POST), schedule api.rotation
 
     /secretsmanager/get  AWS agent compatible read  api.aws_compat
     /ping                "healthy"                  api.aws_compat
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from secretd.api import aws_compat, vault_compat
+from secretd.api import aws_compat, rotation, vault_compat
 from secretd.api.errors import error_middleware
 from secretd.api.health import HealthRoutes
 from secretd.api.ports import ApiDeps
@@ -54,4 +55,5 @@ def build_app(deps: ApiDeps, *, vault: VaultSettings | None = None) -> web.Appli
     aws_compat.add_routes(app, deps, reads)
     if vault is not None:  # Vault/OpenBao-compatible KV v2 reads (docs/vault-api.md)
         vault_compat.add_routes(app, deps, reads, vault)
+    rotation.add_routes(app, deps)
     return app

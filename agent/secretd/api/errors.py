@@ -37,6 +37,7 @@ from secretd.errors import (
     TooLarge,
     UsageError,
 )
+from secretd.rotation.errors import RotationError
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,7 @@ STATUS: dict[type[SecretdError], int] = {
     RateLimited: 429,
     BackendError: 503,
     BackendTimeout: 504,
+    RotationError: 502,  # the rotation's target (a database, a command) failed
 }
 
 

@@ -91,6 +91,7 @@ class HealthRoutes:
         # How many declared secrets failed to load: a count, so health (open to
         # every client of the socket) says nothing about which names exist.
         unloaded = len(cache.failed_pins())
+        rotations = self._rotations()
         if not self._deps.state.ready:
             status = "starting"
         elif (
@@ -98,6 +99,7 @@ class HealthRoutes:
             or unloaded
             or not all(b["ok"] for b in backends.values())
             or not all(t["ok"] for t in templates)
+            or rotations["failing"]
         ):
             status = "degraded"
         else:
@@ -108,8 +110,19 @@ class HealthRoutes:
             "backends": backends,
             "cache": {"entries": len(entries), "stale": stale, "declared_unloaded": unloaded},
             "templates": templates,
+            "rotations": rotations,
             "hardening": dict(self._deps.hardening),
         }
+
+    def _rotations(self) -> dict[str, int]:
+        """Counts only (health is open to every client): how many secrets are
+        rotated, and how many of them failed their last rotation."""
+        rotation = self._deps.served().rotations
+        if rotation is None:
+            return {"configured": 0, "failing": 0}
+        rows = rotation.status()
+        failing = sum(1 for row in rows if row.last_result == "failed")
+        return {"configured": len(rows), "failing": failing}
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         del request

@@ -21,6 +21,8 @@ from aiohttp import web
 from secretd.events import Hub
 from secretd.model import Caller, SecretName, SecretReader
 from secretd.observe import AuditSink
+from secretd.rotation.model import Outcome
+from secretd.rotation.scheduler import RotationStatus
 
 
 class EntryView(Protocol):
@@ -113,6 +115,19 @@ class Limiter(Protocol):
         ...
 
 
+class RotationView(Protocol):
+    """Rotation as the API uses it (rotation.scheduler.Scheduler implements it)."""
+
+    @property
+    def names(self) -> Sequence[SecretName]: ...
+
+    async def rotate_now(
+        self, name: SecretName, *, caller: Caller | None = None, fresh: bool = False
+    ) -> Outcome: ...
+
+    def status(self) -> Sequence[RotationStatus]: ...
+
+
 @dataclass
 class ServingState:
     """Flipped by the composition root once declared secrets and first renders are done."""
@@ -145,6 +160,11 @@ class Served(Protocol):
         backend's mount included), None when no backend claims it."""
         ...
 
+    @property
+    def rotations(self) -> RotationView | None:
+        """The rotation service (docs/rotation.md); None where there is none."""
+        ...
+
 
 def _no_arn(arn: str) -> SecretName | None:
     del arn
@@ -160,6 +180,7 @@ class FixedParts:
     audit: AuditSink
     templates: Callable[[], Sequence[TemplateStatusView]] = no_templates
     arn_names: Callable[[str], SecretName | None] = _no_arn
+    rotations: RotationView | None = None
 
     def template_status(self) -> Sequence[TemplateStatusView]:
         return self.templates()
@@ -196,9 +217,10 @@ class ApiDeps:
         templates: Callable[[], Sequence[TemplateStatusView]] = no_templates,
         hardening: Mapping[str, object] | None = None,
         arn_names: Callable[[str], SecretName | None] = _no_arn,
+        rotations: RotationView | None = None,
     ) -> ApiDeps:
         """ApiDeps over parts that never change."""
-        parts = FixedParts(cache, policy, audit, templates, arn_names)
+        parts = FixedParts(cache, policy, audit, templates, arn_names, rotations)
         return cls(
             served=lambda: parts,
             hub=hub,

@@ -103,8 +103,18 @@ def summary(config: Config) -> list[str]:
     for template in config.template:
         lines.append(f"  render   {template.destination} ({template.format}, {template.mode:04o})")
     lines.append(f"credentials {len(config.credential)}")
+    lines.append(f"rotations  {len(config.rotation)} (state in {agent.state_dir})")
+    for entry in config.rotation:
+        lines.append(f"  rotate   {entry.secret} ({entry.rotator}, every {_days(entry.every)})")
     lines.append(f"audit      {agent.audit_log or 'off'}")
     return lines
+
+
+def _days(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def _where(backend: FileBackendConfig | VaultBackendConfig | AwsBackendConfig) -> str:

@@ -26,7 +26,8 @@ from secretd.cli.client_exec import (
     parse_specs,
     stderr_say,
 )
-from secretd.cli.client_status import render_status, status_document
+from secretd.cli.client_status import render_rotations, render_status, status_document
+from secretd.cli.rotate_cmds import fetch_rotations
 from secretd.config.types import parse_duration
 from secretd.errors import UsageError
 from secretd_client import (
@@ -196,11 +197,14 @@ def run_status(args: argparse.Namespace) -> int:
             secrets = client.list()
         except (Forbidden, SecretdClientError) as exc:
             list_error = str(exc)
+        rotations = fetch_rotations(client.socket)
         if args.json:
             document = status_document(client.socket, health, secrets, list_error)
+            document["rotations"], document["rotations_error"] = rotations
             print(json.dumps(document, indent=2, ensure_ascii=False))
         else:
-            sys.stdout.write(render_status(client.socket, health, secrets, list_error))
+            text = render_status(client.socket, health, secrets, list_error)
+            sys.stdout.write(text + render_rotations(*rotations))
         outcome[0] = 0 if health.ok else 1
     return outcome[0]
 

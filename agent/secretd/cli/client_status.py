@@ -1,10 +1,11 @@
 """How `secretd status` shows the agent: a readable table, or a JSON document.
 
-Only what `/v1/health` and `/v1/secrets` report: backends, names the caller may
-read with version, age and staleness, templates and last errors. Never values.
-The agent cuts health to the caller: run by anyone but root (or the agent's own
-user) the errors are summaries naming only secrets the caller may read, and
-the table says so.
+Only what `/v1/health`, `/v1/secrets` and `/v1/rotation` report: backends,
+names the caller may read with version, age and staleness, templates,
+rotations (last and next) and last errors. Never values. The agent cuts
+health to the caller: run by anyone but root (or the agent's own user) the
+errors are summaries naming only secrets the caller may read, and the table
+says so.
 Every string from the agent is flattened to one printable line, so a confused
 or hostile peer cannot paint the operator's terminal.
 """
@@ -69,6 +70,32 @@ def render_status(
         "templates", ["DESTINATION", "OK", "LAST RENDERED", "LAST ERROR"], template_rows
     )
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def render_rotations(rows: Sequence[dict[str, Any]] | None, error: str | None) -> str:
+    """The rotations section: last rotation, its result and the next due time."""
+    if rows is None:
+        return "\nrotations: not listed: " + clean(error or "unknown error") + "\n"
+    table_rows = [
+        [
+            clean(str(row.get("name"))),
+            clean(str(row.get("rotator"))),
+            clean(str(row.get("last_rotated_at") or "never")),
+            _rotation_result(row),
+            clean(str(row.get("next_at") or "-")),
+            clean(str(row.get("last_error") or "-")),
+        ]
+        for row in rows
+    ]
+    header = ["NAME", "ROTATOR", "LAST ROTATED", "RESULT", "NEXT", "LAST ERROR"]
+    return "\n" + "\n".join(_section("rotations", header, table_rows)).rstrip("\n") + "\n"
+
+
+def _rotation_result(row: dict[str, Any]) -> str:
+    if row.get("running"):
+        return "running"
+    result = row.get("last_result")
+    return "FAILED" if result == "failed" else clean(str(result or "-"))
 
 
 def _hardening(report: object) -> list[str]:

@@ -40,9 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _registrars() -> list[Registrar]:
     # Imported here so `secretd --help` stays fast and a broken optional module
     # cannot take the whole CLI down at import time.
-    from secretd.cli import agent_cmds, client_cmds, render_cmds, store_cmds
+    from secretd.cli import agent_cmds, client_cmds, render_cmds, rotate_cmds, store_cmds
 
-    return [agent_cmds.register, store_cmds.register, client_cmds.register, render_cmds.register]
+    return [
+        agent_cmds.register,
+        store_cmds.register,
+        client_cmds.register,
+        render_cmds.register,
+        rotate_cmds.register,
+    ]
 
 
 # Exit 2: the command line or the configuration is wrong; 1: it failed at run time.

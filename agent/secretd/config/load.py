@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from secretd.config.rotation import ROTATOR_TAGS
 from secretd.config.schema import Config
 from secretd.errors import ConfigError
 from secretd.fileperm import read_private_file
@@ -61,7 +62,9 @@ def describe_errors(exc: ValidationError) -> str:
 
 def _key_path(loc: tuple[Any, ...]) -> str:
     out = ""
-    for item in loc:
+    for index, item in enumerate(loc):
+        if index == 2 and loc[0] == "rotation" and item in ROTATOR_TAGS:
+            continue  # the discriminator tag again: rotation[0].postgresql.roles
         if isinstance(item, int):
             out += f"[{item}]"
         elif item in ("file", "vault", "aws", "token", "approle") and out.count(".") >= 1:

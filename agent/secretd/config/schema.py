@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from secretd.config.rotation import RotationConfig
 from secretd.config.types import ConfigPath, Duration, LoopbackAddress, Mode, Name
 from secretd.state import default_state_dir
 
@@ -37,7 +38,7 @@ class AgentSection(Section):
     audit_log: str | None = None  # "-" = stderr
     credentials_socket: ConfigPath | None = None  # optional dedicated 0600 socket (§8)
     mlock: bool = False  # try mlockall(); reported in health
-    # The agent's own persistent state (rollback marks, ...): never values.
+    # The agent's own persistent state (rollback marks, rotation progress): never values.
     state_dir: ConfigPath = Field(default_factory=default_state_dir)
 
 
@@ -242,6 +243,7 @@ class Config(Section):
     allow: tuple[AllowRule, ...] = ()
     template: tuple[TemplateConfig, ...] = ()
     credential: tuple[CredentialConfig, ...] = ()
+    rotation: tuple[RotationConfig, ...] = ()
 
     @model_validator(mode="after")
     def _unique_mounts(self) -> Config:
@@ -255,4 +257,7 @@ class Config(Section):
         destinations = [t.destination for t in self.template]
         if len(set(destinations)) != len(destinations):
             raise ValueError("two templates write the same destination")
+        rotated = [r.secret for r in self.rotation]
+        if len(set(rotated)) != len(rotated):
+            raise ValueError("two [[rotation]] entries rotate the same secret")
         return self

@@ -12,14 +12,14 @@ from pydantic import AfterValidator, BeforeValidator, PlainValidator, Validation
 
 from secretd.model import SecretName, name_problem
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(raw: Any) -> float:
-    """'250ms', '30s', '5m', '1h' (or a sequence like '1m30s') -> seconds."""
+    """'250ms', '30s', '5m', '1h', '30d' (or a sequence like '1m30s') -> seconds."""
     if not isinstance(raw, str):
-        raise ValueError("expected a duration string such as '250ms', '30s', '5m' or '1h'")
+        raise ValueError("expected a duration string such as '250ms', '30s', '5m', '1h' or '30d'")
     text = raw.strip()
     pos, total = 0, 0.0
     for match in _DURATION.finditer(text):
@@ -28,7 +28,9 @@ def parse_duration(raw: Any) -> float:
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
     if pos != len(text) or not text:
-        raise ValueError(f"expected a duration such as '250ms', '30s', '5m' or '1h', got {raw!r}")
+        raise ValueError(
+            f"expected a duration such as '250ms', '30s', '5m', '1h' or '30d', got {raw!r}"
+        )
     return total
 
 

@@ -2,7 +2,9 @@
 
 - argv list, never a shell; the argv is operator config and holds no secret;
 - a minimal environment (PATH, LANG) so no secret can travel in it;
-- stdin from /dev/null, no descriptors beyond 0-2 (`close_fds`), cwd `/`;
+- stdin from /dev/null (or, for a caller that passes `stdin`, a pipe fed
+  those bytes: rotation commands get the new value there, never in argv or
+  the environment), no descriptors beyond 0-2 (`close_fds`), cwd `/`;
 - its own session and process group, so a timeout can kill everything it
   started: SIGTERM to the group, a short grace, then SIGKILL to the group;
 - stdout and stderr merged, read to the end but only the first
@@ -30,6 +32,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import IO
 
 import structlog
 
@@ -72,17 +75,26 @@ def command_environment() -> dict[str, str]:
 
 
 async def run_command(
-    argv: Sequence[str], *, limit: float, grace: float = KILL_GRACE, cap: int = OUTPUT_CAP
+    argv: Sequence[str],
+    *,
+    limit: float,
+    grace: float = KILL_GRACE,
+    cap: int = OUTPUT_CAP,
+    stdin: bytes | None = None,
 ) -> CommandResult:
-    """Run `argv` to completion or for `limit` seconds, then kill its process group."""
+    """Run `argv` to completion or for `limit` seconds, then kill its process group.
+
+    `stdin`: bytes written to the command's standard input (then closed);
+    None gives it /dev/null."""
     started = time.monotonic()
     try:
-        proc = _spawn(argv)
+        proc = _spawn(argv, feed=stdin is not None)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         return CommandResult(None, False, time.monotonic() - started, b"", 0, reason)
     assert proc.stdout is not None
     collector = _OutputCollector(cap, proc.stdout.fileno())
+    feeder = _InputFeeder(proc.stdin, stdin) if proc.stdin and stdin is not None else None
     timed_out = False
     try:
         async with asyncio.timeout(limit):
@@ -97,16 +109,18 @@ async def run_command(
                 proc.wait(timeout=KILL_GRACE)  # SIGKILL is prompt; bounded anyway
         await collector.finish(DRAIN_AFTER_EXIT)
         proc.stdout.close()
+        if feeder is not None:
+            feeder.stop()
     returncode = None if timed_out else proc.returncode
     return CommandResult(
         returncode, timed_out, time.monotonic() - started, collector.kept(), collector.total
     )
 
 
-def _spawn(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+def _spawn(argv: Sequence[str], *, feed: bool = False) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         list(argv),
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=command_environment(),
@@ -139,6 +153,40 @@ async def _exited(proc: subprocess.Popen[bytes]) -> None:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+class _InputFeeder:
+    """Writes `data` to the command's stdin pipe with a loop writer, then closes
+    the pipe (EOF). A command that exits without reading it all (EPIPE) is not
+    an error of ours."""
+
+    def __init__(self, pipe: IO[bytes], data: bytes) -> None:
+        self._pipe = pipe
+        self._fd = pipe.fileno()
+        self._view = memoryview(data)
+        self._loop = asyncio.get_running_loop()
+        self._active = True
+        os.set_blocking(self._fd, False)
+        self._loop.add_writer(self._fd, self._on_writable)
+
+    def _on_writable(self) -> None:
+        try:
+            written = os.write(self._fd, self._view[:65536])
+        except BlockingIOError:
+            return
+        except OSError:  # EPIPE: the command closed its stdin
+            self.stop()
+            return
+        self._view = self._view[written:]
+        if not self._view:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop writing and close the pipe (idempotent)."""
+        if self._active:
+            self._active = False
+            self._loop.remove_writer(self._fd)
+            self._pipe.close()
 
 
 class _OutputCollector:

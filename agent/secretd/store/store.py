@@ -259,6 +259,46 @@ class FileStore:
             self._write(updated, keyring.active)
         return True
 
+    # -- rotation (docs/rotation.md): one pending version, its id the rotation token
+
+    def stage_pending(
+        self, name: SecretName, value: bytes, keyring: Keyring, *, version_id: str
+    ) -> bool:
+        """Stage `value` as the pending version `version_id`. False when that
+        version already is pending (a retry); Conflict when another one is."""
+        if len(value) > self.max_secret_bytes:
+            raise TooLarge(f"value for secret {name!r} is larger than limits.max_secret_bytes")
+        sealed = SealedVersion(version_id, utc_now(), seal(keyring.active, name, version_id, value))
+        return self._update(name, keyring, lambda r: versions.stage_pending(r, name, sealed))
+
+    def finish_pending(self, name: SecretName, version_id: str, keyring: Keyring) -> bool:
+        """Make pending `version_id` current. False when it already was."""
+        return self._update(
+            name, keyring, lambda r: versions.finish_pending(_must(r, name), version_id)
+        )
+
+    def drop_pending(self, name: SecretName, version_id: str, keyring: Keyring) -> bool:
+        """Take the pending label off `version_id`. False when it had none."""
+        return self._update(
+            name, keyring, lambda r: versions.drop_pending(_must(r, name), version_id)
+        )
+
+    def _update(
+        self,
+        name: SecretName,
+        keyring: Keyring,
+        change: Callable[[SecretRecord | None], SecretRecord],
+    ) -> bool:
+        """Read-modify-write under the store lock; False (nothing written) when
+        `change` hands back the record it was given."""
+        with self.layout.locked():
+            record = self.read_record(name, keyring)
+            updated = change(record)
+            if updated is record:
+                return False
+            self._write(updated, keyring.active)
+        return True
+
     def _write(self, record: SecretRecord, key: StoreKey) -> None:
         self.layout.write_atomic(self.layout.record_path(record.name), encode_record(record, key))
 
@@ -295,6 +335,12 @@ class FileStore:
                 progress(name)
             self.layout.write_meta(StoreMeta(new_key_file))
         return done, skipped
+
+
+def _must(record: SecretRecord | None, name: SecretName) -> SecretRecord:
+    if record is None:
+        raise NotFound(f"secret {name!r} is not in the store")
+    return record
 
 
 def _keys_of(keyring: Keyring) -> list[StoreKey]:

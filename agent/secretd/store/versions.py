@@ -6,6 +6,10 @@
 - `put` makes the new version current, unless its stage is `pending`; a custom
   label goes on the new version, which also becomes current.
 - `promote` makes a version current (and takes `pending` off it).
+- Rotation (docs/rotation.md) stages one `pending` version at a time, its id
+  being the rotation's token: `stage_pending` refuses a second token while
+  one is pending, `finish_pending` promotes only the version still pending (or
+  answers "already done"), `drop_pending` takes the label off.
 - History is bounded: every version holding a stage is kept, plus the
   `MAX_UNSTAGED_VERSIONS` newest holding none; older ones are dropped, and with
   them their wrapped data keys.
@@ -13,7 +17,7 @@
 
 from __future__ import annotations
 
-from secretd.errors import NotFound, UsageError
+from secretd.errors import Conflict, NotFound, UsageError
 from secretd.model import CURRENT, PENDING, PREVIOUS, SecretName
 from secretd.store.format import STAGE_LABEL, SealedVersion, SecretRecord
 
@@ -90,3 +94,46 @@ def prune(record: SecretRecord) -> SecretRecord:
         return record
     kept = tuple(v for v in record.versions if v.version_id not in drop)
     return SecretRecord(record.name, record.generation, kept, dict(record.stages))
+
+
+def stage_pending(
+    record: SecretRecord | None, name: SecretName, new: SealedVersion
+) -> SecretRecord:
+    """`record` with `new` staged as pending. Unchanged when `new`'s id already is
+    the pending one (a retry); Conflict when another version is pending."""
+    if record is None:
+        raise NotFound(f"secret {name!r} is not in the store; put its first version first")
+    held = record.stages.get(PENDING)
+    if held == new.version_id:
+        return record
+    if held is not None and held != record.stages[CURRENT]:
+        raise Conflict(f"secret {name!r} already has a pending version ({held})")
+    if record.version(new.version_id) is not None:
+        raise Conflict(f"secret {name!r} already has a version {new.version_id!r}")
+    stages = dict(record.stages)
+    stages[PENDING] = new.version_id
+    grown = SecretRecord(name, record.generation + 1, (*record.versions, new), stages)
+    return prune(grown)
+
+
+def finish_pending(record: SecretRecord, version_id: str) -> SecretRecord:
+    """`record` with pending `version_id` made current. Unchanged when it already
+    is current (a retry); Conflict when it is no longer the pending version."""
+    if record.stages[CURRENT] == version_id:
+        if record.stages.get(PENDING) != version_id:
+            return record
+        stages = dict(record.stages)
+        del stages[PENDING]
+        return SecretRecord(record.name, record.generation + 1, record.versions, stages)
+    if record.stages.get(PENDING) != version_id:
+        raise Conflict(f"secret {record.name!r}: version {version_id} is no longer pending")
+    return promote(record, version_id)
+
+
+def drop_pending(record: SecretRecord, version_id: str) -> SecretRecord:
+    """`record` without the pending label on `version_id` (unchanged if it has none)."""
+    if record.stages.get(PENDING) != version_id:
+        return record
+    stages = dict(record.stages)
+    del stages[PENDING]
+    return prune(SecretRecord(record.name, record.generation + 1, record.versions, stages))
