@@ -47,7 +47,7 @@ def request_as(user: TestUser, sock: Path, line: str) -> tuple[int, dict[str, ob
 async def _start(
     workdir: Path, start_agent: StartAgent, rotation: str, allow: str = ALLOW
 ) -> AgentProcess:
-    return await start_agent(allow=allow + rotation, agent_extra=f'state_dir = "{workdir}/state"\n')
+    return await start_agent(allow=allow + rotation)
 
 
 RANDOM_FIELD = (

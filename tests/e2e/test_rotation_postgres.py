@@ -37,7 +37,6 @@ async def _agent(
 ) -> AgentProcess:
     return await start_agent(
         allow=ALLOW + rotation_toml(app, **rotation),
-        agent_extra=f'state_dir = "{workdir}/state"\n',
         declared=("db/app",),
     )
 
