@@ -59,6 +59,7 @@ def secretd_config(work: Path, server: BaoServer, port: int) -> Path:
     text = f"""
 [agent]
 socket = "{work}/sd.sock"
+state_dir = "{work}/state"
 socket_mode = "0600"
 log_level = "warning"
 

@@ -106,7 +106,8 @@ async def mounted(aws: HostileAws) -> AsyncIterator[AgentProcess]:
     aws.put("private/x", "not for you")
     config = directory / "secretd.toml"
     config.write_text(
-        f'[agent]\nsocket = "{directory}/s.sock"\nlog_format = "json"\n\n'
+        f'[agent]\nsocket = "{directory}/s.sock"\nstate_dir = "{directory}/state"\n'
+        'log_format = "json"\n\n'
         f'[backends.aws]\ntype = "aws"\nmount = "aws/"\nregion = "{REGION}"\n'
         f'endpoint_url = "{aws.url}"\n\n'
         '[[allow]]\nsecrets = ["aws/app/*"]\nuids = [0]\n'

@@ -343,6 +343,7 @@ def test_no_value_reaches_logs_audit_metrics_errors_health_or_status(log_format:
 RENDER_CONFIG = """
 [agent]
 socket = "$root/s.sock"
+state_dir = "$root/state"
 socket_mode = "0666"
 log_level = "debug"
 log_format = "json"

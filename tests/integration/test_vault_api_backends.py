@@ -52,7 +52,8 @@ def write_config(workdir: Path, server: BaoServer, moto: MotoServer) -> Path:
     token = write_private(workdir / "vault.token", server.token)
     return write_private(
         workdir / "secretd.toml",
-        f'[agent]\nsocket = "{workdir}/s.sock"\nsocket_mode = "0666"\n'
+        f'[agent]\nsocket = "{workdir}/s.sock"\nstate_dir = "{workdir}/state"\n'
+        'socket_mode = "0666"\n'
         f'audit_log = "{workdir}/audit.jsonl"\nlog_format = "json"\n\n'
         "[vault_api]\n\n"
         f'[backends.vault]\ntype = "vault"\nmount = "vault/"\naddress = "{server.address}"\n'

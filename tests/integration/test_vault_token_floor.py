@@ -89,7 +89,8 @@ async def test_the_agent_reports_a_short_lived_token_in_health(
     token = write_private(tmp_path / "t", TOKEN)
     path = tmp_path / "secretd.toml"
     path.write_text(
-        f'[agent]\nsocket = "{tmp_path}/s.sock"\nlog_format = "json"\n\n'
+        f'[agent]\nsocket = "{tmp_path}/s.sock"\nstate_dir = "{tmp_path}/state"\n'
+        'log_format = "json"\n\n'
         f'[backends.v]\ntype = "vault"\nmount = ""\naddress = "{vault.url}"\n'
         f'auth = {{ method = "token", token_file = "{token}" }}\ntimeout = "2s"\n\n'
         '[[secret]]\nname = "app/db"\n\n[[allow]]\nsecrets = ["**"]\nuids = [0]\n'
