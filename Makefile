@@ -9,10 +9,10 @@ BIN := $(VENV)/bin
 
 .PHONY: dev demo test gates pytest fuzz bench deb clean
 
-$(BIN)/secretd: agent/pyproject.toml sdk/pyproject.toml pyproject.toml
+$(BIN)/secretd: agent/pyproject.toml sdk/pyproject.toml pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e './agent[aws,postgresql]' -e ./sdk -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e './agent[aws,postgresql]' -e ./sdk -e '.[dev]'
 	touch $(BIN)/secretd
 
 dev: $(BIN)/secretd
@@ -43,3 +43,7 @@ deb:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Re-resolve every dependency and rewrite constraints.txt (review the diff).
+lock:
+	packaging/lock.sh

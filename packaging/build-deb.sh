@@ -35,7 +35,7 @@ dest=/opt/secretd
 venv="$stage$dest"
 "$python" -m venv "$venv"
 "$venv/bin/pip" install --quiet --no-compile --disable-pip-version-check \
-    "$src/sdk" "$src/agent[aws,postgresql]"
+    -c "$top/constraints.txt" "$src/sdk" "$src/agent[aws,postgresql]"
 "$venv/bin/pip" uninstall --quiet --yes pip setuptools >/dev/null 2>&1 || true
 rm -f "$venv"/bin/activate* "$venv"/bin/Activate.ps1 "$venv"/bin/pip*
 # The venv was built in the staging dir: point its scripts and pyvenv.cfg at
