@@ -43,7 +43,7 @@ from secretd.model import SecretName
 from secretd.observe import NullObserver
 from tests.fakes.cache_rig import refresh_loops
 from tests.fakes.fake_clock import FakeClock
-from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer
+from tests.servers.moto_server import REGION, TEST_ENV, MotoServer
 
 HOUR = 3600.0
 INTERVAL = 300.0

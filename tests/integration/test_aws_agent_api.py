@@ -33,7 +33,7 @@ from secretd.model import Caller, SecretName
 from secretd.observe import NullObserver
 from tests.fakes.api_deps import CountingLimiter, CountingMetrics, ListAudit
 from tests.fakes.cache_rig import close_cache
-from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer, moto
+from tests.servers.moto_server import REGION, TEST_ENV, MotoServer, moto
 
 pytestmark = pytest.mark.aws
 

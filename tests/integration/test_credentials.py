@@ -44,7 +44,7 @@ from secretd.observe import AuditSink
 from tests.fakes.api_deps import CountingMetrics, ListAudit
 from tests.fakes.credential_client import SCRIPT, load_credential
 from tests.fakes.dict_reader import DictReader
-from tests.fakes.second_user import can_switch_users, ensure_test_user, run_python_as
+from tests.servers.second_user import can_switch_users, ensure_test_user, run_python_as
 
 CANARY = "CANARY-cred-5b2f"
 

@@ -27,7 +27,9 @@ from secretd.errors import (
 )
 from secretd.model import SecretName
 from secretd.store.store import FileStore
-from tests.fakes.second_user import (
+from tests.fakes.store_seeder import StoreSeeder, init_store
+from tests.integration.test_store_cli import SECRETD
+from tests.servers.second_user import (
     OTHER_USER,
     TestUser,
     can_switch_users,
@@ -35,8 +37,6 @@ from tests.fakes.second_user import (
     run_as,
     run_python_as,
 )
-from tests.fakes.store_seeder import StoreSeeder, init_store
-from tests.integration.test_store_cli import SECRETD
 
 CANARY = b"canary-file-backend-51c0"
 WATCH_BOUND = 5.0

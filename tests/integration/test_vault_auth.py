@@ -16,7 +16,7 @@ import pytest
 from secretd.backends.vault import VaultBackend, open_backend
 from secretd.errors import BackendAuthError, ConfigError
 from secretd.model import SecretName
-from tests.fakes.bao_server import (
+from tests.servers.bao_server import (
     BaoServer,
     approle_config,
     bao_server,

@@ -24,9 +24,9 @@ from secretd.errors import BackendError
 from secretd.events import Hub
 from secretd.model import SecretName
 from secretd.observe import NullObserver
-from tests.fakes.bao_server import BaoServer, bao_server, vault_config
 from tests.fakes.cache_rig import close_cache, refresh_loops
 from tests.fakes.fault_proxy import Fault, FaultProxy, hostile_bodies
+from tests.servers.bao_server import BaoServer, bao_server, vault_config
 
 __all__ = ["bao_server"]
 
