@@ -39,7 +39,7 @@ from secretd.model import SecretName, SecretReader, rfc3339
 from secretd.observe import AuditSink
 from secretd.render.command import CommandResult, run_command
 from secretd.render.errors import TemplateError
-from secretd.render.memo import ReadMemo
+from secretd.render.reads import ReadMemo
 from secretd.render.sink import SinkResult, TemplateSink, load_sinks
 
 log = structlog.get_logger(__name__)
