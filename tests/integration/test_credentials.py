@@ -31,7 +31,7 @@ from secretd.api.listener import (
     serve_diverted,
     start_serving,
 )
-from secretd.audit import AuditLog
+from secretd.audit import AuditLog, AuditSink
 from secretd.config.schema import CredentialConfig
 from secretd.credentials import (
     CredentialProtocol,
@@ -40,7 +40,6 @@ from secretd.credentials import (
     parse_peer_address,
 )
 from secretd.model import SecretName
-from secretd.observe import AuditSink
 from tests.fakes.api_deps import CountingMetrics, ListAudit
 from tests.fakes.credential_client import SCRIPT, load_credential
 from tests.fakes.dict_reader import DictReader

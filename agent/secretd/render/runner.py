@@ -31,13 +31,13 @@ from typing import Protocol
 
 import structlog
 
+from secretd.audit import AuditSink
 from secretd.backoff import Backoff
 from secretd.clock import Clock
 from secretd.config.schema import TemplateConfig
 from secretd.errors import SecretdError
 from secretd.events import Hub, Subscription
 from secretd.model import SecretName, SecretReader, rfc3339
-from secretd.observe import AuditSink
 from secretd.render.command import CommandResult, run_command
 from secretd.render.errors import TemplateError
 from secretd.render.reads import ReadMemo
