@@ -49,6 +49,7 @@ from secretd.api.app import build_app
 from secretd.api.listener import (
     ConnectionLimits,
     Divert,
+    Serving,
     UnixListener,
     serve_diverted,
     start_serving,
@@ -299,7 +300,7 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -
 async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket]) -> None:
     assert agent.graph is not None
     shared = agent.shared
-    runner: web.AppRunner | None = None
+    runner: Serving | None = None
     credentials: asyncio.AbstractServer | None = None
     try:
         async with asyncio.TaskGroup() as group:

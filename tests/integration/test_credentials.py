@@ -4,7 +4,7 @@ address gets the value only when it runs as root and a [[credential]] matches.
 The client is systemd's, in effect (tests.fakes.credential_client): it shuts
 down its writing side before it reads, so the agent sees EOF before it answers.
 That must not cancel the answer, on the bare protocol, on the API socket
-(GuardedSite) and on the dedicated credentials socket (serve_diverted), under
+(api.listener.Serving) and on the dedicated credentials socket (serve_diverted), under
 asyncio and under uvloop (the agent's loop). tests/system runs it under systemd.
 """
 
