@@ -87,7 +87,8 @@ class SecretValue:
         return base64.b64encode(self._data).decode("ascii")
 
     def field(self, name: str) -> SecretValue:
-        """One top-level key of a JSON-object value (docs/reference/http-api.md); non-strings as JSON text."""
+        """One top-level key of a JSON-object value; non-strings as JSON text
+        (docs/reference/http-api.md)."""
         text = self.text()
         obj: Any = None
         if text is not None:
