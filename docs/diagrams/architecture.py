@@ -69,7 +69,7 @@ def box_rect(name: str) -> tuple[float, float, float, float]:
 def anchor(name: str, towards: str) -> tuple[float, float]:
     """Where an arrow leaves `name` for `towards`: the middle of the facing side."""
     x, y, w, h = box_rect(name)
-    tx, ty, tw, th = box_rect(towards)
+    tx, ty, _tw, th = box_rect(towards)
     if ty >= y + h:
         return x + w / 2, y + h
     if ty + th <= y:
