@@ -21,8 +21,8 @@ demo: dev
 	$(BIN)/python packaging/demo.py
 
 gates: dev
-	$(BIN)/ruff format --check agent sdk tests packaging
-	$(BIN)/ruff check agent sdk tests packaging
+	$(BIN)/ruff format --check agent sdk tests packaging docs
+	$(BIN)/ruff check agent sdk tests packaging docs
 	$(BIN)/mypy agent/secretd sdk/secretd_client
 
 pytest: dev

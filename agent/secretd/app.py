@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import resource
 import signal
 import socket
 from collections.abc import Callable, Coroutine, Mapping
@@ -49,12 +48,12 @@ from secretd.api.app import build_app
 from secretd.api.listener import (
     ConnectionLimits,
     Divert,
-    UnixListener,
+    Serving,
     serve_diverted,
     start_serving,
 )
 from secretd.api.ports import ApiDeps
-from secretd.api.tcp import bind_tcp, install_tcp_guard, load_token
+from secretd.api.tcp import install_tcp_guard, load_token
 from secretd.api.vault_compat import VaultSettings
 from secretd.config import Config, load_config
 from secretd.credentials import CredentialProtocol, parse_peer_address
@@ -62,10 +61,15 @@ from secretd.errors import ConfigError, SecretdError
 from secretd.graph import BackendPool, Graph, Shared, open_graph, retire_graph
 from secretd.hardening import harden_process
 from secretd.logs import configure_logging
+from secretd.sockets import (
+    claim_credentials_socket,
+    claim_sockets,
+    raise_fd_limit,
+    split_inherited,
+)
 from secretd.state import StateDir
 from secretd.supervise import Supervisor
 from secretd.systemd import (
-    InheritedSocket,
     Notifier,
     listen_fds,
     watchdog_interval,
@@ -76,72 +80,8 @@ log = structlog.get_logger(__name__)
 
 # The whole stop sequence (stop accepting, cancel loops, close backends) is bounded.
 STOP_DEADLINE = 4.0
-# Enough descriptors for max_connections clients plus backends, files and watches.
-FD_HEADROOM = 256
 
 Loops = list["asyncio.Task[Any]"]
-
-
-def raise_fd_limit(max_connections: int) -> None:
-    """Lift the soft RLIMIT_NOFILE towards the hard one so the cap, not EMFILE, decides."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = max_connections + FD_HEADROOM
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
-        return
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    if target < wanted:
-        log.warning("limits.fd_low", nofile=target, max_connections=max_connections)
-
-
-def split_inherited(inherited: list[InheritedSocket]) -> tuple[InheritedSocket | None, ...]:
-    """(API socket, credentials socket) among the sockets systemd passed, told apart by
-    their FileDescriptorName= (`credentials` is the credential-only one; the API is
-    the one named `api`, else the first other Unix socket), never by their order."""
-    unix = [s for s in inherited if s.sock.family == socket.AF_UNIX]
-    credentials = next((s for s in unix if s.name == "credentials"), None)
-    others = [s for s in unix if s is not credentials]
-    api = next((s for s in others if s.name == "api"), others[0] if others else None)
-    return api, credentials
-
-
-def claim_sockets(
-    config: Config, stack: AsyncExitStack, inherited: InheritedSocket | None
-) -> list[socket.socket]:
-    """The Unix socket (inherited from systemd, else created) and the TCP one if configured."""
-    if inherited is not None:
-        listener = UnixListener.adopt(inherited.sock)
-        log.info("socket.inherited", name=inherited.name)
-    else:
-        listener = UnixListener.create(
-            config.agent.socket,
-            mode=config.agent.socket_mode,
-            group=config.agent.socket_group,
-            backlog=config.limits.max_connections,
-        )
-    stack.callback(listener.close)
-    socks = [listener.sock]
-    if config.tcp is not None:
-        tcp = bind_tcp(config.tcp.listen, backlog=config.limits.max_connections)
-        stack.callback(tcp.close)
-        socks.append(tcp)
-    return socks
-
-
-def claim_credentials_socket(
-    config: Config, stack: AsyncExitStack, inherited: InheritedSocket | None
-) -> socket.socket | None:
-    """The optional dedicated `LoadCredential=` socket (mode 0600: only root connects)."""
-    if inherited is not None:
-        adopted = UnixListener.adopt(inherited.sock)
-        stack.callback(adopted.close)
-        return adopted.sock
-    path = config.agent.credentials_socket
-    if path is None:
-        return None
-    listener = UnixListener.create(path, mode=0o600, group=None)
-    stack.callback(listener.close)
-    return listener.sock
 
 
 def vault_settings(config: Config, current: Callable[[], Graph]) -> VaultSettings | None:
@@ -299,7 +239,7 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -
 async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket]) -> None:
     assert agent.graph is not None
     shared = agent.shared
-    runner: web.AppRunner | None = None
+    runner: Serving | None = None
     credentials: asyncio.AbstractServer | None = None
     try:
         async with asyncio.TaskGroup() as group:

@@ -33,6 +33,7 @@ import os
 import stat
 import sys
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 import structlog
@@ -48,6 +49,22 @@ log = structlog.get_logger(__name__)
 EVENTS = frozenset({"read", "deny", "refresh", "render", "credential", "rotate"})
 _CORE_FIELDS = frozenset({"time", "event", "secret", "version_id", "caller", "result"})
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+class AuditSink(Protocol):
+    """Where audit lines go (audit.AuditLog implements it): the API, the template
+    runner and the credential service record through this one role."""
+
+    def record(
+        self,
+        event: str,
+        *,
+        secret: str | None,
+        version_id: str | None,
+        caller: Caller | None,
+        result: str,
+        **extra: str,
+    ) -> None: ...
 
 
 class AuditLog:

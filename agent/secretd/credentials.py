@@ -24,10 +24,10 @@ from typing import cast
 
 import structlog
 
+from secretd.audit import AuditSink
 from secretd.config.schema import CredentialConfig
 from secretd.errors import SecretdError
 from secretd.model import Caller, SecretReader
-from secretd.observe import AuditSink
 
 log = structlog.get_logger(__name__)
 

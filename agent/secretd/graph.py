@@ -41,6 +41,7 @@ from secretd.audit import AuditLog, check_audit_target
 from secretd.backends.base import Backend, BackgroundBackend, WatchableBackend
 from secretd.backends.registry import check_backend, close_backends, open_one
 from secretd.backends.router import Router
+from secretd.cache.observer import CacheObserver, NullObserver, Observers
 from secretd.cache.secret_cache import SecretCache, build_cache
 from secretd.clock import SystemClock
 from secretd.config import BackendConfig, Config
@@ -49,7 +50,6 @@ from secretd.errors import ConfigError, SecretdError
 from secretd.events import Hub
 from secretd.metrics import Metrics
 from secretd.model import SecretName
-from secretd.observe import CacheObserver, NullObserver, Observers
 from secretd.refresh.refresher import Refresher
 from secretd.render.runner import TemplateRunner, TemplateStatus
 from secretd.render.sink import load_sinks

@@ -1,6 +1,6 @@
 """Core value types shared by every layer.
 
-- `SecretName`: a validated secret name (SPEC §1).
+- `SecretName`: a validated secret name (docs/reference/http-api.md).
 - `SecretValue`: secret bytes that redact themselves in repr/str and refuse
   serialisation; `reveal()` is the one deliberate way out.
 - `Version`: one version of a secret (id, stages, created_at, value).
@@ -87,7 +87,8 @@ class SecretValue:
         return base64.b64encode(self._data).decode("ascii")
 
     def field(self, name: str) -> SecretValue:
-        """One top-level key of a JSON-object value (SPEC §1); non-strings as JSON text."""
+        """One top-level key of a JSON-object value; non-strings as JSON text
+        (docs/reference/http-api.md)."""
         text = self.text()
         obj: Any = None
         if text is not None:

@@ -16,30 +16,31 @@ OUT = Path(__file__).resolve().parents[1] / "architecture.svg"
 # name: (column, row, columns wide, lines); the first line is the title.
 BOXES: dict[str, tuple[int, int, int, list[str]]] = {
     "config": (0, 0, 1, ["config/", "TOML -> Config (frozen)"]),
-    "graph": (1, 0, 2, ["graph.py  (app.py runs it)", "builds, keeps across reload, closes"]),
-    "cli": (3, 0, 1, ["cli/", "argparse, exit codes"]),
+    "graph": (1, 0, 3, ["graph.py + app.py", "build, keep across reload, close; supervise"]),
+    "cli": (4, 0, 1, ["cli/", "argparse, exit codes"]),
     "file": (0, 1, 1, ["backends/file", "store/ envelopes, watch"]),
     "vault": (1, 1, 1, ["backends/vault", "KV v2, token keeper"]),
     "aws": (2, 1, 1, ["backends/aws", "aiobotocore, batches"]),
     "access": (3, 1, 1, ["access/", "SO_PEERCRED -> Caller, rules"]),
+    "events": (4, 1, 1, ["events.Hub", "Changed(name, version)"]),
     "gateway": (0, 2, 2, ["cache/gateway", "timed, checked, observed calls"]),
     "refresh": (2, 2, 1, ["refresh/", "poll, watch, evict"]),
-    "events": (3, 2, 1, ["events.Hub", "Changed(name, version)"]),
+    "rotation": (3, 2, 1, ["rotation/", "create, set, test, finish"]),
     "cache": (0, 3, 2, ["cache/ SecretCache + CacheCore", "single-flight, stale, never backwards"]),
     "reads": (2, 3, 2, ["api/reads  ReadService", "authorise, limit, audit, count"]),
     "render": (0, 4, 1, ["render/", "templates -> atomic files"]),
     "creds": (1, 4, 1, ["credentials.py", "LoadCredential="]),
-    "api": (2, 4, 2, ["api/  (aiohttp, Unix socket + TCP)", "/v1, /secretsmanager, Vault routes"]),
+    "api": (2, 4, 3, ["api/  (aiohttp: Unix socket + TCP)", "/v1, /secretsmanager, Vault routes"]),
 }
 ARROWS: list[tuple[str, str]] = [
     ("config", "graph"),
     ("cli", "graph"),
-    ("graph", "vault"),
     ("file", "gateway"),
     ("vault", "gateway"),
     ("aws", "gateway"),
     ("gateway", "cache"),
     ("refresh", "cache"),
+    ("rotation", "cache"),
     ("cache", "events"),
     ("cache", "reads"),
     ("access", "reads"),
@@ -49,7 +50,7 @@ ARROWS: list[tuple[str, str]] = [
     ("events", "api"),
 ]
 
-CELL_W, CELL_H, GAP_X, GAP_Y, PAD = 230, 62, 24, 40, 20
+CELL_W, CELL_H, GAP_X, GAP_Y, PAD = 210, 62, 20, 40, 20
 STYLE = (
     "text{font-family:sans-serif;font-size:12px;fill:#1b1f24}"
     ".t{font-weight:bold}"
@@ -68,7 +69,7 @@ def box_rect(name: str) -> tuple[float, float, float, float]:
 def anchor(name: str, towards: str) -> tuple[float, float]:
     """Where an arrow leaves `name` for `towards`: the middle of the facing side."""
     x, y, w, h = box_rect(name)
-    tx, ty, tw, th = box_rect(towards)
+    tx, ty, _tw, th = box_rect(towards)
     if ty >= y + h:
         return x + w / 2, y + h
     if ty + th <= y:

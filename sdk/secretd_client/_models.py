@@ -36,7 +36,7 @@ class Secret:
         return self.value if isinstance(self.value, str) else self.value.decode("utf-8")
 
     def to_api_dict(self) -> dict[str, Any]:
-        """The API's JSON shape (SPEC §4): `value` for text, `value_b64` for bytes."""
+        """The API's JSON shape (docs/api.md): `value` for text, `value_b64` for bytes."""
         body: dict[str, Any] = {
             "name": self.name,
             "version_id": self.version_id,

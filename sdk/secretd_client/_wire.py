@@ -42,7 +42,7 @@ class Backoff:
 
 
 def check_name(name: object) -> str:
-    """The name, or InvalidName (SPEC §1). Checked before sending: an HTTP
+    """The name, or InvalidName (docs/reference/http-api.md). Checked before sending: an HTTP
     client would silently collapse `a/../b` into `b`."""
     problem = None
     if not isinstance(name, str):

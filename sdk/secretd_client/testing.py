@@ -13,7 +13,7 @@ in-memory dict, for both `Client` and `AsyncClient`, with no agent running::
     secrets.forbid("db/app")                           # now 403 Forbidden
     secrets.fail_next(2, "backend_unavailable")        # the next 2 requests fail
 
-Rotation follows SPEC §1: the new version becomes current and the old current
+Rotation follows docs/reference/http-api.md: the new version becomes current and the old current
 becomes previous. Long-polls (`watch`) wait for real, up to their `wait`,
 and wake as soon as `rotate` is called from any thread.
 """

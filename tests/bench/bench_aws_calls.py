@@ -34,16 +34,16 @@ from typing import Any
 from secretd.backends.aws import AwsBackend, open_backend
 from secretd.backends.base import Backend
 from secretd.backends.router import Router
+from secretd.cache.observer import NullObserver
 from secretd.cache.secret_cache import build_cache
 from secretd.config import CacheSection
 from secretd.config.schema import AwsBackendConfig
 from secretd.events import Hub
 from secretd.logs import configure_logging
 from secretd.model import SecretName
-from secretd.observe import NullObserver
 from tests.fakes.cache_rig import refresh_loops
 from tests.fakes.fake_clock import FakeClock
-from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer
+from tests.servers.moto_server import REGION, TEST_ENV, MotoServer
 
 HOUR = 3600.0
 INTERVAL = 300.0

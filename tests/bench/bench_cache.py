@@ -21,13 +21,13 @@ import uvloop
 
 from secretd.backends.base import Backend
 from secretd.backends.router import Router
+from secretd.cache.observer import NullObserver
 from secretd.cache.secret_cache import SecretCache, build_cache
 from secretd.clock import SystemClock
 from secretd.config import CacheSection
 from secretd.events import Hub
 from secretd.logs import configure_logging
 from secretd.model import SecretName
-from secretd.observe import NullObserver
 from tests.fakes.memory_backend import MemoryBackend
 
 READS = 200_000

@@ -38,7 +38,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from tests.fakes.bao_server import BaoServer, bao_binary, write_private
+from tests.servers.bao_server import BaoServer, bao_binary, write_private
 
 SECRETD = Path(sys.executable).parent / "secretd"
 READ_NAMES = 100

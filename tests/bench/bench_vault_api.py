@@ -45,8 +45,8 @@ from tests.bench.bench_vault import (
     wait_for,
 )
 from tests.e2e.vault_api_clients import bao_env
-from tests.fakes.bao_server import BaoServer, bao_binary, write_private
-from tests.fakes.moto_server import free_port
+from tests.servers.bao_server import BaoServer, bao_binary, write_private
+from tests.servers.moto_server import free_port
 
 NAMES = [f"bench/s{i}" for i in range(100)]
 TCP_TOKEN = "bench-tcp-token-0123456789abcdef"

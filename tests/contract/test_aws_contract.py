@@ -20,7 +20,7 @@ from secretd.backends.aws import open_backend
 from secretd.backends.base import Backend
 from secretd.config.schema import AwsBackendConfig
 from tests.contract.contract import BackendContract, Seeder
-from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer, moto
+from tests.servers.moto_server import REGION, TEST_ENV, MotoServer, moto
 
 pytestmark = pytest.mark.aws
 

@@ -20,7 +20,7 @@ from secretd.backends.base import Backend
 from secretd.backends.vault import open_backend
 from secretd.model import SecretName
 from tests.contract.contract import BackendContract, Seeder
-from tests.fakes.bao_server import BaoServer, bao_server, vault_config
+from tests.servers.bao_server import BaoServer, bao_server, vault_config
 
 __all__ = ["bao_server"]
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e.agent_proc import BIN, Store
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
-from tests.fakes.second_user import (
+from tests.servers.second_user import (
     TestUser,
     can_switch_users,
     ensure_test_user,

@@ -1,4 +1,4 @@
-"""Every SPEC §4 route and parameter against the real `secretd agent` on its Unix socket."""
+"""Every route of docs/api.md and parameter against the real `secretd agent` on its Unix socket."""
 
 from __future__ import annotations
 

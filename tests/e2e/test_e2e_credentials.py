@@ -15,7 +15,7 @@ import orjson
 from tests.e2e.agent_proc import Store
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
 from tests.fakes.credential_client import SCRIPT, load_credential
-from tests.fakes.second_user import can_switch_users, ensure_test_user, run_python_as
+from tests.servers.second_user import can_switch_users, ensure_test_user, run_python_as
 
 CREDENTIAL = (
     '[[credential]]\nunit = "app*.service"\nid = "db-password"\n'

@@ -20,20 +20,20 @@ import pytest
 
 from tests.e2e.agent_proc import AgentProcess, Store, config_text
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
-from tests.fakes.second_user import (
-    OTHER_USER,
-    TestUser,
-    can_switch_users,
-    ensure_test_user,
-    run_python_as,
-    spawn_as,
-)
 from tests.integration.hostile_requests import (
     HEALTH_CLOSE,
     HOSTILE,
     close_get,
     malformed_with,
     status_of,
+)
+from tests.servers.second_user import (
+    OTHER_USER,
+    TestUser,
+    can_switch_users,
+    ensure_test_user,
+    run_python_as,
+    spawn_as,
 )
 
 CANARY = b"hostile-e2e-canary-value"

@@ -20,7 +20,7 @@ import pytest
 
 from tests.e2e.agent_proc import BIN, Store, config_text
 from tests.e2e.conftest import ALLOW_ROOT
-from tests.fakes.second_user import TestUser, can_switch_users, ensure_test_user
+from tests.servers.second_user import TestUser, can_switch_users, ensure_test_user
 
 pytestmark = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
 

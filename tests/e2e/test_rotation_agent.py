@@ -16,9 +16,9 @@ import pytest
 from secretd_client import AsyncClient
 from tests.e2e.agent_proc import BIN, AgentProcess, Store, secretd
 from tests.e2e.conftest import StartAgent
-from tests.fakes.moto_server import free_port
-from tests.fakes.pg_app import store_values
-from tests.fakes.second_user import TestUser, can_switch_users, ensure_test_user, run_python_as
+from tests.servers.moto_server import free_port
+from tests.servers.pg_app import store_values
+from tests.servers.second_user import TestUser, can_switch_users, ensure_test_user, run_python_as
 
 ALLOW = '[[allow]]\nsecrets = ["app/**", "svc/*"]\nuids = [0]\n\n'
 

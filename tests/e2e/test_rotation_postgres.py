@@ -18,14 +18,14 @@ import pytest
 from secretd_client import AsyncClient
 from tests.e2e.agent_proc import AgentProcess, Store, secretd
 from tests.e2e.conftest import StartAgent
-from tests.fakes.pg_app import (
+from tests.servers.pg_app import (
     AUTH_SQLSTATES,
     AppDatabase,
     rotation_toml,
     seed_store,
     store_values,
 )
-from tests.fakes.postgres_server import PostgresServer, postgres_server
+from tests.servers.postgres_server import PostgresServer, postgres_server
 
 __all__ = ["postgres_server"]
 

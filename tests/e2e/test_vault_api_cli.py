@@ -15,8 +15,8 @@ import pytest
 from tests.e2e.agent_proc import AgentProcess, Store, config_text
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
 from tests.e2e.vault_api_clients import bao_kv
-from tests.fakes.bao_server import bao_binary
-from tests.fakes.second_user import can_switch_users, ensure_test_user
+from tests.servers.bao_server import bao_binary
+from tests.servers.second_user import can_switch_users, ensure_test_user
 
 pytestmark = [
     pytest.mark.vault,

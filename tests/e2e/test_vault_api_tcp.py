@@ -15,8 +15,8 @@ import pytest
 from tests.e2e.agent_proc import AgentProcess, Store
 from tests.e2e.conftest import StartAgent
 from tests.e2e.vault_api_clients import BaoAgent
-from tests.fakes.bao_server import bao_binary
-from tests.fakes.moto_server import free_port
+from tests.servers.bao_server import bao_binary
+from tests.servers.moto_server import free_port
 
 pytestmark = pytest.mark.vault
 

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.fakes.bao_server import bao_binary
-from tests.fakes.second_user import TestUser, run_as
+from tests.servers.bao_server import bao_binary
+from tests.servers.second_user import TestUser, run_as
 
 WAIT = 20.0
 

@@ -1,4 +1,4 @@
-"""A fake secretd agent: the SPEC §4 read API over a real Unix socket.
+"""A fake secretd agent: the read API of docs/api.md over a real Unix socket.
 
 It serves from a `secretd_client.testing.StaticSecrets` (rotation, long-poll,
 forbidden names, injected API errors) through aiohttp on its own event loop in

@@ -2,7 +2,7 @@
 `WatchableBackend` and `ListableBackend` protocols, for tests of anything that
 sits above the backends (cache, API, render, CLI).
 
-It keeps versions and stages as SPEC §1 says (a new current version pushes the
+It keeps versions and stages as docs/reference/http-api.md says (a new current version pushes the
 old current to `previous`), emits change events like the file store's watcher,
 and lets a test count calls and inject trouble:
 

@@ -41,13 +41,13 @@ import structlog
 
 from secretd.backends.base import Backend
 from secretd.backends.router import Router
+from secretd.cache.observer import NullObserver
 from secretd.cache.secret_cache import SecretCache, build_cache
 from secretd.clock import SystemClock
 from secretd.config import CacheSection
 from secretd.errors import BackendError, SecretdError
 from secretd.events import Hub
 from secretd.model import CachedSecret, SecretName
-from secretd.observe import NullObserver
 
 CASES = (
     "oversize",

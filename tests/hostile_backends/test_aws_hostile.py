@@ -11,8 +11,8 @@ from secretd.config.schema import AwsBackendConfig
 from secretd.errors import BackendError
 from secretd.model import SecretName
 from tests.fakes.hostile_aws import REDIRECTED, REGION, HostileAws
-from tests.fakes.moto_server import TEST_ENV
 from tests.hostile_backends.cases import MAX_SECRET_BYTES, HostileBackendCases, HostileRig, Storm
+from tests.servers.moto_server import TEST_ENV
 
 OLD = "canary-aws-old-91c0"
 GOOD = "canary-aws-good-3d7e"

@@ -14,9 +14,9 @@ from secretd.backends.vault import VaultBackend, open_backend
 from secretd.config.schema import VaultBackendConfig
 from secretd.errors import BackendAuthError
 from secretd.model import SecretName
-from tests.fakes.bao_server import write_private
 from tests.fakes.hostile_vault import TOKEN, HostileVault
 from tests.hostile_backends.cases import MAX_SECRET_BYTES, HostileBackendCases, HostileRig, Storm
+from tests.servers.bao_server import write_private
 
 OLD = "canary-vault-old-58aa"
 GOOD = "canary-vault-good-0b9f"

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from tests.fakes.canary_agent import AgentProcess, running_agent
-from tests.fakes.second_user import (
+from tests.servers.canary_agent import AgentProcess, running_agent
+from tests.servers.second_user import (
     OTHER_USER,
     TEST_GROUP,
     can_switch_users,

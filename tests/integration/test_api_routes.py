@@ -306,8 +306,8 @@ async def test_a_bug_is_500_without_traceback() -> None:
 
 async def test_names_over_the_wire_match_the_name_rules() -> None:
     """500 seeded random names, percent-encoded in raw request bytes (an HTTP client
-    would normalise dot segments away): 400 invalid_name exactly when SPEC §1 says
-    the name is invalid; never a 5xx."""
+    would normalise dot segments away): 400 invalid_name exactly when the naming
+    rules (docs/reference/http-api.md) say the name is invalid; never a 5xx."""
     rng = random.Random(20261128)
     alphabet = "abcXYZ019/_+=.@-" + "/" * 4 + ". %?#\\\x00\x7fé:;,*~'\"<>"
     async with serve_api() as srv:

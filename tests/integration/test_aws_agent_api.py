@@ -24,16 +24,16 @@ from secretd.api.ports import ApiDeps, ServingState
 from secretd.backends.aws import open_backend
 from secretd.backends.base import Backend
 from secretd.backends.router import Router
+from secretd.cache.observer import NullObserver
 from secretd.cache.secret_cache import build_cache
 from secretd.clock import SystemClock
 from secretd.config import CacheSection
 from secretd.config.schema import AwsBackendConfig
 from secretd.events import Hub
 from secretd.model import Caller, SecretName
-from secretd.observe import NullObserver
 from tests.fakes.api_deps import CountingLimiter, CountingMetrics, ListAudit
 from tests.fakes.cache_rig import close_cache
-from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer, moto
+from tests.servers.moto_server import REGION, TEST_ENV, MotoServer, moto
 
 pytestmark = pytest.mark.aws
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from tests.e2e.agent_proc import AgentProcess
-from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer, free_port, moto
+from tests.servers.moto_server import REGION, TEST_ENV, MotoServer, free_port, moto
 
 pytestmark = pytest.mark.aws
 

@@ -19,7 +19,7 @@ from secretd.errors import BadBackendAnswer
 from secretd.model import Fetched, SecretName
 from tests.e2e.agent_proc import AgentProcess
 from tests.fakes.hostile_aws import ACCOUNT, REGION, HostileAws
-from tests.fakes.moto_server import TEST_ENV
+from tests.servers.moto_server import TEST_ENV
 
 CANARY = "canary-arn-77f1"
 

@@ -17,7 +17,7 @@ from secretd.config.schema import AwsBackendConfig
 from secretd.errors import BackendAuthError, BadBackendAnswer, ConfigError, NotFound
 from secretd.model import Fetched, SecretName
 from tests.fakes.fake_clock import FakeClock
-from tests.fakes.moto_server import REGION, MotoServer, admin, moto
+from tests.servers.moto_server import REGION, MotoServer, admin, moto
 
 pytestmark = pytest.mark.aws
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from secretd.backends.aws_http import read_capped
 from tests.e2e.agent_proc import AgentProcess
 from tests.fakes.hostile_aws import HostileAws
-from tests.fakes.moto_server import TEST_ENV
+from tests.servers.moto_server import TEST_ENV
 
 # Generous: before the cap, the agent grew by over 500 MB reading this answer.
 MAX_GROWTH_KB = 64 * 1024

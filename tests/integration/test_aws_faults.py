@@ -23,7 +23,7 @@ from secretd.errors import (
 from secretd.model import Fetched, SecretName
 from tests.fakes.fake_clock import FakeClock
 from tests.fakes.fault_proxy import Fault, FaultProxy
-from tests.fakes.moto_server import REGION, MotoServer, admin, moto
+from tests.servers.moto_server import REGION, MotoServer, admin, moto
 
 pytestmark = pytest.mark.aws
 

@@ -32,8 +32,8 @@ from secretd.errors import InvalidName, InvalidRequest, SecretdError
 from secretd.logs import configure_logging
 from secretd.metrics import Metrics
 from secretd.model import Caller, SecretName, SecretValue
-from tests.fakes.canary_agent import AgentProcess, running_agent
-from tests.fakes.second_user import can_switch_users, ensure_test_user
+from tests.servers.canary_agent import AgentProcess, running_agent
+from tests.servers.second_user import can_switch_users, ensure_test_user
 
 CANARY = "CANARY-d41f6c0e-9b7a-4e1b-a2f3-5c8d7e6f0a1b"
 CANARY_JSON = orjson.dumps({"password": CANARY, "user": "app"}).decode()

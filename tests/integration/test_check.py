@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.fakes.bao_server import write_private
+from tests.servers.bao_server import write_private
 
 SECRETD = Path(sys.executable).parent / "secretd"
 

@@ -4,7 +4,7 @@ address gets the value only when it runs as root and a [[credential]] matches.
 The client is systemd's, in effect (tests.fakes.credential_client): it shuts
 down its writing side before it reads, so the agent sees EOF before it answers.
 That must not cancel the answer, on the bare protocol, on the API socket
-(GuardedSite) and on the dedicated credentials socket (serve_diverted), under
+(api.listener.Serving) and on the dedicated credentials socket (serve_diverted), under
 asyncio and under uvloop (the agent's loop). tests/system runs it under systemd.
 """
 
@@ -31,7 +31,7 @@ from secretd.api.listener import (
     serve_diverted,
     start_serving,
 )
-from secretd.audit import AuditLog
+from secretd.audit import AuditLog, AuditSink
 from secretd.config.schema import CredentialConfig
 from secretd.credentials import (
     CredentialProtocol,
@@ -40,11 +40,10 @@ from secretd.credentials import (
     parse_peer_address,
 )
 from secretd.model import SecretName
-from secretd.observe import AuditSink
 from tests.fakes.api_deps import CountingMetrics, ListAudit
 from tests.fakes.credential_client import SCRIPT, load_credential
 from tests.fakes.dict_reader import DictReader
-from tests.fakes.second_user import can_switch_users, ensure_test_user, run_python_as
+from tests.servers.second_user import can_switch_users, ensure_test_user, run_python_as
 
 CANARY = "CANARY-cred-5b2f"
 

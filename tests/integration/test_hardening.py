@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from secretd.hardening import HardeningReport
-from tests.fakes.canary_agent import running_agent
-from tests.fakes.second_user import as_user, can_switch_users, ensure_test_user, run_python_as
+from tests.servers.canary_agent import running_agent
+from tests.servers.second_user import as_user, can_switch_users, ensure_test_user, run_python_as
 
 # Waits for a line, hardens, prints the report, waits again (so the parent can
 # look at /proc while it lives), then allocates to show nothing broke.

@@ -26,7 +26,7 @@ from secretd.access.identity import (
     unit_from_cgroup,
 )
 from secretd.model import Caller
-from tests.fakes.second_user import (
+from tests.servers.second_user import (
     TestUser,
     as_user,
     can_switch_users,

@@ -28,7 +28,6 @@ from secretd.rotation.state import StateDir
 from secretd.rotation.target import BackendTarget
 from secretd_client import AsyncClient
 from tests.e2e.agent_proc import AgentProcess, secretd
-from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer, admin, moto
 from tests.fakes.rotation_target import (
     CountingMetrics,
     FakeService,
@@ -36,6 +35,7 @@ from tests.fakes.rotation_target import (
     RecordingRotator,
     backend_rotation,
 )
+from tests.servers.moto_server import REGION, TEST_ENV, MotoServer, admin, moto
 
 pytestmark = pytest.mark.aws
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.agent_proc import BIN, Store
-from tests.fakes.pg_app import AppDatabase, rotation_toml, seed_store, store_values
-from tests.fakes.postgres_server import PostgresServer, postgres_server
+from tests.servers.pg_app import AppDatabase, rotation_toml, seed_store, store_values
+from tests.servers.postgres_server import PostgresServer, postgres_server
 
 __all__ = ["postgres_server"]
 
@@ -67,7 +67,7 @@ async def test_killed_after_each_step_then_run_again_ends_consistent(
     config = _config(workdir, store, app)
 
     crashed = subprocess.run(
-        [sys.executable, "-m", "tests.fakes.crashing_rotate", str(config), "db/app", step, phase],
+        [sys.executable, "-m", "tests.servers.crashing_rotate", str(config), "db/app", step, phase],
         cwd=REPO,
         capture_output=True,
         timeout=60,

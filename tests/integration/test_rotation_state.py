@@ -14,7 +14,7 @@ import pytest
 from secretd.model import SecretName
 from secretd.rotation.state import RotationState, StateDir
 from tests.fakes.fake_clock import FakeClock
-from tests.fakes.second_user import can_switch_users, ensure_test_user, run_python_as
+from tests.servers.second_user import can_switch_users, ensure_test_user, run_python_as
 
 pytestmark = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
 

@@ -16,8 +16,8 @@ import pytest
 from secretd.backends.vault import VaultBackend, open_backend
 from secretd.model import SecretName
 from secretd.rotation.errors import RotationError
-from tests.fakes.bao_server import BaoServer, bao_server, vault_config
 from tests.fakes.rotation_target import FakeService, RecordingRotator, backend_rotation
+from tests.servers.bao_server import BaoServer, bao_server, vault_config
 
 __all__ = ["bao_server"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.agent_proc import BIN, AgentProcess
-from tests.fakes.bao_server import BaoServer, write_private
+from tests.servers.bao_server import BaoServer, write_private
 
 pytestmark = pytest.mark.vault
 

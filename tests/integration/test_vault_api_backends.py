@@ -19,9 +19,9 @@ import pytest
 from secretd.api.vault_shapes import created_millis
 from tests.e2e.agent_proc import AgentProcess
 from tests.e2e.vault_api_clients import bao_kv
-from tests.fakes.bao_server import BaoServer, bao_server, write_private
-from tests.fakes.moto_server import REGION, TEST_ENV, MotoServer, admin, moto
-from tests.fakes.second_user import can_switch_users, ensure_test_user
+from tests.servers.bao_server import BaoServer, bao_server, write_private
+from tests.servers.moto_server import REGION, TEST_ENV, MotoServer, admin, moto
+from tests.servers.second_user import can_switch_users, ensure_test_user
 
 pytestmark = [pytest.mark.vault, pytest.mark.aws, pytest.mark.timeout(120)]
 

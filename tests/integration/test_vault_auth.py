@@ -6,9 +6,10 @@ the server's own audit log, waited for with bounded polls."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from secretd.backends.vault import VaultBackend, open_backend
 from secretd.errors import BackendAuthError, ConfigError
 from secretd.model import SecretName
-from tests.fakes.bao_server import (
+from tests.servers.bao_server import (
     BaoServer,
     approle_config,
     bao_server,
@@ -173,6 +174,19 @@ def approle_tokens(server: BaoServer, role: str) -> list[str]:
     return found
 
 
+@contextlib.asynccontextmanager
+async def renewing(vault: VaultBackend) -> AsyncIterator[VaultBackend]:
+    """`vault` with its background work (login, renewal) running as the agent's
+    supervisor runs it, closed at the end."""
+    work = asyncio.create_task(vault.run())
+    try:
+        yield vault
+    finally:
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        await vault.aclose()
+
+
 async def open_approle(server: BaoServer, tmp_path: Path, role: str, **ttl: str) -> VaultBackend:
     role_id, secret_id = server.approle(role, policies=["read-a"], **ttl)
     config = approle_config(server, tmp_path, role_id, secret_id)
@@ -196,8 +210,8 @@ async def test_approle_token_is_renewed_before_its_ttl_runs_out(
 ) -> None:
     renewals = len(policies.audit_requests("auth/token/renew-self"))
     logins = len(policies.audit_requests("auth/approle/login"))
-    vault = await open_approle(policies, tmp_path, "short", token_ttl="3s", token_max_ttl="1h")
-    try:
+    opened = await open_approle(policies, tmp_path, "short", token_ttl="3s", token_max_ttl="1h")
+    async with renewing(opened) as vault:
         await vault.fetch(SecretName("auth-a/x"))
         started = time.monotonic()
         await eventually(
@@ -207,8 +221,6 @@ async def test_approle_token_is_renewed_before_its_ttl_runs_out(
         )
         assert time.monotonic() - started > 3.0  # the first 3 s token would be dead by now
         assert (await vault.fetch(SecretName("auth-a/x"))).version.version_id == "1"
-    finally:
-        await vault.aclose()
     assert (
         len(policies.audit_requests("auth/approle/login")) - logins == 1
     )  # renewed, not re-logged
@@ -216,16 +228,14 @@ async def test_approle_token_is_renewed_before_its_ttl_runs_out(
 
 async def test_approle_logs_in_again_near_the_max_ttl(policies: BaoServer, tmp_path: Path) -> None:
     logins = len(policies.audit_requests("auth/approle/login"))
-    vault = await open_approle(policies, tmp_path, "capped", token_ttl="2s", token_max_ttl="3s")
-    try:
+    opened = await open_approle(policies, tmp_path, "capped", token_ttl="2s", token_max_ttl="3s")
+    async with renewing(opened) as vault:
         await eventually(
             lambda: len(policies.audit_requests("auth/approle/login")) >= logins + 3,
             within=12.0,
             what="repeated logins as the max TTL caps renewal",
         )
         assert (await vault.fetch(SecretName("auth-a/x"))).version.version_id == "1"
-    finally:
-        await vault.aclose()
 
 
 async def test_approle_logs_in_again_after_a_403(policies: BaoServer, tmp_path: Path) -> None:
@@ -263,10 +273,10 @@ async def test_a_renewable_token_from_a_file_is_renewed(
 ) -> None:
     token = policies.create_token(policies=["read-a"], ttl="3s")
     renewals = len(policies.audit_requests("auth/token/renew-self"))
-    vault = await open_backend(
+    opened = await open_backend(
         "v", vault_config(policies, tmp_path, token=token), max_secret_bytes=4096, min_token_ttl=1.0
     )
-    try:
+    async with renewing(opened) as vault:
         await vault.fetch(SecretName("auth-a/x"))
         await eventually(
             lambda: len(policies.audit_requests("auth/token/renew-self")) > renewals + 1,
@@ -276,5 +286,3 @@ async def test_a_renewable_token_from_a_file_is_renewed(
         lookup = policies.api("POST", "auth/token/lookup", {"token": token})
         assert lookup["data"]["ttl"] > 0  # still alive past its first 3 s
         assert (await vault.fetch(SecretName("auth-a/x"))).version.version_id == "1"
-    finally:
-        await vault.aclose()

@@ -17,16 +17,16 @@ import pytest
 
 from secretd.backends.router import Router
 from secretd.backends.vault import open_backend
+from secretd.cache.observer import NullObserver
 from secretd.cache.secret_cache import SecretCache, build_cache
 from secretd.clock import SystemClock
 from secretd.config.schema import CacheSection, VaultBackendConfig
 from secretd.errors import BackendError
 from secretd.events import Hub
 from secretd.model import SecretName
-from secretd.observe import NullObserver
-from tests.fakes.bao_server import BaoServer, bao_server, vault_config
 from tests.fakes.cache_rig import close_cache, refresh_loops
 from tests.fakes.fault_proxy import Fault, FaultProxy, hostile_bodies
+from tests.servers.bao_server import BaoServer, bao_server, vault_config
 
 __all__ = ["bao_server"]
 

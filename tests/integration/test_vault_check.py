@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.bao_server import write_private
+from tests.servers.bao_server import write_private
 
 SECRETD = Path(sys.executable).parent / "secretd"
 

@@ -16,8 +16,8 @@ import pytest
 from secretd.backends.vault import VaultBackend, open_backend
 from secretd.errors import BackendTimeout, BackendUnavailable, BadBackendAnswer
 from secretd.model import SecretName
-from tests.fakes.bao_server import BaoServer, bao_server, vault_config
 from tests.fakes.fault_proxy import Fault, FaultProxy, hostile_bodies
+from tests.servers.bao_server import BaoServer, bao_server, vault_config
 
 __all__ = ["bao_server"]
 

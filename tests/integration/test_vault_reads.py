@@ -12,7 +12,7 @@ import pytest
 from secretd.backends.vault import VaultBackend, open_backend
 from secretd.errors import BackendUnavailable, BadBackendAnswer, ConfigError, NotFound
 from secretd.model import SecretName
-from tests.fakes.bao_server import BaoServer, bao_server, vault_config
+from tests.servers.bao_server import BaoServer, bao_server, vault_config
 
 __all__ = ["bao_server"]
 

@@ -17,8 +17,8 @@ from secretd.backends.vault_token import MIN_TOKEN_TTL
 from secretd.config.schema import VaultBackendConfig
 from secretd.errors import BackendAuthError
 from secretd.model import SecretName
-from tests.fakes.bao_server import write_private
 from tests.fakes.hostile_vault import TOKEN, HostileVault
+from tests.servers.bao_server import write_private
 
 WINDOW = 3.0
 # Logins back off 1 s doubling (each at least half its ceiling): in a 3 s window

@@ -1,4 +1,4 @@
-"""Audit log: JSON lines per SPEC §9, file safety, never a value, failure policy."""
+"""Audit log: JSON lines per docs/security.md, file safety, never a value, failure policy."""
 
 from __future__ import annotations
 

@@ -12,10 +12,10 @@ from botocore import exceptions as bce
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from secretd.aws_stages import from_aws_labels, to_aws_labels, to_aws_stage
 from secretd.backends.aws_answers import Asked, current_version_of, parse_secret_value
 from secretd.backends.aws_batcher import CurrentBatcher
 from secretd.backends.aws_errors import is_throttle, map_error
-from secretd.backends.aws_stages import from_aws_labels, to_aws_labels, to_aws_stage
 from secretd.errors import (
     SOURCE_ERRORS,
     BackendAuthError,

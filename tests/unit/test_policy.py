@@ -1,4 +1,4 @@
-"""Access policy: name globs, identities, tcp, default deny (SPEC §4)."""
+"""Access policy: name globs, identities, tcp, default deny (docs/api.md)."""
 
 from __future__ import annotations
 

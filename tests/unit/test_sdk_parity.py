@@ -1,5 +1,5 @@
 """`secretd_client.testing.StaticSecrets` answers like the agent: the same
-name rule and the same field selection (SPEC §1), checked against the agent's
+name rule and the same field selection (docs/reference/http-api.md), checked against the agent's
 own `secretd.model` with generated inputs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Version and stage rules (SPEC §1): one current; old current becomes previous;
+"""Version and stage rules (docs/reference/http-api.md): one current; old current becomes previous;
 pending; promote; custom labels; bounded history."""
 
 from __future__ import annotations

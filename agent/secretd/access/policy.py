@@ -1,4 +1,4 @@
-"""Access decisions: which caller may read which secret (SPEC §4).
+"""Access decisions: which caller may read which secret (docs/api.md).
 
 Rules only ever allow; no matching rule means deny. A rule allows a read when
 the secret name matches one of its `secrets` globs AND the caller matches one

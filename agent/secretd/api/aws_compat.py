@@ -49,8 +49,8 @@ from multidict import MultiMapping
 from secretd.api.ports import ApiDeps
 from secretd.api.reads import ReadService
 from secretd.api.secrets import request_caller
+from secretd.aws_stages import from_aws_stage, to_aws_labels
 from secretd.backends.aws_arn import parse_arn
-from secretd.backends.aws_stages import from_aws_stage, to_aws_labels
 from secretd.errors import (
     BackendError,
     BackendTimeout,

@@ -1,6 +1,6 @@
 """The guarded aiohttp site that serves the API on the agent's sockets.
 
-`GuardedSite` wraps aiohttp's protocol factory so that every connection:
+`Serving` wraps aiohttp's protocol factory so that every connection:
 
 - is admitted by its peer's fair share (api.connections: per uid on the Unix
   socket, the TCP listener as one peer) or gets a fast canned `503` and close;
@@ -47,8 +47,8 @@ __all__ = [
     "ConnectionTracker",
     "Divert",
     "DivertOnly",
-    "GuardedSite",
     "ListenerError",
+    "Serving",
     "UnixListener",
     "serve_diverted",
     "start_serving",
@@ -228,55 +228,51 @@ class _Refuse(asyncio.Protocol):
         self._timer.cancel()
 
 
-class GuardedSite(web.BaseSite):
-    """An aiohttp site on an existing listening socket, with admission and deadlines.
+class Serving:
+    """The API served on listening sockets, with admission and deadlines.
 
-    Its connections are served by `JsonErrorHandler`s made with `handler_args`
-    (the keyword arguments aiohttp's `RequestHandler` takes), registered with the
-    runner's server so that `runner.cleanup()` shuts them down as its own."""
+    Built only on aiohttp's public interface: the runner's `server` (a
+    `web.Server`, aiohttp's protocol factory) makes a `JsonErrorHandler` per
+    connection - registered with that server, so `runner.cleanup()` closes the
+    connections as its own - and we own the asyncio servers that accept on
+    our sockets (which aiohttp's `SockSite` cannot wrap)."""
 
-    __slots__ = ("_backlog_sock", "_divert", "_handler_args", "_head_timeout", "_tracker")
+    def __init__(self, runner: web.AppRunner) -> None:
+        self.runner = runner
+        self._servers: list[asyncio.AbstractServer] = []
 
-    def __init__(
+    async def listen(
         self,
-        runner: web.BaseRunner,
         sock: socket.socket,
         *,
         tracker: ConnectionTracker,
         handler_args: Mapping[str, Any],
-        divert: Divert | None = None,
-        head_timeout: float | None = None,
+        divert: Divert | None,
+        head_timeout: float | None,
     ) -> None:
-        super().__init__(runner, backlog=max(MIN_BACKLOG, tracker.max_connections))
-        self._backlog_sock = sock
-        self._tracker = tracker
-        self._handler_args = dict(handler_args)
-        self._divert = divert
-        self._head_timeout = head_timeout
-
-    @property
-    def name(self) -> str:
-        return f"http://unix:{self._backlog_sock.getsockname()!r}:"
-
-    async def start(self) -> None:
-        await super().start()
-        server = self._runner.server
-        assert server is not None
+        """Accept connections on `sock` from now on."""
+        server = self.runner.server
+        assert server is not None, "the runner is set up first"
         loop = asyncio.get_running_loop()
-        args = self._handler_args
+        args = dict(handler_args)
 
         def factory() -> asyncio.Protocol:
             handler = JsonErrorHandler(server, loop=loop, **args)
-            return _Tracked(handler, self._tracker, self._divert, self._head_timeout)
+            return _Tracked(handler, tracker, divert, head_timeout)
 
-        if self._backlog_sock.family == socket.AF_UNIX:
-            self._server = await loop.create_unix_server(
-                factory, sock=self._backlog_sock, backlog=self._backlog
-            )
+        backlog = max(MIN_BACKLOG, tracker.max_connections)
+        if sock.family == socket.AF_UNIX:
+            accepted = await loop.create_unix_server(factory, sock=sock, backlog=backlog)
         else:
-            self._server = await loop.create_server(
-                factory, sock=self._backlog_sock, backlog=self._backlog
-            )
+            accepted = await loop.create_server(factory, sock=sock, backlog=backlog)
+        self._servers.append(accepted)
+
+    async def cleanup(self) -> None:
+        """Stop accepting, then let the runner close the connections and the app."""
+        for accepted in self._servers:
+            accepted.close()
+        self._servers.clear()
+        await self.runner.cleanup()
 
 
 # Header and line caps: names are at most 512 characters (1,536 percent-encoded).
@@ -311,8 +307,8 @@ async def start_serving(
     idle_timeout: float,
     divert: Divert | None = None,
     head_timeout: float | None = None,
-) -> web.AppRunner:
-    """Start `app` on every listening socket in `socks`; `runner.cleanup()` stops it.
+) -> Serving:
+    """Start `app` on every listening socket in `socks`; `cleanup()` stops it.
 
     `idle_timeout` closes idle keep-alive connections; `head_timeout` (default: the
     same) bounds the time to send a complete request head (api.deadline). The
@@ -333,19 +329,18 @@ async def start_serving(
         **handler_args,
     )
     await runner.setup()
+    serving = Serving(runner)
     try:
         for sock in socks:
             unix = sock.family == socket.AF_UNIX
-            site = GuardedSite(
-                runner,
+            await serving.listen(
                 sock,
                 tracker=tracker,
                 handler_args=handler_args,
                 divert=divert if unix else None,
                 head_timeout=idle_timeout if head_timeout is None else head_timeout,
             )
-            await site.start()
     except BaseException:
-        await runner.cleanup()
+        await serving.cleanup()
         raise
-    return runner
+    return serving

@@ -1,4 +1,4 @@
-"""Strict query parsing (SPEC §4): an unknown or repeated parameter is a 400.
+"""Strict query parsing (docs/api.md): an unknown or repeated parameter is a 400.
 
 Each route names the parameters it accepts; everything else is refused, so a
 typo (`?stgae=previous`) never silently returns the current version. Values are

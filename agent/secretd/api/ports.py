@@ -18,9 +18,9 @@ from typing import Protocol
 
 from aiohttp import web
 
+from secretd.audit import AuditSink
 from secretd.events import Hub
 from secretd.model import Caller, SecretName, SecretReader
-from secretd.observe import AuditSink
 from secretd.rotation.model import Outcome
 from secretd.rotation.scheduler import RotationStatus
 

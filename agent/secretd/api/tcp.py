@@ -1,4 +1,6 @@
-"""The loopback TCP listener's guards (SPEC §4, §5; SECURITY: SSRF, DNS rebinding).
+"""The loopback TCP listener's guards (docs/api.md, docs/aws.md; SSRF, DNS rebinding).
+
+The threats: docs/security.md.
 
 `tcp_guard(listen, token)` is an aiohttp middleware. It acts only on requests
 that arrived over TCP (a Unix-socket request passes untouched, so one app may

@@ -1,4 +1,4 @@
-"""The agent's Unix socket file (SPEC §4, §10).
+"""The agent's Unix socket file (docs/api.md, docs/security.md).
 
 Bind to a temporary name in the target directory, set mode and group, listen,
 then rename over the final path, so no client ever sees the socket with the

@@ -36,6 +36,7 @@ from secretd.backends.aws_arn import ArnCheck
 from secretd.backends.aws_batcher import CurrentBatcher
 from secretd.backends.aws_errors import code_to_error, is_throttle, map_error
 from secretd.backends.aws_versions import VersionLister
+from secretd.backoff import Backoff
 from secretd.clock import Clock, SystemClock
 from secretd.config.schema import AwsBackendConfig
 from secretd.errors import (
@@ -56,6 +57,8 @@ BATCH_RETRY_AFTER = 3600.0  # after a refusal, read one by one this long, then t
 THROTTLE_ATTEMPTS = 5
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 2.0
+# Throttling retried with full jitter, within the call's timeout.
+THROTTLE_RETRY = Backoff(base=BACKOFF_BASE, cap=BACKOFF_CAP, jitter=1.0)
 MAX_REMEMBERED_ARNS = 100_000
 
 
@@ -372,9 +375,9 @@ class AwsBackend:
             except Exception as exc:
                 if not is_throttle(exc) or attempt == THROTTLE_ATTEMPTS - 1:
                     raise
-                delay = self._rng.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+                delay = THROTTLE_RETRY.delay(attempt + 1, self._rng)
                 log.info("aws.throttled", backend=self.name, op=op, retry_in=round(delay, 3))
-                await asyncio.sleep(delay)
+                await self._clock.sleep(delay)
                 continue
             if not isinstance(answer, dict):
                 raise BadBackendAnswer(f"aws backend {self.name!r}: {op} answered no object")

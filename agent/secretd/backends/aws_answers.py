@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from secretd.backends.aws_stages import AWS_CURRENT, from_aws_labels, to_aws_stage
+from secretd.aws_stages import AWS_CURRENT, from_aws_labels, to_aws_stage
 from secretd.errors import BadBackendAnswer, InvalidName
 from secretd.model import Fetched, SecretName, SecretValue, Version
 

@@ -31,9 +31,9 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from secretd.aws_stages import AWS_CURRENT, AWS_PENDING
 from secretd.backends.aws import AwsBackend
 from secretd.backends.aws_errors import error_code, map_error
-from secretd.backends.aws_stages import AWS_CURRENT, AWS_PENDING
 from secretd.backends.rotatable import Pending
 from secretd.errors import BadBackendAnswer, Conflict
 from secretd.model import SecretName, SecretValue

@@ -12,13 +12,12 @@ Module map: vault_wire (capped bodies, strict JSON), vault_http (one exchange,
 retries, Retry-After, error mapping), vault_kv (KV answers, stages),
 vault_auth (token file / AppRole sources), vault_token (login, renewal,
 recovery after 403). This module wires them and owns the aiohttp session and
-the renewal task.
+the renewal work (`run()`, which the agent supervises).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import ssl
 from collections.abc import Mapping, Sequence
@@ -75,12 +74,12 @@ class VaultBackend:
         self._max_concurrency = max_concurrency
         self._max_secret_bytes = max_secret_bytes
         self._clock = clock
-        self._renewal: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Start the token keeper (log in ahead of the first read, renew)."""
-        if self._renewal is None:
-            self._renewal = asyncio.create_task(self._keeper.run(), name=f"vault-token-{self.name}")
+    async def run(self) -> None:
+        """Background work, run by the agent's supervisor from open to close: log
+        in ahead of the first read and keep the token renewed. Without it, the
+        token is still got on first use (and after a 403), just not renewed."""
+        await self._keeper.run()
 
     async def fetch(
         self,
@@ -166,11 +165,6 @@ class VaultBackend:
         return found
 
     async def aclose(self) -> None:
-        if self._renewal is not None:
-            self._renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewal
-            self._renewal = None
         await self._session.close()
 
     def _choose(
@@ -282,7 +276,7 @@ async def open_backend(
     rng: random.Random | None = None,
     min_token_ttl: float = MIN_TOKEN_TTL,
 ) -> VaultBackend:
-    """Build the backend inside the running loop and start its token keeper.
+    """Build the backend inside the running loop (its token keeper runs in `run()`).
 
     `min_token_ttl` is the token keeper's floor (tests of renewal lower it to
     use tokens of a few seconds).
@@ -328,7 +322,6 @@ async def open_backend(
         max_secret_bytes=max_secret_bytes,
         clock=clock,
     )
-    backend.start()
     return backend
 
 

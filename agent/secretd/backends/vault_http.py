@@ -28,6 +28,7 @@ import structlog
 import yarl
 
 from secretd.backends.vault_wire import parse_object
+from secretd.backoff import Backoff
 from secretd.clock import Clock
 from secretd.errors import BackendTimeout, BackendUnavailable, BadBackendAnswer
 from secretd.model import utc_now
@@ -37,6 +38,8 @@ log = structlog.get_logger(__name__)
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 MAX_ATTEMPTS = 4
 BACKOFF_BASE = 0.1
+# 429/5xx retries within one call's deadline: 0.1 s doubling, never over 2 s.
+RETRY = Backoff(base=BACKOFF_BASE, cap=2.0)
 MAX_RETRY_AFTER = 30.0
 
 
@@ -223,8 +226,7 @@ class VaultHttp:
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return retry_after
-        backoff: float = BACKOFF_BASE * 2.0 ** (attempt - 1)
-        return backoff * self._rng.uniform(0.5, 1.5)
+        return RETRY.delay(attempt, self._rng)
 
 
 def _looks_json(resp: aiohttp.ClientResponse) -> bool:

@@ -34,6 +34,7 @@ from secretd.cache.entries import (
 )
 from secretd.cache.flight import SingleFlight
 from secretd.cache.gateway import BackendGateway
+from secretd.cache.observer import CacheObserver
 from secretd.clock import Clock
 from secretd.config import CacheSection
 from secretd.errors import (
@@ -44,7 +45,6 @@ from secretd.errors import (
 )
 from secretd.events import Changed, Hub
 from secretd.model import Fetched, SecretName, Version
-from secretd.observe import CacheObserver
 
 log = structlog.get_logger(__name__)
 

@@ -20,6 +20,7 @@ import structlog
 from secretd.backends.base import ListableBackend
 from secretd.backends.router import Router
 from secretd.cache.entries import BackendHealth
+from secretd.cache.observer import CacheObserver
 from secretd.clock import Clock
 from secretd.errors import (
     BackendError,
@@ -29,7 +30,6 @@ from secretd.errors import (
     NotFound,
 )
 from secretd.model import Fetched, SecretName, Version, rfc3339
-from secretd.observe import CacheObserver
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

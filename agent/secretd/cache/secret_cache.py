@@ -42,13 +42,13 @@ from secretd.cache.entries import (
     VersionCache,
 )
 from secretd.cache.gateway import BackendGateway
+from secretd.cache.observer import CacheObserver
 from secretd.cache.refreshing import RefreshHooks
 from secretd.clock import Clock
 from secretd.config import CacheSection
 from secretd.errors import BackendUnavailable, NotFound, SecretdError
 from secretd.events import Hub
 from secretd.model import CURRENT, CachedSecret, SecretName, Version
-from secretd.observe import CacheObserver
 
 log = structlog.get_logger(__name__)
 

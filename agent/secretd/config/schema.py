@@ -1,4 +1,4 @@
-"""The configuration model (SPEC §3). Frozen; unknown keys are errors.
+"""The configuration model (docs/reference/config.md). Frozen; unknown keys are errors.
 
 Each collaborator receives only its own section (or plain values), never the
 whole `Config`.

@@ -1,4 +1,4 @@
-"""The command run after a changed render (`command = [...]`, SPEC §3, §10).
+"""The command run after a changed render (`command = [...]`, docs/render.md, docs/security.md).
 
 - argv list, never a shell; the argv is operator config and holds no secret;
 - a minimal environment (PATH, LANG) so no secret can travel in it;

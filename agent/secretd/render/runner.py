@@ -31,15 +31,16 @@ from typing import Protocol
 
 import structlog
 
+from secretd.audit import AuditSink
+from secretd.backoff import Backoff
 from secretd.clock import Clock
 from secretd.config.schema import TemplateConfig
 from secretd.errors import SecretdError
 from secretd.events import Hub, Subscription
 from secretd.model import SecretName, SecretReader, rfc3339
-from secretd.observe import AuditSink
 from secretd.render.command import CommandResult, run_command
 from secretd.render.errors import TemplateError
-from secretd.render.memo import ReadMemo
+from secretd.render.reads import ReadMemo
 from secretd.render.sink import SinkResult, TemplateSink, load_sinks
 
 log = structlog.get_logger(__name__)
@@ -128,8 +129,7 @@ class TemplateRunner:
         self._metrics = metrics
         self._audit = audit
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not crypto
-        self._retry_base = retry_base
-        self._retry_max = retry_max
+        self._retry = Backoff(base=retry_base, cap=retry_max)
         for slot in self._slots:
             self._pin_wants(slot)
 
@@ -200,8 +200,7 @@ class TemplateRunner:
 
     async def _back_off(self, slot: _Slot) -> None:
         """After a failure: retry after a jittered, growing delay, or sooner on a change."""
-        delay = min(self._retry_max, self._retry_base * 2 ** min(slot.failures - 1, 16))
-        delay *= 0.8 + 0.4 * self._rng.random()
+        delay = self._retry.delay(slot.failures, self._rng)
         try:
             async with asyncio.timeout(delay):
                 await slot.trigger.wait()

@@ -12,6 +12,7 @@ import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from secretd.audit import AuditSink
 from secretd.backends.rotatable import stager_for
 from secretd.backends.router import Router
 from secretd.clock import Clock
@@ -25,7 +26,6 @@ from secretd.config.rotation import (
 from secretd.config.schema import BackendConfig
 from secretd.errors import ConfigError, NotFound, SecretdError
 from secretd.model import SecretName, SecretValue, name_problem
-from secretd.observe import AuditSink
 from secretd.rotation.engine import Checkpoint, Rotation
 from secretd.rotation.journal import Journal, RotationMetrics
 from secretd.rotation.model import Rotator

@@ -12,8 +12,8 @@ from typing import Protocol
 
 import structlog
 
+from secretd.audit import AuditSink
 from secretd.model import Caller, SecretName
-from secretd.observe import AuditSink
 from secretd.rotation.model import Step
 
 log = structlog.get_logger(__name__)

@@ -1,4 +1,4 @@
-"""Version and stage rules (SPEC §1), as pure functions over `SecretRecord`.
+"""Version and stage rules (docs/reference/http-api.md), as pure functions over `SecretRecord`.
 
 - Exactly one version is `current`. When another becomes current, the old
   current becomes `previous` and the old previous loses that stage.

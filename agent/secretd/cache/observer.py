@@ -1,4 +1,4 @@
-"""What the cache and backends report as they work, for metrics and audit.
+"""What the cache reports as it works, for metrics and audit.
 
 The cache calls a `CacheObserver`; `metrics.Metrics` and `audit.AuditLog`
 implement it, and the composition root fans out to both with `Observers`.
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from secretd.model import Caller, SecretName
+from secretd.model import SecretName
 
 
 class CacheObserver(Protocol):
@@ -29,22 +29,6 @@ class CacheObserver(Protocol):
     ) -> None:
         """A refresh of `name` ended with `result` (changed, unchanged, error, not_found)."""
         ...
-
-
-class AuditSink(Protocol):
-    """Where audit lines go (audit.AuditLog implements it): the API, the template
-    runner and the credential service record through this one role."""
-
-    def record(
-        self,
-        event: str,
-        *,
-        secret: str | None,
-        version_id: str | None,
-        caller: Caller | None,
-        result: str,
-        **extra: str,
-    ) -> None: ...
 
 
 class NullObserver:

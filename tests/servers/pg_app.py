@@ -21,7 +21,7 @@ import orjson
 from secretd.model import SecretName
 from secretd.rotation.rotators import scram
 from secretd.store.store import FileStore
-from tests.fakes.postgres_server import PostgresServer
+from tests.servers.postgres_server import PostgresServer
 
 AUTH_SQLSTATES = frozenset({"28P01", "28000"})  # invalid_password, invalid_authorization
 

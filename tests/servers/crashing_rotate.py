@@ -1,4 +1,4 @@
-"""`python -m tests.fakes.crashing_rotate CONFIG NAME STEP PHASE`: run one
+"""`python -m tests.servers.crashing_rotate CONFIG NAME STEP PHASE`: run one
 rotation exactly as `secretd rotate -c CONFIG --no-agent NAME` does, and
 SIGKILL this process at the given point - right after STEP took effect
 (PHASE "applied") or after its progress was written (PHASE "recorded").

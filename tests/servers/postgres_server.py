@@ -11,7 +11,7 @@ It listens on a free 127.0.0.1 port with SCRAM-SHA-256 password authentication
 for every TCP connection, and on a Unix socket in its directory. Every
 statement is logged (`log_statement = 'all'`), so a test can grep the log for
 a value that must never reach it. PostgreSQL refuses to run as root, so as
-root the server runs as the suite's second user (tests/fakes/second_user.py).
+root the server runs as the suite's second user (tests/servers/second_user.py).
 
 `postgres_server` is a session-scoped fixture: one server for the whole run;
 tests make their own roles and databases with unique names.
@@ -36,8 +36,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.moto_server import free_port
-from tests.fakes.second_user import TestUser, as_user, ensure_test_user
+from tests.servers.moto_server import free_port
+from tests.servers.second_user import TestUser, as_user, ensure_test_user
 
 SUPERUSER = "postgres"
 START_TIMEOUT = 60.0

@@ -1,4 +1,4 @@
-"""The shared read memo: one read per (name, stage) until the name changes;
+"""The shared template reads: one read per (name, stage) until the name changes;
 failures are shared by concurrent waiters but not kept."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from secretd.errors import BackendUnavailable, NotFound
 from secretd.model import SecretName
-from secretd.render.memo import ReadMemo
+from secretd.render.reads import ReadMemo
 from tests.fakes.dict_reader import DictReader
 
 NAME = SecretName("db/app")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from tests.fakes.second_user import TestUser, as_user
+from tests.servers.second_user import TestUser, as_user
 
 SECRETD = str(Path(sys.executable).with_name("secretd"))
 READY_TIMEOUT = 30.0
