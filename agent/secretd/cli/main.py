@@ -68,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SecretdError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"secretd: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # a config error: one line per problem
+            print(f"secretd: {line}", file=sys.stderr)
         return exit_code_of(exc)
     except KeyboardInterrupt:
         return 130
