@@ -57,6 +57,7 @@ from secretd.api.ports import ApiDeps
 from secretd.api.tcp import bind_tcp, install_tcp_guard, load_token
 from secretd.api.vault_compat import VaultSettings
 from secretd.config import Config, load_config
+from secretd.config.schema import restart_only_changes
 from secretd.credentials import CredentialProtocol, parse_peer_address
 from secretd.errors import ConfigError, SecretdError
 from secretd.graph import BackendPool, Graph, Shared, open_graph, retire_graph
@@ -424,27 +425,13 @@ async def _reload(
     return loops
 
 
-# What a reload cannot change: the sockets are bound once; the rest needs a restart.
-_FIXED = ("socket", "socket_mode", "socket_group", "credentials_socket", "mlock", "state_dir")
-
-
 def _load_reloadable(agent: Agent) -> Config:
+    """The config file again, refused when it changes a key a reload cannot
+    apply (config.schema.RESTART_ONLY, listed in docs/reference/config.md)."""
     if agent.config_path is None:
         raise ConfigError("no config file to reload from")
     config = load_config(agent.config_path)
-    old = agent.config
-    changed = [
-        f"agent.{key}" for key in _FIXED if getattr(config.agent, key) != getattr(old.agent, key)
-    ]
-    if config.tcp != old.tcp:
-        changed.append("tcp")
-    if config.vault_api != old.vault_api:  # its routes are built once
-        changed.append("vault_api")
-    if (config.limits.backend_rate, config.limits.backend_burst) != (
-        old.limits.backend_rate,
-        old.limits.backend_burst,
-    ):
-        changed.append("limits.backend_rate/backend_burst")
+    changed = restart_only_changes(agent.config, config)
     if changed:
         raise ConfigError(
             f"{agent.config_path}: {', '.join(changed)} changed; restart the agent to apply"

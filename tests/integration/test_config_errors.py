@@ -61,13 +61,11 @@ def test_every_problem_is_reported_at_once_with_its_position(tmp_path: Path) -> 
     lines = done.stderr.strip().splitlines()
     assert lines == [
         f"secretd: {config}:2:1: agent.sockt: unknown key; did you mean `socket`?",
-        f"secretd: {config}:3:13: agent.log_level: "
-        "expected 'debug', 'info', 'warning' or 'error'",
+        f"secretd: {config}:3:13: agent.log_level: expected 'debug', 'info', 'warning' or 'error'",
         f"secretd: {config}:6:20: cache.refresh_interval: "
         "expected a duration string such as '250ms', '30s', '5m', '1h' or '30d'",
         f"secretd: {config}:9:8: backends.local.type: expected one of 'file', 'vault', 'aws'",
-        f"secretd: {config}:13:11: allow[0].secrets: expected an array, such as "
-        '["a", "b"]',
+        f'secretd: {config}:13:11: allow[0].secrets: expected an array, such as ["a", "b"]',
     ]
 
 

@@ -65,7 +65,10 @@ def test_each_rotator_gets_its_model_and_defaults() -> None:
         ('rotator = "command"\nset = ["set-token"]\n', "rotation[0].set: the program must be"),
         ('rotator = "random"\nlength = 4\n', "rotation[0].length"),
         ('rotator = "random"\nalphabet = "emoji"\n', "rotation[0].alphabet"),
-        ('rotator = "shuffle"\n', "rotation[0].rotator: expected one of 'random', 'command', 'postgresql'"),
+        (
+            'rotator = "shuffle"\n',
+            "rotation[0].rotator: expected one of 'random', 'command', 'postgresql'",
+        ),
     ],
 )
 def test_bad_entries_are_refused_naming_the_key(body: str, message: str) -> None:

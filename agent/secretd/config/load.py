@@ -39,7 +39,7 @@ def load_config(path: Path, *, check_perms: bool = True) -> Config:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid UTF-8") from None
-    base_dir = Path(os.path.abspath(path)).parent
+    base_dir = (path if path.is_absolute() else Path.cwd() / path).parent
     return parse_config(text, source=str(path), base_dir=base_dir)
 
 
