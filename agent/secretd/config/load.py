@@ -3,7 +3,6 @@ the file, line, column and key path (config.problems)."""
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from pathlib import Path
@@ -16,8 +15,6 @@ from secretd.errors import ConfigError
 from secretd.fileperm import read_private_file
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
-DEFAULT_CONFIG = Path("/etc/secretd/secretd.toml")
-CONFIG_ENV = "SECRETD_CONFIG"
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
@@ -52,14 +49,6 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         return Config.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError("\n".join(describe(exc, Config, source=source, text=text))) from None
-
-
-def config_path(given: Path | None) -> Path:
-    """`-c FILE`, else $SECRETD_CONFIG, else /etc/secretd/secretd.toml."""
-    if given is not None:
-        return given
-    from_env = os.environ.get(CONFIG_ENV, "")
-    return Path(from_env) if from_env else DEFAULT_CONFIG
 
 
 def _toml_error(message: str, source: str) -> str:

@@ -25,6 +25,7 @@ from pydantic_core import PydanticUndefined
 
 from secretd.config import types as config_types
 from secretd.config.schema import RESTART_ONLY, Config
+from secretd.durations import format_duration
 
 INTRO = """\
 # Configuration reference
@@ -165,18 +166,10 @@ def default_of(field: FieldInfo) -> str:
         return "see below"
     kind = type_name(field)
     if kind == "duration":
-        return f"`{_toml(duration_text(value))}`"
+        return f"`{_toml(format_duration(value))}`"
     if kind == "mode":
         return f'`"{value:04o}"`'
     return f"`{_toml(value)}`"
-
-
-def duration_text(seconds: float) -> str:
-    """300.0 -> '5m'; 0.05 -> '50ms'; 90.0 -> '90s'."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{round(seconds * 1000)}ms"
 
 
 def _toml(value: Any) -> str:

@@ -14,26 +14,23 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, PlainValidator, ValidationInfo
 
+from secretd.durations import parse_duration
 from secretd.model import SecretName, name_problem
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(raw: Any) -> float:
-    """'250ms', '30s', '5m', '1h', '30d' (or a sequence like '1m30s') -> seconds."""
-    if not isinstance(raw, str):
-        raise ValueError("expected a duration string such as '250ms', '30s', '5m', '1h' or '30d'")
-    text = raw.strip()
-    pos, total = 0, 0.0
-    for match in _DURATION.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise ValueError("expected a duration such as '250ms', '30s', '5m', '1h' or '30d'")
-    return total
+__all__ = [
+    "AuditTarget",
+    "ConfigPath",
+    "Duration",
+    "LoopbackAddress",
+    "Mode",
+    "Name",
+    "check_loopback",
+    "check_name",
+    "parse_duration",
+    "parse_mode",
+    "resolve_audit_target",
+    "resolve_path",
+]
 
 
 def parse_mode(raw: Any) -> int:
