@@ -46,7 +46,9 @@ def main() -> None:
         with FakeAgent(sock, {"db/app": "value"}):
             figures("python -c pass", timed([sys.executable, "-c", "pass"]))
             figures("secretd --help", timed([str(SECRETD), "--help"]))
-            figures("secretd get db/app", timed([str(SECRETD), "get", "db/app", "--socket", str(sock)]))
+            figures(
+                "secretd get db/app", timed([str(SECRETD), "get", "db/app", "--socket", str(sock)])
+            )
 
 
 if __name__ == "__main__":

@@ -168,9 +168,9 @@ def _json_keys(tree: nodes.Node) -> dict[int, str]:
     """`secret_json('x')['key']` and `secret_json('x').key`: the call's id -> key."""
     keys: dict[int, str] = {}
     for item in tree.find_all(nodes.Getitem):
-        if isinstance(item.node, nodes.Call) and isinstance(item.arg, nodes.Const):
-            if isinstance(item.arg.value, str):
-                keys[id(item.node)] = item.arg.value
+        key = item.arg.value if isinstance(item.arg, nodes.Const) else None
+        if isinstance(item.node, nodes.Call) and isinstance(key, str):
+            keys[id(item.node)] = key
     called = {id(call.node) for call in tree.find_all(nodes.Call)}  # `.items()` is no key
     for attr in tree.find_all(nodes.Getattr):
         if isinstance(attr.node, nodes.Call) and id(attr) not in called:
