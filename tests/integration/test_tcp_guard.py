@@ -323,9 +323,12 @@ def test_load_token_refuses_bad_contents(tmp_path: Path, data: bytes) -> None:
     assert data.decode(errors="replace") not in str(caught.value) or not data
 
 
-def test_load_token_refuses_symlinks_and_missing_files(tmp_path: Path) -> None:
+def test_load_token_refuses_untrusted_symlinks_and_missing_files(tmp_path: Path) -> None:
     real = _token_file(tmp_path, TOKEN)
-    link = tmp_path / "link"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    link = shared / "link"
     link.symlink_to(real)
     with pytest.raises(ConfigError, match="symlink"):
         load_token(link)

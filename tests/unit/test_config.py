@@ -72,14 +72,18 @@ def test_world_writable_config_refused(tmp_path: Path) -> None:
     assert load_config(path).backends["local"].type == "file"
 
 
-def test_symlinked_config_refused(tmp_path: Path) -> None:
-    real = tmp_path / "real.toml"
+def test_symlinked_config_refused_when_others_can_write_on_the_way(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "c.toml"
+    real.parent.mkdir()
     real.write_text(FILE)
     os.chmod(real, 0o600)
+    real.parent.chmod(0o770)  # the target's directory: the group could swap the file
     link = tmp_path / "link.toml"
     link.symlink_to(real)
-    with pytest.raises(ConfigError, match="symlink"):
+    with pytest.raises(ConfigError, match=r"symlink.*real is writable by group or others"):
         load_config(link)
+    real.parent.chmod(0o755)
+    assert load_config(link).backends["local"].type == "file"
 
 
 @pytest.mark.parametrize(
