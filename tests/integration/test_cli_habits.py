@@ -10,12 +10,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from secretd_client._socket import SYSTEM_SOCKET
 from tests.fakes.api_server import FakeAgent
+from tests.fakes.second_user import can_switch_users, ensure_test_user, run_as
 
 SECRETD = Path(sys.executable).parent / "secretd"
 # Never loaded by get/status/exec: the config schema, templates, the AWS SDK,
@@ -261,3 +264,22 @@ def test_zsh_completion_follows_the_command_tree(tmp_path: Path) -> None:
     assert "--socket" in complete("secretd get x --so").split()
     assert complete("secretd check -c /et") == "FILES"
     assert complete("secretd exec --signal H") == ""
+
+
+@pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+def test_a_user_without_an_agent_is_told_every_socket_tried() -> None:
+    if Path(SYSTEM_SOCKET).exists():
+        pytest.skip("a system agent runs on this machine")
+    user = ensure_test_user()
+    with tempfile.TemporaryDirectory(prefix="sdx", dir="/tmp") as name:  # they may enter it
+        runtime = Path(name)
+        runtime.chmod(0o755)
+        env = {"XDG_RUNTIME_DIR": str(runtime)}
+        done = run_as(user, [str(SECRETD), "get", "db/app"], env=env)
+    assert done.returncode == 1
+    line = done.stderr.decode()
+    assert line == (
+        f"secretd: get: cannot reach the agent: no socket at {runtime}/secretd.sock or "
+        f"{SYSTEM_SOCKET} (is the agent running? name its socket with --socket or "
+        "$SECRETD_SOCKET)\n"
+    )
