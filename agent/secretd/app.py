@@ -173,6 +173,18 @@ async def warm_up(graph: Graph) -> None:
             log.warning("template.first_render_failed", destination=status.destination)
 
 
+def ready_counts(graph: Graph) -> dict[str, int]:
+    """The one start-up summary: what is loaded and rendered, and what failed."""
+    templates = graph.template_status()
+    return {
+        "secrets": len(graph.cache.snapshot()),
+        "secrets_failed": len(graph.cache.failed_pins()),
+        "templates": len(templates),
+        "templates_failed": sum(1 for t in templates if not t.ok),
+        "backends": len(graph.backends),
+    }
+
+
 def _message(exc: BaseException) -> str:
     text = getattr(exc, "message", None)
     return text if isinstance(text, str) else type(exc).__name__
@@ -193,6 +205,7 @@ class Agent:
         self.reload = asyncio.Event()
         self.graph: Graph | None = None
         self.credentials_sock: socket.socket | None = None
+        self.socket_path = str(config.agent.socket)  # where clients connect, for logs
 
     def install(self, graph: Graph) -> None:
         """Make `graph` the one every request and credential sees from now on."""
@@ -263,6 +276,8 @@ async def run_agent(
             agent.shared.metrics.track_audit_failures(lambda: agent.current().audit.failed_writes)
             api_fd, credentials_fd = split_inherited(listen_fds())
             socks = claim_sockets(config, stack, api_fd)
+            if api_fd is not None:  # systemd bound it: its own name, not our config's
+                agent.socket_path = str(api_fd.sock.getsockname())
             agent.credentials_sock = claim_credentials_socket(config, stack, credentials_fd)
             deps = agent.api_deps(report.as_dict())
             app = build_app(deps, vault=vault_settings(config, agent.current))
@@ -324,7 +339,7 @@ async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket])
                     divert = agent.credential_divert()
                     credentials = await serve_diverted(agent.credentials_sock, divert)
                 shared.state.ready = True
-                log.info("agent.serving", socket=str(socks[0].getsockname()))
+                log.info("agent.serving", socket=agent.socket_path, **ready_counts(agent.graph))
                 agent.notifier.ready("serving")
                 interval = watchdog_interval()
                 if interval is not None:
