@@ -47,7 +47,7 @@ class BackendHealthView(Protocol):
     def ok(self) -> bool: ...
     @property
     def state(self) -> str:
-        """"unknown" (no call made yet), "ok" or "failing"."""
+        """ "unknown" (no call made yet), "ok" or "failing"."""
         ...
 
     @property

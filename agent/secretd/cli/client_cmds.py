@@ -62,7 +62,7 @@ def _register_get(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "or the API's JSON with --json.",
         epilog=CLIENT_EPILOG,
     )
-    get.add_argument("name", metavar="NAME")
+    get.add_argument("name", metavar="NAME", help="the secret's name")
     get.add_argument("--field", metavar="F", help="one top-level key of a JSON-object value")
     which = get.add_mutually_exclusive_group()
     which.add_argument("--stage", metavar="S", help="current (default), previous, pending, ...")

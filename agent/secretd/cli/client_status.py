@@ -164,7 +164,7 @@ def clean(text: str) -> str:
 
 
 def _backend_state(raw: Any, name: str, ok: bool) -> str:
-    """"yes", "NO", or "unknown (not yet used)" before the agent has asked it anything
+    """ "yes", "NO", or "unknown (not yet used)" before the agent has asked it anything
     (an agent that does not say, an older one, is taken at its `ok`)."""
     backends = raw.get("backends") if isinstance(raw, Mapping) else None
     entry = backends.get(name) if isinstance(backends, Mapping) else None

@@ -52,13 +52,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmds = store.add_subparsers(dest="store_command", required=True, parser_class=type(store))
 
     init = cmds.add_parser("init", help="create a store and, if absent, its key file (0600)")
-    init.add_argument("dir", type=Path, metavar="DIR")
+    init.add_argument("dir", type=Path, metavar="DIR", help="the store directory")
     init.add_argument("--key", type=Path, metavar="FILE", help="key file (default: DIR.key)")
     init.set_defaults(run=_runs("run_init"))
 
     put = cmds.add_parser("put", help="add a version (value from --file or stdin)")
-    put.add_argument("dir", type=Path, metavar="DIR")
-    put.add_argument("name", metavar="NAME")
+    put.add_argument("dir", type=Path, metavar="DIR", help="the store directory")
+    put.add_argument("name", metavar="NAME", help="the secret's name")
     put.add_argument("--file", type=Path, metavar="F", help="read the value from F, not stdin")
     put.add_argument(
         "--stage",
@@ -71,25 +71,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     put.set_defaults(run=_runs("run_put"))
 
     promote = cmds.add_parser("promote", help="make VERSION current (rotation finish step)")
-    promote.add_argument("dir", type=Path, metavar="DIR")
-    promote.add_argument("name", metavar="NAME")
-    promote.add_argument("version", metavar="VERSION")
+    promote.add_argument("dir", type=Path, metavar="DIR", help="the store directory")
+    promote.add_argument("name", metavar="NAME", help="the secret's name")
+    promote.add_argument(
+        "version", metavar="VERSION", help="a version id (`store history` lists them)"
+    )
     _key_options(promote)
     promote.set_defaults(run=_runs("run_promote"))
 
     listing = cmds.add_parser("list", help="the names in the store (never values)")
-    listing.add_argument("dir", type=Path, metavar="DIR")
+    listing.add_argument("dir", type=Path, metavar="DIR", help="the store directory")
     listing.set_defaults(run=_runs("run_list"))
 
     history = cmds.add_parser("history", help="versions of NAME with stages (never values)")
-    history.add_argument("dir", type=Path, metavar="DIR")
-    history.add_argument("name", metavar="NAME")
+    history.add_argument("dir", type=Path, metavar="DIR", help="the store directory")
+    history.add_argument("name", metavar="NAME", help="the secret's name")
     history.add_argument("--json", action="store_true", help="one JSON document")
     _key_options(history)
     history.set_defaults(run=_runs("run_history"))
 
     rekey = cmds.add_parser("rekey", help="re-wrap every data key under a new key")
-    rekey.add_argument("dir", type=Path, metavar="DIR")
+    rekey.add_argument("dir", type=Path, metavar="DIR", help="the store directory")
     rekey.add_argument(
         "--key",
         type=Path,
@@ -114,8 +116,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "running at the same time is not lost half-way). A running agent sees it gone "
         "within 100 ms. Putting the name again later starts a new history.",
     )
-    delete.add_argument("dir", type=Path, metavar="DIR")
-    delete.add_argument("name", metavar="NAME")
+    delete.add_argument("dir", type=Path, metavar="DIR", help="the store directory")
+    delete.add_argument("name", metavar="NAME", help="the secret's name")
     delete.set_defaults(run=_runs("run_delete"))
 
 
