@@ -72,7 +72,7 @@ async def check_destinations(sinks: list[TemplateSink], findings: Findings) -> N
         try:
             await asyncio.to_thread(check_destination, sink.spec, also_trusted=trusted)
         except SecretdError as exc:
-            findings.problems.append(f"template {sink.destination}: {exc.message}")
+            findings.problems.append(f"template {exc.message}")  # it names the destination
 
 
 def reads_of(config: Config, sinks: list[TemplateSink], findings: Findings) -> list[Read]:

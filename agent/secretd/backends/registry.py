@@ -36,7 +36,10 @@ Opener = Callable[..., Awaitable[Backend]]
 
 # A missing optional dependency names the extra that brings it.
 _EXTRAS = {"aiobotocore": "aws", "botocore": "aws", "aiohttp": "vault"}
-_AWS_HINT = "install the 'secretd[aws]' extra (pip install 'secretd[aws]')"
+_AWS_HINT = (
+    "install the secretd[aws] extra from the secretd checkout or a wheel built there "
+    "(pip install './agent[aws]'; docs/aws.md)"
+)
 
 
 async def open_backends(
