@@ -8,6 +8,8 @@ what otherwise fails only once the agent runs:
   entry) are looked up: on a file store the secret, the stage and the field
   must exist (values are read and dropped, never shown); on a remote backend
   nothing is asked (check never contacts one), which the summary says.
+  `[[credential]]` secrets are resolved the same way; a `[[secret]]` that is
+  not in its store yet is a warning (it may be put after the agent starts).
 - Every destination passes the writer's own rules (render.writer.check_destination):
   its directory exists and no other user can write it or any directory above.
 - The audit log can be opened: an existing file passes the agent's rules, a
@@ -40,8 +42,10 @@ from secretd.render.sink import TemplateSink, load_sink
 from secretd.render.writer import check_destination
 from secretd.rotation.build import check_rotations
 
-# Where a read comes from (for messages), and what it reads.
-Read = tuple[str, LiteralRead]
+# Where a read comes from (for messages), what it reads, and whether failing it
+# is a problem (a render or a credential would fail) or a warning (a declared
+# secret may be put after the agent starts; health says so until then).
+Read = tuple[str, LiteralRead, bool]
 
 
 @dataclass
@@ -78,7 +82,8 @@ async def check_destinations(sinks: list[TemplateSink], findings: Findings) -> N
 def reads_of(config: Config, sinks: list[TemplateSink], findings: Findings) -> list[Read]:
     """What the agent will read by name: declared secrets, templates, credentials."""
     reads = [
-        (f"secret[{i}]", LiteralRead(d.name, None, CURRENT, 0)) for i, d in enumerate(config.secret)
+        (f"secret[{i}]", LiteralRead(d.name, None, CURRENT, 0), False)
+        for i, d in enumerate(config.secret)
     ]
     for sink in sinks:
         if sink.computed_reads:
@@ -88,11 +93,10 @@ def reads_of(config: Config, sinks: list[TemplateSink], findings: Findings) -> l
             )
         for read in sink.literal_reads():
             line = f" line {read.line}" if read.line else ""
-            reads.append((f"template {sink.destination}{line}", read))
+            reads.append((f"template {sink.destination}{line}", read, True))
     for i, cred in enumerate(config.credential):
-        reads.append(
-            (f"credential[{i}] ({cred.id})", LiteralRead(cred.secret, cred.field, CURRENT, 0))
-        )
+        read = LiteralRead(cred.secret, cred.field, CURRENT, 0)
+        reads.append((f"credential[{i}] ({cred.id})", read, True))
     return reads
 
 
@@ -102,10 +106,11 @@ async def check_reads(
     """Resolve each read on the file stores; count the ones on remote backends."""
     router = Router(backends, {name: config.backends[name].mount for name in backends})
     unchecked: dict[str, set[str]] = {}
-    for where, read in reads:
+    for where, read, strict in reads:
         problem = await _resolve(read, router, config, unchecked)
         if problem is not None:
-            findings.problems.append(f"{where}: secret {read.secret}: {problem}")
+            found = findings.problems if strict else findings.warnings
+            found.append(f"{where}: secret {read.secret}: {problem}")
     for backend, names in sorted(unchecked.items()):
         kind = config.backends[backend].type
         findings.notes.append(

@@ -9,8 +9,9 @@ backend as it would be opened (file stores with their key files and records,
 Vault credential and CA files, the AWS client set-up), the TCP token file, the
 audit log, the access rules (users and groups must exist), every template
 (compiled, owners resolved, destination directories by the writer's rules) and
-every secret read by name (declared, in templates, in credentials: on a file
-store the secret, stage and field must exist; remote ones are not asked). Run
+every secret read by name (in templates and credentials: on a file store the
+secret, stage and field must exist; a declared one missing is a warning;
+remote ones are not asked). Run
 as root it also accepts files owned by the service user (`secretd`), so the
 installed files can be checked before the service starts. It prints what the
 agent would serve and render, or every problem found, and exits 2 on any
