@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from secretd.backends.registry import close_backends, open_one
 from secretd.backends.router import Router
 from secretd.config import Config
 from secretd.errors import ConfigError, NotFound, SecretdError
-from secretd.fileperm import trusted_owners
+from secretd.fileperm import owner_problem, trusted_owners
 from secretd.model import CURRENT, SecretName, SecretValue
 from secretd.render.jinja import LiteralRead, build_environment
 from secretd.render.sink import TemplateSink, load_sink
@@ -166,6 +167,7 @@ async def check_config(config: Config) -> Findings:
         lambda: Policy(config.allow),
         lambda: _check_tcp(config),
         lambda: check_audit(config),
+        lambda: check_state_dir(config),
         lambda: check_rotations(config.rotation, config.backends),
     ):
         try:
@@ -225,6 +227,29 @@ def check_audit(config: Config) -> None:
     directory = Path(target).parent
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ConfigError(f"audit_log {target}: cannot be created: {directory} is not writable")
+
+
+def check_state_dir(config: Config) -> None:
+    """`agent.state_dir` as the agent will open it: an existing one must be a
+    directory with a trusted owner that others cannot write; a missing one is
+    created at start, so its nearest existing parent must be writable."""
+    path = config.agent.state_dir
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        parent = next(p for p in path.parents if p.exists())
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"agent.state_dir {path}: cannot be created: {parent} is not writable"
+            ) from None
+        return
+    problem = owner_problem(st.st_uid)
+    if not stat.S_ISDIR(st.st_mode):
+        problem = "not a directory"
+    elif problem is None and stat.S_IMODE(st.st_mode) & 0o022:
+        problem = f"mode {stat.S_IMODE(st.st_mode):04o} lets others write it; chmod 0700 {path}"
+    if problem is not None:
+        raise ConfigError(f"agent.state_dir {path}: {problem}")
 
 
 def check_rules(config: Config) -> str | None:

@@ -196,3 +196,11 @@ def test_no_allow_rule_is_a_warning_not_an_error(tmp_path: Path) -> None:
     assert "secretd: warning: no [[allow]] rule: every read" in done.stderr
     with_rule = check(tmp_path, file_backend(store, key) + ALLOW)
     assert "warning" not in with_rule.stderr
+
+
+def test_the_state_directory_is_checked_as_the_agent_opens_it(tmp_path: Path) -> None:
+    store, key = store_with(tmp_path)
+    (tmp_path / "state").write_text("not a directory")
+    done = check(tmp_path, file_backend(store, key) + ALLOW)
+    assert done.returncode == 2
+    assert f"agent.state_dir {tmp_path}/state: not a directory" in done.stderr
