@@ -5,7 +5,8 @@
 #   /usr/bin/secretd       -> /opt/secretd/bin/secretd
 #   /lib/systemd/system    secretd.service, secretd.socket, secretd-credentials.socket
 #   /usr/lib/sysusers.d, /usr/lib/tmpfiles.d, /etc/secretd/secretd.toml (a conffile)
-#   /usr/share/doc/secretd README.md and docs/*.md
+#   /usr/share/doc/secretd README.md, docs/*.md, docs/reference/*.md, sdk/README.md
+#   /usr/share/bash-completion/completions/secretd, /usr/share/zsh/vendor-completions/_secretd
 # Usage: packaging/build-deb.sh [OUTDIR]   (prints the path of the .deb)
 # Needs: python3-venv, dpkg-deb, and pip access to PyPI (or a local index/wheelhouse).
 # PYTHON=/usr/bin/python3.X picks another Debian interpreter (Depends follows it).
@@ -51,8 +52,10 @@ fi
 find "$venv" -name __pycache__ -prune -exec rm -rf {} +
 "$venv/bin/python" -m compileall -q -j 0 -s "$stage" -p / "$venv/lib" >/dev/null
 
+doc=$stage/usr/share/doc/secretd
 install -d "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/usr/lib/sysusers.d" \
-    "$stage/usr/lib/tmpfiles.d" "$stage/etc/secretd" "$stage/usr/share/doc/secretd/docs" \
+    "$stage/usr/lib/tmpfiles.d" "$stage/etc/secretd" "$doc/docs/reference" "$doc/sdk" \
+    "$stage/usr/share/bash-completion/completions" "$stage/usr/share/zsh/vendor-completions" \
     "$stage/DEBIAN"
 ln -s "$dest/bin/secretd" "$stage/usr/bin/secretd"
 install -m 0644 "$top"/packaging/systemd/*.service "$top"/packaging/systemd/*.socket \
@@ -60,8 +63,17 @@ install -m 0644 "$top"/packaging/systemd/*.service "$top"/packaging/systemd/*.so
 install -m 0644 "$top/packaging/sysusers.d-secretd.conf" "$stage/usr/lib/sysusers.d/secretd.conf"
 install -m 0644 "$top/packaging/tmpfiles.d-secretd.conf" "$stage/usr/lib/tmpfiles.d/secretd.conf"
 install -m 0644 "$top/packaging/secretd.toml.example" "$stage/etc/secretd/secretd.toml"
-install -m 0644 "$top/README.md" "$stage/usr/share/doc/secretd/README.md"
-install -m 0644 "$top"/docs/*.md "$stage/usr/share/doc/secretd/docs/"
+# The same layout as the source tree, so the documents' relative links work.
+install -m 0644 "$top/README.md" "$doc/README.md"
+install -m 0644 "$top"/docs/*.md "$doc/docs/"
+install -m 0644 "$top"/docs/reference/*.md "$doc/docs/reference/"
+install -m 0644 "$top/sdk/README.md" "$doc/sdk/README.md"
+# Completion scripts, generated from the installed CLI's own parser.
+"$venv/bin/python" -B -m secretd.cli.main completion bash \
+    > "$stage/usr/share/bash-completion/completions/secretd"
+"$venv/bin/python" -B -m secretd.cli.main completion zsh > "$stage/usr/share/zsh/vendor-completions/_secretd"
+chmod 0644 "$stage/usr/share/bash-completion/completions/secretd" \
+    "$stage/usr/share/zsh/vendor-completions/_secretd"
 install -m 0755 "$top"/packaging/debian/{postinst,prerm,postrm} "$stage/DEBIAN/"
 echo /etc/secretd/secretd.toml > "$stage/DEBIAN/conffiles"
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)

@@ -56,6 +56,7 @@ from secretd.api.ports import ApiDeps
 from secretd.api.tcp import install_tcp_guard, load_token
 from secretd.api.vault_compat import VaultSettings
 from secretd.config import Config, load_config
+from secretd.config.schema import restart_only_changes
 from secretd.credentials import CredentialProtocol, parse_peer_address
 from secretd.errors import ConfigError, SecretdError
 from secretd.graph import BackendPool, Graph, Shared, open_graph, retire_graph
@@ -112,6 +113,18 @@ async def warm_up(graph: Graph) -> None:
             log.warning("template.first_render_failed", destination=status.destination)
 
 
+def ready_counts(graph: Graph) -> dict[str, int]:
+    """The one start-up summary: what is loaded and rendered, and what failed."""
+    templates = graph.template_status()
+    return {
+        "secrets": len(graph.cache.snapshot()),
+        "secrets_failed": len(graph.cache.failed_pins()),
+        "templates": len(templates),
+        "templates_failed": sum(1 for t in templates if not t.ok),
+        "backends": len(graph.backends),
+    }
+
+
 def _message(exc: BaseException) -> str:
     text = getattr(exc, "message", None)
     return text if isinstance(text, str) else type(exc).__name__
@@ -132,6 +145,7 @@ class Agent:
         self.reload = asyncio.Event()
         self.graph: Graph | None = None
         self.credentials_sock: socket.socket | None = None
+        self.socket_path = str(config.agent.socket)  # where clients connect, for logs
 
     def install(self, graph: Graph) -> None:
         """Make `graph` the one every request and credential sees from now on."""
@@ -202,6 +216,8 @@ async def run_agent(
             agent.shared.metrics.track_audit_failures(lambda: agent.current().audit.failed_writes)
             api_fd, credentials_fd = split_inherited(listen_fds())
             socks = claim_sockets(config, stack, api_fd)
+            if api_fd is not None:  # systemd bound it: its own name, not our config's
+                agent.socket_path = str(api_fd.sock.getsockname())
             agent.credentials_sock = claim_credentials_socket(config, stack, credentials_fd)
             deps = agent.api_deps(report.as_dict())
             app = build_app(deps, vault=vault_settings(config, agent.current))
@@ -263,7 +279,7 @@ async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket])
                     divert = agent.credential_divert()
                     credentials = await serve_diverted(agent.credentials_sock, divert)
                 shared.state.ready = True
-                log.info("agent.serving", socket=str(socks[0].getsockname()))
+                log.info("agent.serving", socket=agent.socket_path, **ready_counts(agent.graph))
                 agent.notifier.ready("serving")
                 interval = watchdog_interval()
                 if interval is not None:
@@ -364,27 +380,13 @@ async def _reload(
     return loops
 
 
-# What a reload cannot change: the sockets are bound once; the rest needs a restart.
-_FIXED = ("socket", "socket_mode", "socket_group", "credentials_socket", "mlock", "state_dir")
-
-
 def _load_reloadable(agent: Agent) -> Config:
+    """The config file again, refused when it changes a key a reload cannot
+    apply (config.schema.RESTART_ONLY, listed in docs/reference/config.md)."""
     if agent.config_path is None:
         raise ConfigError("no config file to reload from")
     config = load_config(agent.config_path)
-    old = agent.config
-    changed = [
-        f"agent.{key}" for key in _FIXED if getattr(config.agent, key) != getattr(old.agent, key)
-    ]
-    if config.tcp != old.tcp:
-        changed.append("tcp")
-    if config.vault_api != old.vault_api:  # its routes are built once
-        changed.append("vault_api")
-    if (config.limits.backend_rate, config.limits.backend_burst) != (
-        old.limits.backend_rate,
-        old.limits.backend_burst,
-    ):
-        changed.append("limits.backend_rate/backend_burst")
+    changed = restart_only_changes(agent.config, config)
     if changed:
         raise ConfigError(
             f"{agent.config_path}: {', '.join(changed)} changed; restart the agent to apply"

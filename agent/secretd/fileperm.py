@@ -13,6 +13,16 @@ validate the installed files before the service starts (`trusting_service_user`)
 
 Reading through `read_private_file` checks the very descriptor it reads, so a
 file swapped between the check and the read is never used.
+
+A path whose last component is a symlink (a Kubernetes ConfigMap or Secret
+mount, `..data/...`; Debian alternatives) is followed only when no untrusted
+user could have made or redirected it: it is walked from `/` one component at
+a time, each step opened relative to the directory before it (`O_NOFOLLOW`),
+and every directory on the way - the link's own included - must have a
+trusted owner and not be writable by group or others (above the file's own
+directory a sticky one such as /tmp is accepted, as long as a link in it is
+owned by a trusted user). The file itself then passes the same rules as any
+other, checked on the descriptor that is read.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ from secretd.errors import ConfigError, SecretdError
 
 SERVICE_USER = "secretd"
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_SYMLINKS = 40  # as the kernel's own limit on a path walk
 # uids trusted beyond root and ourselves, for the duration of a `check`.
 _also_trusted: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
     "secretd_also_trusted", default=frozenset()
@@ -65,6 +77,33 @@ def owner_problem(uid: int) -> str | None:
     return f"owned by {_who(uid)}; it must be owned by {rule}"
 
 
+def open_private_file(
+    path: Path,
+    *,
+    what: str,
+    secret: bool,
+    error: type[SecretdError] = ConfigError,
+) -> int:
+    """A read-only descriptor of `path` that passed the rules: a regular file with a
+    trusted owner that no group or other can write (nor read, when `secret`),
+    reached without a symlink an untrusted user could have made. The caller
+    closes it. Raises `error` with a message saying what to fix."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        raise error(f"{what} {path}: no such file") from None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:  # ELOOP: O_NOFOLLOW met a symlink
+            raise error(f"{what} {path}: cannot open ({exc.strerror})") from None
+        fd = _LinkWalk(path, what, error).open()
+    try:
+        judge(os.fstat(fd), path, what=what, secret=secret, error=error)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def check_private_file(
     path: Path,
     *,
@@ -72,22 +111,12 @@ def check_private_file(
     secret: bool,
     error: type[SecretdError] = ConfigError,
 ) -> os.stat_result:
-    """Refuse `path` unless it is a regular file (not a symlink) with a trusted
-    owner that no group or other can write, and - when `secret` - no group or
-    other can read.
-
-    Returns its stat result. Raises `error` with a message saying what to fix.
-    """
+    """`open_private_file`'s check alone: the file's stat result."""
+    fd = open_private_file(path, what=what, secret=secret, error=error)
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise error(f"{what} {path}: no such file") from None
-    except OSError as exc:
-        raise error(f"{what} {path}: cannot stat ({exc.strerror})") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise error(f"{what} {path}: is a symlink; point the config at the real file")
-    judge(st, path, what=what, secret=secret, error=error)
-    return st
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
 
 
 def judge(
@@ -122,17 +151,9 @@ def read_private_file(
     error: type[SecretdError] = ConfigError,
 ) -> bytes:
     """The first `limit` + 1 bytes of `path`, read from a descriptor that passed
-    `check_private_file`'s rules (no symlink, trusted owner, mode)."""
+    `open_private_file`'s rules."""
+    fd = open_private_file(path, what=what, secret=secret, error=error)
     try:
-        fd = os.open(path, _READ_FLAGS)
-    except FileNotFoundError:
-        raise error(f"{what} {path}: no such file") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
-            raise error(f"{what} {path}: is a symlink; point the config at the real file") from None
-        raise error(f"{what} {path}: cannot open ({exc.strerror})") from None
-    try:
-        judge(os.fstat(fd), path, what=what, secret=secret, error=error)
         chunks: list[bytes] = []
         remaining = limit + 1
         while remaining > 0 and (chunk := os.read(fd, min(remaining, 1 << 16))):
@@ -143,6 +164,98 @@ def read_private_file(
         raise error(f"{what} {path}: cannot read ({exc.strerror})") from None
     finally:
         os.close(fd)
+
+
+class _LinkWalk:
+    """`path` opened from `/` one component at a time (see the module docstring)."""
+
+    def __init__(self, path: Path, what: str, error: type[SecretdError]) -> None:
+        self._path = path if path.is_absolute() else Path.cwd() / path
+        self._what = what
+        self._error = error
+        self._fd = -1
+        self._where = Path("/")
+        self._links = 0
+
+    def open(self) -> int:
+        """The file's descriptor (not yet judged: the caller does)."""
+        try:
+            self._enter_root()
+            pending = list(self._path.parts[1:])
+            while pending:
+                part = pending.pop(0)
+                target = self._link_target(part)
+                if target is not None:
+                    pending[:0] = [p for p in target.split("/") if p and p != "."]
+                    if target.startswith("/"):
+                        self._enter_root()
+                elif pending:
+                    self._enter(part)
+                else:
+                    return self._open_file(part)
+            raise self._fail("is not a file")
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+
+    def _enter_root(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._where = -1, Path("/")
+        self._fd = os.open("/", _DIR_FLAGS)
+        self._judge_directory(final=False)
+
+    def _enter(self, part: str) -> None:
+        try:
+            fd = os.open(part, _DIR_FLAGS, dir_fd=self._fd)
+        except OSError as exc:
+            raise self._fail(f"cannot open {self._where / part} ({exc.strerror})") from None
+        os.close(self._fd)
+        self._fd = fd
+        self._where = self._where.parent if part == ".." else self._where / part
+        self._judge_directory(final=False)
+
+    def _link_target(self, part: str) -> str | None:
+        """The target when `part` is a symlink we may follow; None when it is not one."""
+        try:
+            st = os.stat(part, dir_fd=self._fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise self._error(f"{self._what} {self._path}: no such file") from None
+        except OSError as exc:
+            raise self._fail(f"cannot stat {self._where / part} ({exc.strerror})") from None
+        if not stat.S_ISLNK(st.st_mode):
+            return None
+        if st.st_uid not in trusted_owners():  # in a sticky directory others can write
+            raise self._fail(f"symlink {self._where / part} is {owner_problem(st.st_uid)}")
+        self._links += 1
+        if self._links > MAX_SYMLINKS:
+            raise self._fail("too many symlinks")
+        return os.readlink(part, dir_fd=self._fd)
+
+    def _open_file(self, part: str) -> int:
+        self._judge_directory(final=True)
+        try:
+            return os.open(part, _READ_FLAGS, dir_fd=self._fd)
+        except OSError as exc:  # ELOOP: made a symlink since we looked
+            raise self._fail(f"cannot open ({exc.strerror})") from None
+
+    def _judge_directory(self, *, final: bool) -> None:
+        st = os.fstat(self._fd)
+        problem = owner_problem(st.st_uid)
+        if problem is not None:
+            raise self._fail(f"directory {self._where} is {problem}")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o022 and (final or not mode & stat.S_ISVTX):
+            raise self._fail(
+                f"directory {self._where} is writable by group or others (mode {mode:04o})"
+            )
+
+    def _fail(self, problem: str) -> SecretdError:
+        return self._error(
+            f"{self._what} {self._path}: reached through a symlink, and {problem}; "
+            "every directory on the way must be owned by root (or the agent's user) "
+            "and not writable by others"
+        )
 
 
 def _who(uid: int) -> str:

@@ -16,15 +16,15 @@
   schedule) over for every backend that was kept, so a reload never makes a
   served secret unavailable and never waits on a backend.
 
-`secretd agent` (app.py), `secretd render --once` and `secretd check` all build
-through here. docs/architecture.md draws the result.
+`secretd agent` (app.py) and `secretd render` build through here; `secretd
+check` builds each part the same way (secretd.preflight). docs/architecture.md draws the result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import cast
@@ -36,24 +36,21 @@ from secretd.access.policy import Policy
 from secretd.api.listener import ConnectionTracker
 from secretd.api.ports import ServingState
 from secretd.api.ratelimit import RateLimiter
-from secretd.api.tcp import load_token
-from secretd.audit import AuditLog, check_audit_target
+from secretd.audit import AuditLog
 from secretd.backends.base import Backend, BackgroundBackend, WatchableBackend
-from secretd.backends.registry import check_backend, close_backends, open_one
+from secretd.backends.registry import close_backends, open_one
 from secretd.backends.router import Router
 from secretd.cache.observer import CacheObserver, NullObserver, Observers
 from secretd.cache.secret_cache import SecretCache, build_cache
 from secretd.clock import SystemClock
 from secretd.config import BackendConfig, Config
 from secretd.credentials import CredentialService
-from secretd.errors import ConfigError, SecretdError
 from secretd.events import Hub
 from secretd.metrics import Metrics
 from secretd.model import SecretName
 from secretd.refresh.refresher import Refresher
 from secretd.render.runner import TemplateRunner, TemplateStatus
-from secretd.render.sink import load_sinks
-from secretd.rotation.build import build_scheduler, check_rotations
+from secretd.rotation.build import build_scheduler
 from secretd.rotation.scheduler import Scheduler
 from secretd.state import StateDir
 from secretd.supervise import Supervisor
@@ -337,44 +334,3 @@ async def standalone_graph(config: Config, *, state: StateDir | None) -> AsyncIt
         await graph.cache.aclose()
         await pool.aclose()
         graph.audit.close()
-
-
-async def check_config(config: Config) -> list[str]:
-    """`secretd check`: build every part of `config` the agent would build, without
-    starting anything or contacting a remote backend. One line per problem."""
-    problems = [
-        problem
-        for check in (
-            lambda: _check_socket_dir(config),
-            lambda: Policy(config.allow),
-            lambda: load_sinks(config.template),
-            lambda: _check_tcp(config),
-            lambda: check_audit_target(config.agent.audit_log),
-            lambda: check_rotations(config.rotation, config.backends),
-        )
-        if (problem := _problem_of(check)) is not None
-    ]
-    for name, section in config.backends.items():
-        problems.extend(
-            await check_backend(name, section, max_secret_bytes=config.limits.max_secret_bytes)
-        )
-    return problems
-
-
-def _problem_of(check: Callable[[], object]) -> str | None:
-    try:
-        check()
-    except SecretdError as exc:
-        return exc.message
-    return None
-
-
-def _check_socket_dir(config: Config) -> None:
-    parent = config.agent.socket.parent
-    if not parent.is_dir():
-        raise ConfigError(f"agent.socket {config.agent.socket}: directory {parent} does not exist")
-
-
-def _check_tcp(config: Config) -> None:
-    if config.tcp is not None:
-        load_token(config.tcp.token_file)

@@ -30,7 +30,7 @@ from secretd_client._errors import (
     Unauthorized,
 )
 from secretd_client._models import BackendHealth, Health, Secret, SecretInfo, TemplateHealth
-from secretd_client._socket import resolve_socket
+from secretd_client._socket import resolve_socket, socket_candidates
 from secretd_client._wire import Backoff
 
 __version__ = "0.1.0"
@@ -61,4 +61,5 @@ __all__ = [
     "Unauthorized",
     "__version__",
     "resolve_socket",
+    "socket_candidates",
 ]

@@ -24,7 +24,7 @@ from secretd_client import _wire
 from secretd_client._cache import ThreadedCache, WatchCache
 from secretd_client._errors import SecretdClientError
 from secretd_client._models import Health, Secret, SecretInfo
-from secretd_client._socket import resolve_socket
+from secretd_client._socket import resolve_socket, socket_candidates
 from secretd_client._transport import (
     BASE_URL,
     MAX_LISTING_BYTES,
@@ -73,6 +73,7 @@ class Client:
         if cache and transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError("cache=True needs a transport that also serves asyncio")
         self.socket = resolve_socket(socket)
+        self._tried = socket_candidates(socket)  # named when none answers
         self._timeout = timeout
         self._max_bytes = max_response_bytes
         self._http = httpx.Client(
@@ -183,7 +184,7 @@ class Client:
         total = self._timeout + (wait or 0)
         limit = max(self._max_bytes, MAX_LISTING_BYTES) if listing else self._max_bytes
         timeout = httpx.Timeout(self._timeout, read=total)
-        with mapped_errors(self.socket), deadline(total) as end:
+        with mapped_errors(self.socket, self._tried), deadline(total) as end:
             request = self._http.build_request("GET", path, params=params, timeout=timeout)
             response = self._http.send(request, stream=True)
             try:
@@ -224,6 +225,7 @@ class AsyncClient:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.socket = resolve_socket(socket)
+        self._tried = socket_candidates(socket)  # named when none answers
         self._timeout = timeout
         self._max_bytes = max_response_bytes
         self._http = httpx.AsyncClient(
@@ -319,7 +321,7 @@ class AsyncClient:
         total = self._timeout + (wait or 0)
         limit = max(self._max_bytes, MAX_LISTING_BYTES) if listing else self._max_bytes
         timeout = httpx.Timeout(self._timeout, read=total)
-        with mapped_errors(self.socket):
+        with mapped_errors(self.socket, self._tried):
             async with asyncio.timeout(total):
                 request = self._http.build_request("GET", path, params=params, timeout=timeout)
                 response = await self._http.send(request, stream=True)

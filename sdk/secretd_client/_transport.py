@@ -17,7 +17,7 @@ from __future__ import annotations
 import select
 import socket as socketlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -56,8 +56,9 @@ def deadline(seconds: float) -> Iterator[float]:
 
 
 @contextmanager
-def mapped_errors(socket: str) -> Iterator[None]:
-    """Re-raise httpx/httpcore transport errors as SecretdClientError naming the socket."""
+def mapped_errors(socket: str, tried: Sequence[str] = ()) -> Iterator[None]:
+    """Re-raise httpx/httpcore transport errors as SecretdClientError naming the
+    socket (and, when no socket was found, every default place `tried`)."""
     try:
         yield
     except (httpx.ConnectTimeout, httpcore.ConnectTimeout):
@@ -66,6 +67,11 @@ def mapped_errors(socket: str) -> Iterator[None]:
         raise RequestTimeout(f"the agent at {socket} did not answer in time") from None
     except (httpx.ConnectError, httpcore.ConnectError) as exc:
         reason = _reason(exc)
+        if len(tried) > 1 and reason.startswith("no such socket"):
+            raise AgentUnavailable(
+                f"cannot reach the agent: no socket at {' or '.join(tried)} (is the agent "
+                "running? name its socket with --socket or $SECRETD_SOCKET)"
+            ) from None
         raise AgentUnavailable(f"cannot reach the agent at {socket}: {reason}") from None
     except (
         httpx.ReadError,

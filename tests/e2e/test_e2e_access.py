@@ -149,6 +149,30 @@ async def test_health_names_only_what_the_caller_may_read(
     assert "root" in text  # it says where the details are
 
 
+async def test_a_denial_says_who_the_agent_saw_and_that_no_rule_matched(
+    store: Store, start_agent: StartAgent
+) -> None:
+    """The same words for an existing and a missing name; `secretd get` adds what to do."""
+    user = ensure_test_user()
+    store.put("app/k", b"root-only-value")
+    agent = await start_agent()
+    sock = str(agent.socket)
+    for name in ("app/k", "app/nothing-here"):
+        status, body = await asyncio.to_thread(get_as, user, sock, f"/v1/secrets/{name}")
+        assert status == 403
+        assert orjson.loads(body)["error"]["message"] == (
+            f"not allowed to read {name}: no [[allow]] rule matches "
+            f"uid {user.uid}, gid {user.gid}, no systemd unit"
+        )
+    done = await asyncio.to_thread(run_as, user, [str(BIN), "get", "app/k", "--socket", sock])
+    assert done.returncode == 1
+    line = done.stderr.decode()
+    assert line.count("\n") == 1, line
+    assert f"no [[allow]] rule matches uid {user.uid}" in line
+    assert "add an [[allow]] rule" in line and "reload" in line
+    assert b"root-only-value" not in done.stdout + done.stderr
+
+
 # Runs as the second user: `count` forbidden reads on one keep-alive connection,
 # through both read APIs, bounded in time too; prints how many were refused
 # (403, or the AWS agent's 400 AccessDeniedException).

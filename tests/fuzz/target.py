@@ -111,12 +111,19 @@ class Target:
         return f"{self.examples} examples, {self.unanswered} unanswered; statuses {seen}"
 
 
-# /secretsmanager/get answers query mistakes as the AWS agent does: 400, plain text.
+# /secretsmanager/get answers query mistakes as the AWS agent does: 400, plain text;
+# and on TCP the guard's refusals too (403 Bad Token, 400 Forwarded, the others' reasons).
 AWS_QUERY_ERRORS = (
     b"unknown parameter: ",
     b"duplicate parameter: ",
     b"missing parameter ",
     b"invalid ",
+    b"Bad Token",
+    b"Forwarded",
+    b"requests with Origin are refused",
+    b"cross-site requests are refused",
+    b"Host is not this listener",
+    b"exactly one Host header is required",
 )
 
 

@@ -140,8 +140,16 @@ def test_package_metadata_and_files(installed: Path) -> None:
         "/usr/share/doc/secretd/README.md",
         "/usr/share/doc/secretd/docs/store.md",
         "/usr/share/doc/secretd/docs/operating.md",
+        "/usr/share/doc/secretd/docs/troubleshooting.md",
+        "/usr/share/doc/secretd/docs/reference/config.md",
+        "/usr/share/doc/secretd/docs/reference/cli.md",
+        "/usr/share/doc/secretd/sdk/README.md",
+        "/usr/share/bash-completion/completions/secretd",
+        "/usr/share/zsh/vendor-completions/_secretd",
     ):
         assert path in listed, path
+    completion = Path("/usr/share/bash-completion/completions/secretd").read_text()
+    assert "complete -o filenames -F _secretd secretd" in completion
     # Byte-compiled at build time (the service cannot write under /opt).
     assert any(re.search(r"/secretd/cli/__pycache__/main\.cpython-3\d+\.pyc$", p) for p in listed)
     conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", "secretd"])

@@ -47,6 +47,10 @@ def test_every_commented_example_in_the_shipped_config_is_valid(tmp_path: Path) 
         str(tmp_path / "store.key"),
     ]
     subprocess.run(store, check=True, capture_output=True, timeout=60)
+    # The secrets the example's entries name, so `check` can resolve them.
+    put = [secretd, "store", "put", str(tmp_path / "store"), "db/app"]
+    value = b'{"username": "app_a", "password": "pw", "host": "db", "port": 5432, "dbname": "app"}'
+    subprocess.run(put, input=value, check=True, capture_output=True, timeout=60)
     result = subprocess.run(
         [secretd, "check", "-c", str(config)], capture_output=True, text=True, timeout=60
     )

@@ -128,13 +128,6 @@ def test_template_syntax_error_exits_2_with_line(tmp_path: Path, store: Path) ->
     assert "Traceback" not in done.stderr
 
 
-def test_without_once_is_a_usage_error(tmp_path: Path, store: Path) -> None:
-    config = write_config(tmp_path, store, GOOD)
-    done = secretd("render", "-c", str(config))
-    assert done.returncode == 2
-    assert "--once" in done.stderr
-
-
 @pytest.fixture
 def black_hole() -> Iterator[int]:
     """A TCP port that accepts connections into the backlog and never answers."""

@@ -147,8 +147,13 @@ def test_loose_key_modes_are_refused(store_dir: Path, mode: int, says: str) -> N
     assert says in line and str(key) in line
 
 
-def test_symlinked_key_is_refused(store_dir: Path, tmp_path: Path) -> None:
-    link = tmp_path / "link.key"
+def test_symlinked_key_in_a_directory_others_can_write_is_refused(
+    store_dir: Path, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    link = shared / "link.key"
     link.symlink_to(store_dir.with_name("store.key"))
     assert "symlink" in fails(1, "store", "put", store_dir, "a", "--key", link, stdin=b"v")
 

@@ -60,6 +60,7 @@ async def served() -> AsyncIterator[Served]:
     app = web.Application(middlewares=[error_middleware, tcp_guard(f"127.0.0.1:{port}", TOKEN)])
     app.router.add_get("/v1/secrets/{name:.+}", _whoami)
     app.router.add_get("/ping", _ping)
+    app.router.add_get("/secretsmanager/get", _whoami)
     app.router.add_get("/cors", _cors)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -323,9 +324,12 @@ def test_load_token_refuses_bad_contents(tmp_path: Path, data: bytes) -> None:
     assert data.decode(errors="replace") not in str(caught.value) or not data
 
 
-def test_load_token_refuses_symlinks_and_missing_files(tmp_path: Path) -> None:
+def test_load_token_refuses_untrusted_symlinks_and_missing_files(tmp_path: Path) -> None:
     real = _token_file(tmp_path, TOKEN)
-    link = tmp_path / "link"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    link = shared / "link"
     link.symlink_to(real)
     with pytest.raises(ConfigError, match="symlink"):
         load_token(link)
@@ -412,3 +416,36 @@ def test_the_guard_holds_with_the_pure_python_http_parser() -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert " passed" in result.stdout
+
+
+AWS_GET = "/secretsmanager/get?secretId=db/app"
+
+
+@pytest.mark.parametrize(
+    ("token", "headers"),
+    [
+        (None, []),
+        (b"wrong-token-0123456789", []),
+        (None, [("X-Aws-Parameters-Secrets-Token", b"wrong-token-0123456789")]),
+    ],
+    ids=["missing", "wrong", "wrong-aws-header"],
+)
+async def test_aws_routes_refuse_a_token_as_the_aws_agent_does(
+    served: Served, token: bytes | None, headers: list[tuple[str, bytes]]
+) -> None:
+    """403 `Bad Token` in plain text, naming no secretd header (its clients expect that)."""
+    answer = await raw(served, get(served, AWS_GET, token=token, headers=headers))
+    assert (answer.status, answer.body) == (403, b"Bad Token")
+    assert b"text/plain" in answer.head.lower()
+    assert b"secretd" not in answer.body.lower()
+
+
+async def test_aws_routes_refuse_forwarded_requests_as_the_aws_agent_does(served: Served) -> None:
+    request = get(served, AWS_GET, headers=[("X-Forwarded-For", b"10.0.0.1")])
+    answer = await raw(served, request)
+    assert (answer.status, answer.body) == (400, b"Forwarded")
+
+
+async def test_aws_routes_with_the_token_are_served(served: Served) -> None:
+    request = get(served, AWS_GET, token=None, headers=[("X-Aws-Parameters-Secrets-Token", TOKEN)])
+    assert (await raw(served, request)).json() == {"tcp": True}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def test_minimal_config_has_defaults(tmp_path: Path) -> None:
 def test_bad_config_names_the_key(text: str, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(text, source="bad.toml")
-    assert str(info.value).startswith("bad.toml: ")
+    assert re.match(r"bad\.toml(:\d+:\d+)?: ", str(info.value))
     assert expected in str(info.value)
 
 
@@ -71,11 +72,31 @@ def test_world_writable_config_refused(tmp_path: Path) -> None:
     assert load_config(path).backends["local"].type == "file"
 
 
-def test_symlinked_config_refused(tmp_path: Path) -> None:
-    real = tmp_path / "real.toml"
+def test_symlinked_config_refused_when_others_can_write_on_the_way(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "c.toml"
+    real.parent.mkdir()
     real.write_text(FILE)
     os.chmod(real, 0o600)
+    real.parent.chmod(0o770)  # the target's directory: the group could swap the file
     link = tmp_path / "link.toml"
     link.symlink_to(real)
-    with pytest.raises(ConfigError, match="symlink"):
+    with pytest.raises(ConfigError, match=r"symlink.*real is writable by group or others"):
         load_config(link)
+    real.parent.chmod(0o755)
+    assert load_config(link).backends["local"].type == "file"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '[cache]\nrefresh_interval = "{v}"\n',
+        '[agent]\nsocket_mode = "{v}"\n',
+        '[tcp]\nlisten = "{v}:1"\ntoken_file = "t"\n',
+        '[tcp]\nlisten = "{v}"\ntoken_file = "t"\n',
+    ],
+)
+def test_no_validator_echoes_the_value(line: str) -> None:
+    canary = "CANARY-c0nf1g-value"
+    with pytest.raises(ConfigError) as info:
+        parse_config(line.format(v=canary) + FILE, source="c.toml")
+    assert canary not in str(info.value)

@@ -223,3 +223,24 @@ async def test_errors_about_written_arguments_name_them() -> None:
     with pytest.raises(TemplateError, match=r"the field must be a string") as info:
         await render("{{ secret('db/app', field=5) }}")
     assert info.value.secret is None
+
+
+def test_the_reads_a_template_writes_are_known_before_rendering() -> None:
+    """What `secretd check` resolves: written names, fields and stages (constant
+    expressions too, and `secret_json(...)["key"]`); computed ones are counted."""
+    source = (
+        "{{ secret('db/app', 'password') }}\n"
+        "{{ secret('db/' ~ 'old', field='user', stage='previous') }}\n"
+        "{% for n in names %}{{ secret(n) }}{% endfor %}\n"
+        "{{ secret_json('api/k')['token'] }}{{ secret_json('api/j').user }}\n"
+        "{% for k, v in secret_json('api/all').items() %}{{ k }}{% endfor %}\n"
+    )
+    compiled = compile_template(build_environment(), source, origin="t.j2")
+    assert [(r.secret, r.field, r.stage, r.line, r.json_object) for r in compiled.reads] == [
+        ("db/app", "password", "current", 1, False),
+        ("db/old", "user", "previous", 2, False),
+        ("api/k", "token", "current", 4, True),
+        ("api/j", "user", "current", 4, True),
+        ("api/all", None, "current", 5, True),
+    ]
+    assert compiled.computed_reads == 1

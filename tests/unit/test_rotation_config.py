@@ -44,14 +44,14 @@ def test_each_rotator_gets_its_model_and_defaults() -> None:
     ("body", "message"),
     [
         ('rotator = "random"\nset = ["/bin/true"]\n', "rotation[0].set: unknown key"),
-        ('rotator = "postgresql"\n', "rotation[0].admin_secret: Field required"),
+        ('rotator = "postgresql"\n', "rotation[0].admin_secret: required key is missing"),
         (
             'rotator = "postgresql"\nadmin_secret = "db/admin"\nroles = ["a"]\n',
             "rotation[0].roles",
         ),
         (
             'rotator = "postgresql"\nadmin_secret = "db/admin"\nroles = ["app", "Robert\'); --"]\n',
-            "is not a plain role name",
+            "rotation[0].roles: expected plain role names",
         ),
         (
             'rotator = "postgresql"\nadmin_secret = "db/admin"\nroles = ["a_1", "a_1"]\n',
@@ -65,7 +65,10 @@ def test_each_rotator_gets_its_model_and_defaults() -> None:
         ('rotator = "command"\nset = ["set-token"]\n', "rotation[0].set: the program must be"),
         ('rotator = "random"\nlength = 4\n', "rotation[0].length"),
         ('rotator = "random"\nalphabet = "emoji"\n', "rotation[0].alphabet"),
-        ('rotator = "shuffle"\n', "rotation[0]: Input tag 'shuffle'"),
+        (
+            'rotator = "shuffle"\n',
+            "rotation[0].rotator: expected one of 'random', 'command', 'postgresql'",
+        ),
     ],
 )
 def test_bad_entries_are_refused_naming_the_key(body: str, message: str) -> None:

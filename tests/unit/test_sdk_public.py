@@ -262,3 +262,22 @@ def test_the_sdk_touches_no_private_names_of_httpx_or_httpcore() -> None:
                 assert not node.attr.startswith("_"), f"{path.name}: {node.value.id}.{node.attr}"
             if isinstance(node, ast.Attribute) and node.attr == "_pool":
                 raise AssertionError(f"{path.name}: reaches into a transport's _pool")
+
+
+def test_a_user_without_an_own_agent_finds_the_system_socket() -> None:
+    """Non-root with $XDG_RUNTIME_DIR: the user's socket if there is one, else the
+    packaged agent's; explicit choices are never second-guessed."""
+    resolve = secretd_client.resolve_socket
+    env = {"XDG_RUNTIME_DIR": "/run/user/5"}
+    mine = "/run/user/5/secretd.sock"
+    assert resolve(
+        None, environ=env, euid=5, exists=lambda p: p == "/run/secretd/secretd.sock"
+    ) == ("/run/secretd/secretd.sock")
+    assert resolve(None, environ=env, euid=5, exists=lambda p: True) == mine
+    assert resolve(None, environ=env, euid=5, exists=lambda p: False) == mine
+    chosen = {"SECRETD_SOCKET": "/tmp/e.sock", **env}
+    assert resolve(None, environ=chosen, euid=5, exists=lambda p: False) == "/tmp/e.sock"
+    assert secretd_client.socket_candidates(None, environ=env, euid=5) == [
+        mine,
+        "/run/secretd/secretd.sock",
+    ]

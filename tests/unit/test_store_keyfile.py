@@ -73,13 +73,20 @@ def test_0400_is_accepted(tmp_path: Path) -> None:
     assert len(load_key_file(path).material) == 32
 
 
-def test_symlink_is_refused(tmp_path: Path) -> None:
+def test_symlink_is_followed_only_through_directories_others_cannot_write(
+    tmp_path: Path,
+) -> None:
     real = tmp_path / "real"
     create_key_file(real)
     link = tmp_path / "link"
     link.symlink_to(real)
-    with pytest.raises(KeyFileError, match="symlink"):
-        load_key_file(link)
+    assert load_key_file(link).material == load_key_file(real).material
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)  # anyone could have planted or swapped the link
+    (open_dir / "link").symlink_to(real)
+    with pytest.raises(KeyFileError, match=r"symlink.*open is writable by group or others"):
+        load_key_file(open_dir / "link")
 
 
 @pytest.mark.parametrize("size", [0, 16, 31, 33, 64])

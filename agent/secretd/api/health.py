@@ -72,6 +72,7 @@ class HealthRoutes:
         backends = {
             name: {
                 "ok": h.ok,
+                "state": h.state,
                 "last_error": h.last_error if readable is None or h.ok else BACKEND_FAILED,
                 "last_success": h.last_success,
             }

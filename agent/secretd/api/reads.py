@@ -58,8 +58,7 @@ class ReadService:
             "deny", secret=name, version_id=None, caller=caller, result="deny", **labels
         )
         self._deps.metrics.read("forbidden")
-        # The same answer for every denied name: it must not reveal existence.
-        raise Forbidden(f"not allowed to read {name}")
+        raise Forbidden(denial(caller, name))
 
     async def read(
         self,
@@ -151,6 +150,18 @@ class ReadService:
             "read", secret=name, version_id=version_id, caller=caller, result=result, **labels
         )
         self._deps.metrics.read(result)
+
+
+def denial(caller: Caller, name: SecretName) -> str:
+    """The one message of a denied read: who the agent saw, and that no rule
+    matched. Decided from the rules alone, so it reads the same whether or not
+    the secret exists; it names only what the caller asked for and who it is."""
+    if caller.tcp:
+        who = "a TCP request (only rules with tcp = true apply)"
+    else:
+        unit = f"unit {caller.unit}" if caller.unit else "no systemd unit"
+        who = f"uid {caller.uid}, gid {caller.gid}, {unit}"
+    return f"not allowed to read {name}: no [[allow]] rule matches {who}"
 
 
 def result_of(secret: CachedSecret) -> str:

@@ -22,6 +22,12 @@ serve both) and, in this order:
 6. marks the caller as `Caller(tcp=True)` for the `[[allow]] tcp = true` rules,
    and strips any `Access-Control-*` header from the answer.
 
+On the AWS agent's routes (`/secretsmanager/...`) a refusal is worded and
+shaped as the AWS Secrets Manager Agent's own, so its clients handle it as
+they always have: a missing or wrong token is `403` with the plain-text body
+`Bad Token`, a forwarded request `400` `Forwarded`; other refusals are plain
+text too. Elsewhere they are secretd's JSON errors (docs/api.md).
+
 Also here: `load_token(path)` and `bind_tcp(listen)` (a listening loopback
 socket with backlog >= 1024 to hand to the listener's `start_serving`).
 """
@@ -38,7 +44,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from secretd.api.errors import Handler, error_response, from_secretd_error
+from secretd.api.errors import Handler, error_response, from_secretd_error, status_of
 from secretd.api.secrets import CALLER_KEY
 from secretd.errors import (
     AuthError,
@@ -58,6 +64,7 @@ MIN_TOKEN_BYTES = 16
 MAX_TOKEN_BYTES = 1024
 MIN_BACKLOG = 1024
 NO_TOKEN_PATHS = frozenset({"/ping"})
+AWS_PREFIX = "/secretsmanager/"  # the AWS agent's routes: refusals in its words
 _FORWARDING = (b"forwarded", b"x-real-ip")
 _TCP_CALLER = Caller(tcp=True)
 
@@ -89,7 +96,9 @@ def tcp_guard(listen: str, token: bytes) -> Middleware:
         try:
             guard.check(request)
         except SecretdError as exc:
-            log.info("tcp.refused", path=request.path[:100], code=exc.code)
+            log.info("tcp.refused", path=request.path[:100], code=exc.code, reason=exc.message)
+            if request.path.startswith(AWS_PREFIX):
+                return aws_refusal(exc)
             return from_secretd_error(exc)
         except web.HTTPMethodNotAllowed:
             return _no_preflight()
@@ -99,6 +108,17 @@ def tcp_guard(listen: str, token: bytes) -> Middleware:
         return response
 
     return middleware
+
+
+def aws_refusal(exc: SecretdError) -> web.Response:
+    """A refusal as the AWS Secrets Manager Agent words it (plain text, its statuses)."""
+    if isinstance(exc, AuthError | BadToken):
+        status, text = 403, "Bad Token"
+    elif isinstance(exc, InvalidRequest) and exc.message.startswith("forwarded"):
+        status, text = 400, "Forwarded"
+    else:
+        status, text = status_of(exc), exc.message
+    return web.Response(status=status, text=text, headers={"Cache-Control": "no-store"})
 
 
 def install_tcp_guard(app: web.Application, listen: str, token: bytes) -> None:

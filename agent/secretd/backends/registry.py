@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import structlog
 
-from secretd.backends.base import Backend, CheckableBackend
+from secretd.backends.base import Backend
 from secretd.config import BackendConfig
 from secretd.errors import BackendTimeout, ConfigError, SecretdError
 from secretd.state import StateDir
@@ -36,7 +36,10 @@ Opener = Callable[..., Awaitable[Backend]]
 
 # A missing optional dependency names the extra that brings it.
 _EXTRAS = {"aiobotocore": "aws", "botocore": "aws", "aiohttp": "vault"}
-_AWS_HINT = "install the 'secretd[aws]' extra (pip install 'secretd[aws]')"
+_AWS_HINT = (
+    "install the secretd[aws] extra from the secretd checkout or a wheel built there "
+    "(pip install './agent[aws]'; docs/aws.md)"
+)
 
 
 async def open_backends(
@@ -64,20 +67,6 @@ async def open_backends(
         await close_backends(opened)
         raise
     return opened
-
-
-async def check_backend(name: str, config: BackendConfig, *, max_secret_bytes: int) -> list[str]:
-    """`secretd check` for one backend: open it (which never contacts a remote
-    server, so this checks its config, files and credentials), run its own
-    deeper check if it has one, close it. One line per problem."""
-    try:
-        backend = await open_one(name, config, max_secret_bytes=max_secret_bytes)
-    except SecretdError as exc:
-        return [exc.message]
-    try:
-        return await backend.check() if isinstance(backend, CheckableBackend) else []
-    finally:
-        await close_backends({name: backend})
 
 
 async def close_backends(backends: Mapping[str, Backend]) -> None:

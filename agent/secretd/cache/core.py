@@ -184,8 +184,8 @@ class CacheCore:
         if entry is None and name in self.pinned:
             tracked = self.pending.setdefault(name, PendingPin(backend=backend, next_check=now))
         if tracked is None:
-            # Nobody holds or awaits it: the reader that asked gets the error.
-            log.info("secret.load_failed", secret=name, backend=backend, error=exc.message)
+            # Not kept or pinned: the reader that asked (and waits) gets the error.
+            log.warning("secret.load_failed", secret=name, backend=backend, error=exc.message)
             return
         tracked.failures += 1
         tracked.last_error = exc.message

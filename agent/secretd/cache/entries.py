@@ -85,11 +85,14 @@ class EntryInfo:
 
 @dataclass(slots=True)
 class BackendHealth:
-    """How a backend's calls have been going."""
+    """How a backend's calls have been going. `state` is "unknown" until its
+    first call ends, then "ok" or "failing"; `ok` is False only when failing
+    (a backend nobody has asked yet does not make the agent degraded)."""
 
     ok: bool = True
     last_error: str | None = None
     last_success: str | None = None  # RFC 3339 UTC
+    state: str = "unknown"
 
 
 @dataclass(slots=True)

@@ -57,7 +57,7 @@ class BackendGateway:
     def health(self) -> dict[str, BackendHealth]:
         """A copy of each backend's health."""
         return {
-            name: BackendHealth(h.ok, h.last_error, h.last_success)
+            name: BackendHealth(h.ok, h.last_error, h.last_success, h.state)
             for name, h in self._health.items()
         }
 
@@ -168,9 +168,9 @@ class BackendGateway:
 
     def _succeeded(self, backend_name: str) -> None:
         health = self._health[backend_name]
-        health.ok, health.last_error = True, None
+        health.ok, health.last_error, health.state = True, None, "ok"
         health.last_success = rfc3339(self._clock.now())
 
     def _failed(self, backend_name: str, message: str) -> None:
         health = self._health[backend_name]
-        health.ok, health.last_error = False, message
+        health.ok, health.last_error, health.state = False, message, "failing"

@@ -1,45 +1,42 @@
 """`secretd get`, `secretd status` and `secretd exec`: the agent's clients.
 
 They talk to a running agent through the `secretd_client` SDK over the Unix
-socket from `--socket`, else `$SECRETD_SOCKET`, else the default path. Exit
-status: 0 success, 1 runtime failure (agent unreachable, forbidden, not found,
-backend down), 2 usage error (bad name, bad option). Errors are one line on
-stderr; values go only to stdout (`get`) or the child's environment (`exec`).
+socket from `--socket`, else `$SECRETD_SOCKET`, else the default path(s) (the
+SDK tries `$XDG_RUNTIME_DIR/secretd.sock`, then `/run/secretd/secretd.sock`).
+Exit status: 0 success, 1 runtime failure (agent unreachable, forbidden, not
+found, backend down), 2 usage error (bad name, bad option). Errors are one
+line on stderr; values go only to stdout (`get`) or the child's environment
+(`exec`).
+
+Only argparse is imported to build the parser; the SDK and the exec
+supervisor are imported when a command runs, and nothing here loads the
+config schema (pydantic), so `secretd get` starts fast
+(tests/unit/test_cli_imports.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from secretd.cli.client_exec import (
-    ExecOptions,
-    Supervisor,
-    make_non_dumpable,
-    parse_signal,
-    parse_specs,
-    stderr_say,
-)
-from secretd.cli.client_status import render_rotations, render_status, status_document
-from secretd.cli.rotate_cmds import fetch_rotations
-from secretd.config.types import parse_duration
+from secretd.cli.options import socket_option
+from secretd.durations import parse_duration
 from secretd.errors import UsageError
-from secretd_client import (
-    AsyncClient,
-    Client,
-    Forbidden,
-    InvalidName,
-    InvalidRequest,
-    SecretdClientError,
-)
 
-USAGE_ERRORS = (InvalidName, InvalidRequest)
+if TYPE_CHECKING:
+    from secretd.cli.client_exec import ExecOptions
+
+# Said after a denial (the agent's message names who it saw): what to change.
+FORBIDDEN_HINT = (
+    "to allow it, add an [[allow]] rule for this name and caller to the agent's config "
+    "and reload the agent (docs/troubleshooting.md)"
+)
 # The CLI talks to its own host's agent, whatever that agent's limits: room for
 # the largest value any agent can serve (max_secret_bytes up to 64 MiB, base64).
 CLI_MAX_ANSWER = 96 * 1024 * 1024
@@ -51,12 +48,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _register_exec(sub)
 
 
-def _socket_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--socket",
-        metavar="PATH",
-        help="the agent's socket (default: $SECRETD_SOCKET, else the default socket path)",
-    )
+CLIENT_EPILOG = (
+    "exit status: 0 ok, 1 failure (agent unreachable, forbidden, not found, backend down), "
+    "2 bad command line or name. environment: SECRETD_SOCKET, XDG_RUNTIME_DIR"
+)
 
 
 def _register_get(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,15 +60,16 @@ def _register_get(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="read one secret from the running agent",
         description="Print one secret's value exactly as stored (no newline is added), "
         "or the API's JSON with --json.",
+        epilog=CLIENT_EPILOG,
     )
-    get.add_argument("name", metavar="NAME")
+    get.add_argument("name", metavar="NAME", help="the secret's name")
     get.add_argument("--field", metavar="F", help="one top-level key of a JSON-object value")
     which = get.add_mutually_exclusive_group()
     which.add_argument("--stage", metavar="S", help="current (default), previous, pending, ...")
     which.add_argument("--version", metavar="V", help="a version id")
     get.add_argument("--refresh", action="store_true", help="ask the backend, not the cache")
     get.add_argument("--json", action="store_true", help="print the API's JSON document")
-    _socket_option(get)
+    socket_option(get)
     get.set_defaults(run=run_get)
 
 
@@ -84,9 +80,11 @@ def _register_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="Show the agent's health: backends, the secrets you may read with their "
         "versions, age and staleness, templates and last errors. Exit 0 when the agent "
         "is ok, 1 when it is degraded, starting or unreachable.",
+        epilog="exit status: 0 the agent is ok, 1 degraded, starting or unreachable. "
+        "environment: SECRETD_SOCKET, XDG_RUNTIME_DIR",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    _socket_option(status)
+    socket_option(status)
     status.set_defaults(run=run_status)
 
 
@@ -100,8 +98,11 @@ def _register_exec(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "Signals are forwarded; the exit status is the command's (128+N for signal N). "
         "With --restart or --signal, a rotation of a used value restarts the command "
         "or sends it SIG.",
+        epilog="exit status: the command's own (128+N when signal N ended it); 1 when "
+        "secrets cannot be fetched, 2 bad command line. environment: SECRETD_SOCKET, "
+        "XDG_RUNTIME_DIR (the command gets the caller's environment plus the --env variables)",
     )
-    _socket_option(run)
+    socket_option(run)
     run.add_argument(
         "--env",
         action="append",
@@ -125,19 +126,24 @@ def _register_exec(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 @contextmanager
 def _client_errors(what: str, args: argparse.Namespace) -> Iterator[list[int]]:
-    """Turn SDK errors into one stderr line (a traceback too with --debug); the
+    """Turn SDK errors into stderr lines (a traceback too with --debug); the
     yielded cell receives the exit code."""
+    from secretd_client import Forbidden, InvalidName, InvalidRequest, SecretdClientError
+
     outcome = [0]
     try:
         yield outcome
     except SecretdClientError as exc:
         if getattr(args, "debug", False):
             traceback.print_exc()
-        print(f"secretd: {what}: {exc}", file=sys.stderr)
-        outcome[0] = 2 if isinstance(exc, USAGE_ERRORS) else 1
+        hint = f"; {FORBIDDEN_HINT}" if isinstance(exc, Forbidden) else ""
+        print(f"secretd: {what}: {exc}{hint}", file=sys.stderr)
+        outcome[0] = 2 if isinstance(exc, InvalidName | InvalidRequest) else 1
 
 
 def run_get(args: argparse.Namespace) -> int:
+    from secretd_client import Client
+
     with (
         _client_errors("get", args) as outcome,
         Client(args.socket, max_response_bytes=CLI_MAX_ANSWER) as client,
@@ -187,6 +193,10 @@ def _write_stdout(data: bytes) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from secretd.cli.client_status import render_rotations, render_status, status_document
+    from secretd.cli.rotate_cmds import fetch_rotations
+    from secretd_client import Client, Forbidden, SecretdClientError
+
     with (
         _client_errors("status", args) as outcome,
         Client(args.socket, max_response_bytes=CLI_MAX_ANSWER) as client,
@@ -210,6 +220,10 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_exec(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from secretd.cli.client_exec import ExecOptions, make_non_dumpable, parse_signal, parse_specs
+
     argv = list(args.command)
     if argv and argv[0] == "--":
         argv = argv[1:]
@@ -233,5 +247,8 @@ def run_exec(args: argparse.Namespace) -> int:
 
 
 async def _exec(socket: str | None, options: ExecOptions) -> int:
+    from secretd.cli.client_exec import Supervisor, stderr_say
+    from secretd_client import AsyncClient
+
     async with AsyncClient(socket, max_response_bytes=CLI_MAX_ANSWER) as client:
         return await Supervisor(client, options, stderr_say("secretd: exec: ")).run()

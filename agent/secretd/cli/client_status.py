@@ -13,7 +13,7 @@ or hostile peer cannot paint the operator's terminal.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from secretd_client import Health, SecretInfo
@@ -45,7 +45,12 @@ def render_status(
         "",
     ]
     backend_rows = [
-        [clean(name), _yes(b.ok), clean(b.last_success or "-"), clean(b.last_error or "-")]
+        [
+            clean(name),
+            _backend_state(health.raw, name, b.ok),
+            clean(b.last_success or "-"),
+            clean(b.last_error or "-"),
+        ]
         for name, b in sorted(health.backends.items())
     ]
     lines += _section("backends", ["NAME", "OK", "LAST SUCCESS", "LAST ERROR"], backend_rows)
@@ -156,6 +161,16 @@ def age(seconds: float | None) -> str:
 def clean(text: str) -> str:
     flat = "".join(ch if ch.isprintable() else " " for ch in str(text))
     return flat if len(flat) <= _MAX_CELL else flat[: _MAX_CELL - 1] + "…"
+
+
+def _backend_state(raw: Any, name: str, ok: bool) -> str:
+    """ "yes", "NO", or "unknown (not yet used)" before the agent has asked it anything
+    (an agent that does not say, an older one, is taken at its `ok`)."""
+    backends = raw.get("backends") if isinstance(raw, Mapping) else None
+    entry = backends.get(name) if isinstance(backends, Mapping) else None
+    if isinstance(entry, Mapping) and entry.get("state") == "unknown":
+        return "unknown (not yet used)"
+    return _yes(ok)
 
 
 def _yes(flag: bool) -> str:

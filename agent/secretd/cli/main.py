@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from secretd import __version__
+from secretd.cli.options import debug_option
 from secretd.errors import ConfigError, InvalidName, InvalidRequest, SecretdError, UsageError
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -27,20 +28,46 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="secretd", description="A per-host secrets agent.")
+    parser = Parser(
+        prog="secretd",
+        description="A per-host secrets agent.",
+        epilog="exit status: 0 success, 1 runtime failure, 2 bad command line or config. "
+        "docs/reference/cli.md describes every command.",
+    )
     parser.add_argument("--version", action="version", version=f"secretd {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    debug_option(parser, default=False)
     sub: argparse._SubParsersAction[argparse.ArgumentParser]
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for register in _registrars():
         register(sub)
+    for command in subcommands(parser):
+        debug_option(command)  # `secretd get NAME --debug` works as well
     return parser
 
 
+def subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below `parser` (`store`, `store put`, ...), depth first."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                found.append(child)
+                found.extend(subcommands(child))
+    return found
+
+
 def _registrars() -> list[Registrar]:
-    # Imported here so `secretd --help` stays fast and a broken optional module
-    # cannot take the whole CLI down at import time.
-    from secretd.cli import agent_cmds, client_cmds, render_cmds, rotate_cmds, store_cmds
+    # Each module imports only argparse-level things at the top; what a command
+    # needs (the schema, the store, the SDK) is imported when it runs, so
+    # `secretd get` never loads pydantic (tests/unit/test_cli_imports.py).
+    from secretd.cli import (
+        agent_cmds,
+        client_cmds,
+        completion,
+        render_cmds,
+        rotate_cmds,
+        store_cmds,
+    )
 
     return [
         agent_cmds.register,
@@ -48,6 +75,7 @@ def _registrars() -> list[Registrar]:
         client_cmds.register,
         render_cmds.register,
         rotate_cmds.register,
+        completion.register,
     ]
 
 
@@ -66,9 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
         return code
     except SecretdError as exc:
-        if args.debug:
+        if getattr(args, "debug", False):
             traceback.print_exc()
-        print(f"secretd: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # a config error: one line per problem
+            print(f"secretd: {line}", file=sys.stderr)
         return exit_code_of(exc)
     except KeyboardInterrupt:
         return 130
@@ -76,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 1
     except Exception as exc:  # a bug: one line unless --debug
-        if args.debug:
+        if getattr(args, "debug", False):
             traceback.print_exc()
         print(f"secretd: internal error ({type(exc).__name__}); run with --debug", file=sys.stderr)
         return 1

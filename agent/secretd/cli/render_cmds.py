@@ -1,6 +1,7 @@
-"""`secretd render -c FILE --once`: fetch, render every template once, run no
-commands, exit 0 when all rendered and 1 naming each failure (2 for a bad
-config or template).
+"""`secretd render [-c FILE] [--once]`: fetch, render every template once, run
+no commands, exit 0 when all rendered and 1 naming each failure (2 for a bad
+config or template). Rendering once is all it does (`--once` only says so
+explicitly); the running agent is what keeps files rendered.
 
 It builds the agent's own graph (backends, cache, templates: secretd.graph)
 but runs none of its loops, so nothing outlives the one pass; every backend
@@ -12,10 +13,10 @@ ends the run with an error rather than a wait. Rollback marks are not kept
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from secretd.cli.options import config_option, config_path
 
 if TYPE_CHECKING:
     from secretd.config.schema import Config
@@ -30,27 +31,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "render",
         help="render every template once and exit",
         description="Fetch the secrets the templates use, render every [[template]] once "
-        "(atomically; unchanged files are left alone), run no commands, and exit: "
-        "0 when all rendered, 1 naming each failure, 2 for a bad config.",
+        "(atomically; unchanged files are left alone), run no commands, and exit. To keep "
+        "files rendered as secrets change, run the agent (`secretd agent`).",
+        epilog="exit status: 0 all rendered, 1 a render failed (each named), 2 bad config "
+        "or template. environment: SECRETD_CONFIG",
     )
-    parser.add_argument("-c", "--config", required=True, type=Path, help="config file (TOML)")
+    config_option(parser)
     parser.add_argument(
-        "--once", action="store_true", required=True, help="render once and exit (required)"
+        "--once",
+        action="store_true",
+        help="render once and exit: what `render` always does (accepted for scripts)",
     )
     parser.set_defaults(run=run_render_once)
 
 
 def run_render_once(args: argparse.Namespace) -> int:
     # Imported here, not at the top: `secretd --help` must not pay for them.
+    import asyncio
+
     import uvloop
 
     from secretd.config.load import load_config
     from secretd.logs import configure_logging
 
-    config = load_config(args.config)
+    path = config_path(args)
+    config = load_config(path)
     configure_logging("debug" if args.debug else "error", config.agent.log_format)
     if not config.template:
-        print(f"secretd: {args.config}: no [[template]] to render", file=sys.stderr)
+        print(f"secretd: {path}: no [[template]] to render", file=sys.stderr)
         return 0
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         statuses = runner.run(render_once(config))
@@ -60,6 +68,8 @@ def run_render_once(args: argparse.Namespace) -> int:
 async def render_once(config: Config) -> list[TemplateStatus]:
     """Render every template of `config` once, through the agent's own graph
     (secretd.graph) with none of its loops running; never runs commands."""
+    import asyncio
+
     from secretd.graph import standalone_graph
     from secretd.render.sink import load_sinks
 

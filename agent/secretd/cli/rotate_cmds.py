@@ -11,18 +11,18 @@ rotation of it runs at a time. Prints the outcome; never a value.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import httpx
 
 from secretd.errors import SecretdError, UsageError
 from secretd.model import SecretName
+
+if TYPE_CHECKING:  # httpx loads when a command talks to the agent (`--help` stays fast)
+    import httpx
 
 AGENT_TIMEOUT = 3600.0  # a rotation is bounded by its entry's `timeout`; this only backs it up
 
@@ -94,6 +94,8 @@ def through_agent(socket: str, name: SecretName, *, fresh: bool) -> dict[str, An
     """POST /v1/rotation/NAME; NoAgent when nobody listens."""
     if not Path(socket).exists():
         raise NoAgent(socket)
+    import httpx
+
     from secretd_client._transport import unix_transport
 
     params = {"fresh": "true"} if fresh else {}
@@ -124,6 +126,8 @@ def _answer(response: httpx.Response, socket: str) -> dict[str, Any]:
 
 
 def _direct(config: Any, name: SecretName, *, fresh: bool) -> dict[str, Any]:
+    import asyncio
+
     from secretd.logs import configure_logging
     from secretd.rotation.direct import rotate_directly
 
@@ -155,6 +159,8 @@ def _print(outcome: dict[str, Any], *, as_json: bool) -> None:
 
 def fetch_rotations(socket: str) -> tuple[list[dict[str, Any]] | None, str | None]:
     """`GET /v1/rotation` for `secretd status`: (rows, None) or (None, why not)."""
+    import httpx
+
     from secretd_client._transport import unix_transport
 
     try:

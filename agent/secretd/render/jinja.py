@@ -78,12 +78,26 @@ class SecretSandbox(SandboxedEnvironment):
 
 
 @dataclass(frozen=True, slots=True)
+class LiteralRead:
+    """A `secret()` / `secret_json()` call whose arguments the template writes as
+    strings: what `secretd check` can resolve without rendering."""
+
+    secret: str
+    field: str | None
+    stage: str
+    line: int
+    json_object: bool = False  # secret_json(): the value must be a JSON object
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledTemplate:
     """A parsed template and where it came from (a path, or the destination for `contents`)."""
 
     origin: str
     template: Any  # jinja2.Template; Any because its render methods are untyped
     literals: frozenset[str]  # every string the source writes (see _Functions)
+    reads: tuple[LiteralRead, ...] = ()  # the calls with written arguments, in source order
+    computed_reads: int = 0  # calls with an argument computed while rendering
 
 
 def build_environment() -> SecretSandbox:
@@ -110,12 +124,61 @@ def compile_template(env: SecretSandbox, source: str, *, origin: str) -> Compile
     """Parse `source`. A syntax error is a ConfigError naming `origin` and the line."""
     try:
         template = env.from_string(source)
-        literals = _literals(env, env.parse(source))
+        tree = env.parse(source)
+        literals = _literals(env, tree)
     except TemplateSyntaxError as exc:
         raise ConfigError(f"{origin}:{exc.lineno}: template syntax error: {exc.message}") from None
     template.name = origin
     template.filename = origin
-    return CompiledTemplate(origin=origin, template=template, literals=literals)
+    reads, computed = _literal_reads(optimize(tree, env))
+    return CompiledTemplate(origin, template, literals, reads, computed)
+
+
+def _literal_reads(tree: nodes.Node) -> tuple[tuple[LiteralRead, ...], int]:
+    """Every secret()/secret_json() call whose name, field and stage are written
+    in the template (constants), and how many other calls there are."""
+    reads: list[LiteralRead] = []
+    computed = 0
+    keyed = _json_keys(tree)
+    for call in tree.find_all(nodes.Call):
+        if not isinstance(call.node, nodes.Name) or call.node.name not in _READERS:
+            continue
+        params = _READERS[call.node.name]
+        given: dict[str, nodes.Expr] = dict(zip(params, call.args, strict=False))
+        given.update({kw.key: kw.value for kw in call.kwargs})
+        if call.dyn_args is not None or call.dyn_kwargs is not None:
+            computed += 1
+            continue
+        values = {key: node.value for key, node in given.items() if isinstance(node, nodes.Const)}
+        name, field, stage = values.get("name"), values.get("field"), values.get("stage", CURRENT)
+        if len(values) != len(given) or not isinstance(name, str) or not isinstance(stage, str):
+            computed += 1
+            continue
+        if field is not None and not isinstance(field, str):
+            computed += 1
+            continue
+        json_object = call.node.name == "secret_json"
+        if json_object:
+            field = keyed.get(id(call))
+        reads.append(LiteralRead(name, field, stage, call.lineno, json_object))
+    return tuple(reads), computed
+
+
+def _json_keys(tree: nodes.Node) -> dict[int, str]:
+    """`secret_json('x')['key']` and `secret_json('x').key`: the call's id -> key."""
+    keys: dict[int, str] = {}
+    for item in tree.find_all(nodes.Getitem):
+        key = item.arg.value if isinstance(item.arg, nodes.Const) else None
+        if isinstance(item.node, nodes.Call) and isinstance(key, str):
+            keys[id(item.node)] = key
+    called = {id(call.node) for call in tree.find_all(nodes.Call)}  # `.items()` is no key
+    for attr in tree.find_all(nodes.Getattr):
+        if isinstance(attr.node, nodes.Call) and id(attr) not in called:
+            keys[id(attr.node)] = attr.attr
+    return keys
+
+
+_READERS = {"secret": ("name", "field", "stage"), "secret_json": ("name", "stage")}
 
 
 def _literals(env: SecretSandbox, tree: nodes.Template) -> frozenset[str]:

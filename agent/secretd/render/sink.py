@@ -27,6 +27,7 @@ from secretd.render.formats import VarRef, parse_vars, render_env, render_json
 from secretd.render.jinja import (
     CompiledTemplate,
     Fetch,
+    LiteralRead,
     SecretSandbox,
     build_environment,
     compile_template,
@@ -65,6 +66,18 @@ class TemplateSink:
     @property
     def destination(self) -> str:
         return str(self.spec.path)
+
+    def literal_reads(self) -> tuple[LiteralRead, ...]:
+        """What `secretd check` can resolve without rendering: a text template's
+        secret() calls with written arguments, or every `vars` entry."""
+        if self._compiled is not None:
+            return self._compiled.reads
+        return tuple(LiteralRead(ref.secret, ref.field, CURRENT, 0) for ref in self._refs)
+
+    @property
+    def computed_reads(self) -> int:
+        """secret() calls whose arguments only rendering tells (check cannot resolve them)."""
+        return self._compiled.computed_reads if self._compiled is not None else 0
 
     def wants(self) -> frozenset[SecretName]:
         """Every secret this file has read (learnt while rendering; fixed for env/json)."""

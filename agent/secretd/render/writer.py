@@ -27,6 +27,7 @@ import contextlib
 import os
 import secrets
 import stat
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,26 +78,31 @@ def write_atomic(spec: FileSpec, data: bytes) -> bool:
         os.close(dir_fd)
 
 
-def _open_directory(spec: FileSpec) -> int:
+def check_destination(spec: FileSpec, *, also_trusted: Collection[int] = ()) -> None:
+    """`secretd check`: would `write_atomic` accept this destination? Its directory
+    is opened by the same rules, and an existing file must be a regular one;
+    nothing is written. `also_trusted`: owners the agent will run as.
+    Raises RenderError naming the directory or file and the rule."""
+    dir_fd = _open_directory(spec, also_trusted)
+    try:
+        _existing(dir_fd, spec)
+    finally:
+        os.close(dir_fd)
+
+
+def _open_directory(spec: FileSpec, also_trusted: Collection[int] = ()) -> int:
     path = spec.path
     if not path.name or path.name in (".", ".."):
         raise RenderError(f"{path}: not a file path")
-    owners = {0, os.geteuid()} | ({spec.uid} if spec.uid is not None else set())
+    owners = {0, os.geteuid(), *also_trusted} | ({spec.uid} if spec.uid is not None else set())
     return open_trusted_directory(path.parent, owners, dest=path)
 
 
 def _unchanged(dir_fd: int, spec: FileSpec, data: bytes) -> bool:
     """True when the destination already is a regular file with these bytes, mode, owner."""
-    try:
-        st = os.stat(spec.path.name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
+    st = _existing(dir_fd, spec)
+    if st is None:
         return False
-    except OSError as exc:
-        raise _failure(spec.path, "cannot stat", exc) from None
-    if stat.S_ISLNK(st.st_mode):
-        raise RenderError(f"{spec.path}: is a symlink; refusing to write through or over it")
-    if not stat.S_ISREG(st.st_mode):
-        raise RenderError(f"{spec.path}: exists and is not a regular file")
     if stat.S_IMODE(st.st_mode) != spec.mode or st.st_size != len(data):
         return False
     if (spec.uid is not None and st.st_uid != spec.uid) or (
@@ -104,6 +110,21 @@ def _unchanged(dir_fd: int, spec: FileSpec, data: bytes) -> bool:
     ):
         return False
     return _read_existing(dir_fd, spec.path, len(data)) == data
+
+
+def _existing(dir_fd: int, spec: FileSpec) -> os.stat_result | None:
+    """The destination's lstat, None when absent; a symlink or non-file is refused."""
+    try:
+        st = os.stat(spec.path.name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _failure(spec.path, "cannot stat", exc) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise RenderError(f"{spec.path}: is a symlink; refusing to write through or over it")
+    if not stat.S_ISREG(st.st_mode):
+        raise RenderError(f"{spec.path}: exists and is not a regular file")
+    return st
 
 
 def _read_existing(dir_fd: int, path: Path, size: int) -> bytes | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from secretd.errors import KeyFileError, UnknownKeyId
-from secretd.fileperm import check_private_file
+from secretd.fileperm import open_private_file
 
 KEY_BYTES = 32
 KEY_ID_HEX = 16
@@ -87,20 +86,11 @@ class StoreKey:
 
 
 def load_key_file(path: Path) -> StoreKey:
-    """Load and check a key file: a regular file (no symlink) owned by root or us,
-    unreadable and unwritable by others, exactly 32 bytes."""
-    checked = check_private_file(path, what="store key file", secret=True, error=KeyFileError)
+    """Load and check a key file: a regular file owned by root or us, unreadable
+    and unwritable by others (checked on the descriptor read; a symlink only as
+    secretd.fileperm allows), exactly 32 bytes."""
+    fd = open_private_file(path, what="store key file", secret=True, error=KeyFileError)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise KeyFileError(f"store key file {path}: cannot open ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        # The file we opened must be the one we checked (no swap in between).
-        if (st.st_dev, st.st_ino) != (checked.st_dev, checked.st_ino) or not stat.S_ISREG(
-            st.st_mode
-        ):
-            raise KeyFileError(f"store key file {path}: changed while being opened; retry")
         buf = bytearray(KEY_BYTES + 1)
         got = os.readv(fd, [buf])
     except OSError as exc:

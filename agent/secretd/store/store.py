@@ -29,7 +29,13 @@ from secretd.store.format import (
     peek_name,
     record_filename,
 )
-from secretd.store.keyfile import Keyring, StoreKey, create_key_file, load_key_file
+from secretd.store.keyfile import (
+    Keyring,
+    StoreKey,
+    create_key_file,
+    fsync_dir,
+    load_key_file,
+)
 from secretd.store.layout import StoreLayout, StoreMeta, read_bounded
 
 DEFAULT_MAX_SECRET_BYTES = 65536
@@ -246,6 +252,20 @@ class FileStore:
             updated = versions.add_version(record, name, sealed, label)
             self._write(updated, keyring.active)
         return version_id
+
+    def delete(self, name: SecretName) -> bool:
+        """Remove `name` with every version it has; False when it is not there.
+        Under the store lock, like every write. A record file holding another
+        name (copied or moved here) is refused, not removed."""
+        path = self.layout.record_path(name)
+        with self.layout.locked():
+            try:
+                self.name_of(path)
+            except FileNotFoundError:
+                return False
+            path.unlink()
+            fsync_dir(self.layout.secrets_dir)
+        return True
 
     def promote(self, name: SecretName, version_id: str, keyring: Keyring) -> bool:
         """Make `version_id` current. False when it already was."""

@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from secretd.errors import Conflict, NotFound, UsageError
 from secretd.model import CURRENT, PENDING, PREVIOUS, SecretName
 from secretd.store.format import STAGE_LABEL, SealedVersion, SecretRecord
@@ -50,7 +52,7 @@ def add_version(
             if stage is None
             else {CURRENT: new.version_id, stage: new.version_id}
         )
-        return SecretRecord(name, 1, (new,), stages)
+        return SecretRecord(name, first_generation(new.created_at), (new,), stages)
     if record.version(new.version_id) is not None:
         raise UsageError(f"secret {name!r} already has version {new.version_id}")
     stages = dict(record.stages)
@@ -63,6 +65,14 @@ def add_version(
         _make_current(stages, new.version_id)
     grown = SecretRecord(name, record.generation + 1, (*record.versions, new), stages)
     return prune(grown)
+
+
+def first_generation(created_at: datetime) -> int:
+    """A new record's generation: its creation time in milliseconds, not 1. A
+    name deleted (`secretd store delete`) and put again then starts above every
+    generation it had before, so an agent that served the old record accepts
+    the new one instead of calling it a rollback."""
+    return max(1, int(created_at.timestamp() * 1000))
 
 
 def promote(record: SecretRecord, version_id: str) -> SecretRecord:
