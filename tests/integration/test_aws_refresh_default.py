@@ -14,7 +14,7 @@ from secretd.config import AwsBackendConfig
 from secretd.config.load import parse_config
 from secretd.model import SecretName
 from tests.fakes.fake_clock import FakeClock
-from tests.fakes.moto_server import REGION, MotoServer, admin, moto
+from tests.servers.moto_server import REGION, MotoServer, admin, moto
 
 pytestmark = pytest.mark.aws
 

@@ -18,7 +18,7 @@ import pytest
 
 from secretd_client._socket import SYSTEM_SOCKET
 from tests.fakes.api_server import FakeAgent
-from tests.fakes.second_user import can_switch_users, ensure_test_user, run_as
+from tests.servers.second_user import can_switch_users, ensure_test_user, run_as
 
 SECRETD = Path(sys.executable).parent / "secretd"
 # Never loaded by get/status/exec: the config schema, templates, the AWS SDK,

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.fakes.second_user import ensure_test_user
+from tests.servers.second_user import ensure_test_user
 
 SECRETD = Path(sys.executable).parent / "secretd"
 
