@@ -15,6 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import structlog.testing
 from aiohttp import web
 
 from secretd.api.errors import error_middleware
@@ -449,3 +450,15 @@ async def test_aws_routes_refuse_forwarded_requests_as_the_aws_agent_does(served
 async def test_aws_routes_with_the_token_are_served(served: Served) -> None:
     request = get(served, AWS_GET, token=None, headers=[("X-Aws-Parameters-Secrets-Token", TOKEN)])
     assert (await raw(served, request)).json() == {"tcp": True}
+
+
+async def test_a_refusal_logs_the_route_family_not_the_path(served: Served) -> None:
+    """A client that put its token in the path by mistake (a refused request:
+    the token header is missing) must not find it in the agent's log."""
+    with structlog.testing.capture_logs() as logs:
+        path = "/v1/secrets/app/" + TOKEN.decode()
+        answer = await raw(served, get(served, path, token=None))
+    assert answer.status == 401
+    refused = [entry for entry in logs if entry["event"] == "tcp.refused"]
+    assert [entry["route"] for entry in refused] == ["/v1/secrets"]
+    assert TOKEN.decode() not in repr(logs)

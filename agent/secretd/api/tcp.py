@@ -96,7 +96,11 @@ def tcp_guard(listen: str, token: bytes) -> Middleware:
         try:
             guard.check(request)
         except SecretdError as exc:
-            log.info("tcp.refused", path=request.path[:100], code=exc.code, reason=exc.message)
+            # Only the route family: a refused request's path is the client's to
+            # fill, and a client may well have put its token there by mistake.
+            log.info(
+                "tcp.refused", route=route_family(request.path), code=exc.code, reason=exc.message
+            )
             if request.path.startswith(AWS_PREFIX):
                 return aws_refusal(exc)
             return from_secretd_error(exc)
@@ -237,3 +241,8 @@ def bind_tcp(listen: str, *, backlog: int = MIN_BACKLOG) -> socket.socket:
     sock.setblocking(False)
     log.info("tcp.listening", listen=listen)
     return sock
+
+
+def route_family(path: str) -> str:
+    """The first two segments of `path` (`/v1/secrets`, `/secretsmanager/get`), for logs."""
+    return "/" + "/".join(path.strip("/").split("/")[:2])[:64]
