@@ -186,7 +186,7 @@ class Agent:
         self.config = config
         self.config_path = config_path
         self.notifier = notifier
-        self.shared = Shared.create(config)
+        self.shared = Shared.create(config, state=state)
         self.pool = BackendPool(state=state)
         self.stop = asyncio.Event()
         self.reload = asyncio.Event()
@@ -213,6 +213,7 @@ class Agent:
             identify=lambda request: tracker.caller(request.protocol),
             state=shared.state,
             hardening=hardening,
+            usage=shared.usage,
         )
 
     def credential_divert(self) -> Divert:
@@ -306,6 +307,7 @@ async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket])
             supervisor = Supervisor(group, clock=shared.clock, rng=random.Random())  # noqa: S311
             agent.pool.attach(supervisor)
             agent.pool.commit(agent.graph.backends)
+            supervisor.start("usage", shared.usage.flush_forever)
             loops: Loops = []
             try:
                 loops = await _start_loops(group, agent.graph, agent.stop)

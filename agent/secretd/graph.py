@@ -57,6 +57,7 @@ from secretd.rotation.build import build_scheduler, check_rotations
 from secretd.rotation.scheduler import Scheduler
 from secretd.state import StateDir
 from secretd.supervise import Supervisor
+from secretd.usage import Usage
 
 log = structlog.get_logger(__name__)
 
@@ -74,9 +75,11 @@ class Shared:
     limiter: RateLimiter
     state: ServingState
     clock: SystemClock
+    usage: Usage
 
     @classmethod
-    def create(cls, config: Config) -> Shared:
+    def create(cls, config: Config, *, state: StateDir | None = None) -> Shared:
+        """`state`: where reads per secret are kept (None: in memory only)."""
         clock = SystemClock()
         metrics = Metrics()
         tracker = ConnectionTracker(
@@ -89,7 +92,7 @@ class Shared:
         limiter = RateLimiter(
             rate=config.limits.backend_rate, burst=config.limits.backend_burst, clock=clock
         )
-        return cls(Hub(), metrics, tracker, limiter, ServingState(), clock)
+        return cls(Hub(), metrics, tracker, limiter, ServingState(), clock, Usage(state))
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,7 @@ def _assemble(
         clock=shared.clock,
         metrics=shared.metrics,
         audit=audit,
+        usage=shared.usage,
     )
     rotations = build_scheduler(
         config.rotation,
@@ -287,7 +291,7 @@ def _assemble(
         refresher=refresher,
         policy=Policy(config.allow),
         templates=templates,
-        credentials=CredentialService(config.credential, cache, audit),
+        credentials=CredentialService(config.credential, cache, audit, shared.usage),
         rotations=rotations,
         backends=held,
     )

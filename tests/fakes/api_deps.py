@@ -160,6 +160,12 @@ class CountingMetrics:
     def set_secret_ages(self, entries: Iterable[object]) -> None:
         del entries
 
+    def set_last_reads(self, reads: Mapping[str, float | None]) -> None:
+        del reads
+
+    def set_failovers(self, counts: Mapping[str, int]) -> None:
+        del counts
+
     def exposition(self) -> bytes:
         return f"secretd_reads_total {len(self.reads)}\n".encode()
 

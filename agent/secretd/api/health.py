@@ -126,7 +126,14 @@ class HealthRoutes:
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         del request
-        self._deps.metrics.set_secret_ages(self._deps.served().cache.snapshot())
+        cache = self._deps.served().cache
+        entries = cache.snapshot()
+        self._deps.metrics.set_secret_ages(entries)
+        pinned = [e.name for e in entries if e.pinned] + list(cache.failed_pins())
+        records = self._deps.usage.records()
+        self._deps.metrics.set_last_reads(
+            {name: r.last_read if (r := records.get(name)) else None for name in pinned}
+        )
         response = web.Response(body=self._deps.metrics.exposition())
         response.headers["Content-Type"] = PROMETHEUS_TEXT
         return response

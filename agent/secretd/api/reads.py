@@ -151,6 +151,8 @@ class ReadService:
             "read", secret=name, version_id=version_id, caller=caller, result=result, **labels
         )
         self._deps.metrics.read(result)
+        if version_id is not None:  # a value was handed out: `secretd unused` counts it
+            self._deps.usage.note(name)
 
 
 def result_of(secret: CachedSecret) -> str:

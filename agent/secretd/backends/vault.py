@@ -251,7 +251,7 @@ def check_vault_config(name: str, config: VaultBackendConfig) -> ssl.SSLContext 
     namespace = config.namespace
     if namespace is not None and not (namespace.isascii() and namespace.isprintable()):
         raise ConfigError(f"{where}.namespace: expected printable ASCII (it is an HTTP header)")
-    if not config.address.startswith("https://"):
+    if not config.addresses[0].startswith("https://"):
         if config.ca_file is not None:
             raise ConfigError(f"{where}.ca_file: set, but address is not https://")
         return None
@@ -307,7 +307,7 @@ async def open_backend(
     )
     settings = HttpSettings(
         backend=name,
-        address=config.address,
+        address=config.addresses[0],
         namespace=config.namespace,
         timeout=config.timeout,
         max_body=body_cap(max_secret_bytes),

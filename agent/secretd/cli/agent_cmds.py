@@ -121,10 +121,11 @@ def _where(backend: FileBackendConfig | VaultBackendConfig | AwsBackendConfig) -
     if isinstance(backend, FileBackendConfig):
         return str(backend.path)
     if isinstance(backend, VaultBackendConfig):
-        return backend.address
-    return f"region {backend.region or 'default'}" + (
-        f", endpoint {backend.endpoint_url}" if backend.endpoint_url else ""
-    )
+        return ", then ".join(backend.addresses)
+    regions = ", then ".join(r or "default" for r in backend.region_list)
+    endpoints = backend.endpoint_urls or ((backend.endpoint_url,) if backend.endpoint_url else ())
+    where = f"region {regions}"
+    return where + (f", endpoint {', '.join(endpoints)}" if endpoints else "")
 
 
 def _subjects(rule: AllowRule) -> str:

@@ -40,7 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _registrars() -> list[Registrar]:
     # Imported here so `secretd --help` stays fast and a broken optional module
     # cannot take the whole CLI down at import time.
-    from secretd.cli import agent_cmds, client_cmds, render_cmds, rotate_cmds, store_cmds
+    from secretd.cli import (
+        agent_cmds,
+        cache_cmds,
+        client_cmds,
+        render_cmds,
+        rotate_cmds,
+        store_cmds,
+        usage_cmds,
+    )
 
     return [
         agent_cmds.register,
@@ -48,6 +56,8 @@ def _registrars() -> list[Registrar]:
         client_cmds.register,
         render_cmds.register,
         rotate_cmds.register,
+        usage_cmds.register,
+        cache_cmds.register,
     ]
 
 

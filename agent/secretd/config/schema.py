@@ -80,6 +80,23 @@ class CacheSection(Section):
     max_entries: int = Field(10000, ge=1)
     max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     negative_ttl: Duration = 5.0
+    persist_dir: ConfigPath | None = None
+    """Directory where every cached current version is kept, envelope-encrypted, so a
+    restart during a backend outage still serves it (docs/cache.md); unset: memory only."""
+    persist_key_file: ConfigPath | None = None
+    """The 32-byte key sealing the persisted cache (`secretd cache init-key FILE`);
+    required with persist_dir."""
+    startup_spread: Duration = 0.0
+    """Draw each secret's first routine check after start from the last `startup_spread`
+    of refresh_interval instead of its last fifth (docs/fleet.md); first loads never wait."""
+
+    @model_validator(mode="after")
+    def _persist_pair(self) -> CacheSection:
+        if (self.persist_dir is None) != (self.persist_key_file is None):
+            raise ValueError("persist_dir and persist_key_file go together: set both or neither")
+        if self.startup_spread > self.refresh_interval:
+            raise ValueError("startup_spread can be at most refresh_interval")
+        return self
 
 
 class LimitsSection(Section):
@@ -133,25 +150,51 @@ class AppRoleAuth(Section):
 
 class VaultBackendConfig(BackendBase):
     type: Literal["vault"]
-    address: str
+    address: str | tuple[str, ...]
+    """The server's URL, or a list of replicas' URLs tried in order (docs/vault.md)."""
     kv_mount: str = "secret"
     namespace: str | None = None
     auth: Annotated[TokenAuth | AppRoleAuth, Field(discriminator="method")]
     ca_file: ConfigPath | None = None
     max_concurrency: int = Field(8, ge=1, le=256)
+    failback_after: Duration = Field(60.0, gt=0)
+    """With several addresses: how long the first one must answer health checks
+    without a failure before it serves again."""
 
     @field_validator("address")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("expected an http:// or https:// URL")
-        return value.rstrip("/")
+    def _http_url(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        urls = (value,) if isinstance(value, str) else value
+        if not urls:
+            raise ValueError("expected at least one http:// or https:// URL")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+        cleaned = tuple(url.rstrip("/") for url in urls)
+        if len({url.split("://", 1)[0] for url in cleaned}) > 1:
+            raise ValueError("every address must use the same scheme (all https:// or all http://)")
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError("an address is listed twice")
+        return cleaned[0] if isinstance(value, str) else cleaned
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every address, the first (the primary) first."""
+        return (self.address,) if isinstance(self.address, str) else self.address
 
 
 class AwsBackendConfig(BackendBase):
     type: Literal["aws"]
     region: str | None = None
+    regions: tuple[str, ...] | None = Field(None, min_length=1)
+    """Instead of region, for replicated secrets: the regions tried in order,
+    the first being the primary (docs/aws.md)."""
     endpoint_url: str | None = None
+    endpoint_urls: tuple[str, ...] | None = None
+    """With regions: one endpoint URL per region, in the same order (regional VPC endpoints)."""
+    failback_after: Duration = Field(60.0, gt=0)
+    """With several regions: how long the first one must answer health checks
+    without a failure before it serves again."""
     profile: str | None = None
     # The account every answer's ARN must name; unset: the first answer's account.
     account_id: str | None = Field(None, pattern=r"^[0-9]{12}$")
@@ -159,6 +202,31 @@ class AwsBackendConfig(BackendBase):
     # How old a bulk ListSecrets answer may be when it is reused for a version
     # check (0 = never reuse): one listing answers every declared secret's check.
     versions_max_age: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _regions(self) -> AwsBackendConfig:
+        if self.regions is not None:
+            if self.region is not None:
+                raise ValueError("set region or regions, not both")
+            if len(set(self.regions)) != len(self.regions):
+                raise ValueError("a region is listed twice in regions")
+        if self.endpoint_urls is not None:
+            if self.regions is None or len(self.endpoint_urls) != len(self.regions):
+                raise ValueError("endpoint_urls needs regions, one URL per region")
+            if self.endpoint_url is not None:
+                raise ValueError("set endpoint_url or endpoint_urls, not both")
+        return self
+
+    @property
+    def region_list(self) -> tuple[str | None, ...]:
+        """The regions to use, the primary first ((None,): botocore's default region)."""
+        return self.regions if self.regions is not None else (self.region,)
+
+    def endpoint_for(self, index: int) -> str | None:
+        """The endpoint URL of the `index`-th region (None: AWS's own)."""
+        if self.endpoint_urls is not None:
+            return self.endpoint_urls[index]
+        return self.endpoint_url
 
 
 BackendConfig = Annotated[

@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Iterable
 
 from secretd.model import CURRENT, SecretName, SecretReader, SecretValue
+from secretd.usage import UsageSink
 
 _Key = tuple[SecretName, str]
 
@@ -23,8 +24,9 @@ _Key = tuple[SecretName, str]
 class ReadMemo:
     """Single-flight, change-invalidated reads of secret values through a SecretReader."""
 
-    def __init__(self, reader: SecretReader) -> None:
+    def __init__(self, reader: SecretReader, *, usage: UsageSink | None = None) -> None:
         self._reader = reader
+        self._usage = usage  # each render's read of a secret counts (`secretd unused`)
         self._reads: dict[_Key, asyncio.Task[SecretValue]] = {}
         self.reader_calls = 0  # how many reads reached the reader (tests, bench)
 
@@ -36,7 +38,10 @@ class ReadMemo:
             self._reads[key] = task
             task.add_done_callback(lambda done: self._forget_failure(key, done))
         # shield: one template being cancelled must not cancel the read the others share
-        return await asyncio.shield(task)
+        value = await asyncio.shield(task)
+        if self._usage is not None:
+            self._usage.note(name)
+        return value
 
     async def _read(self, name: SecretName, stage: str) -> SecretValue:
         self.reader_calls += 1
