@@ -56,6 +56,7 @@ from secretd.api.listener import (
 from secretd.api.ports import ApiDeps
 from secretd.api.tcp import bind_tcp, install_tcp_guard, load_token
 from secretd.api.vault_compat import VaultSettings
+from secretd.cache.persist import DiskPersister, open_persister
 from secretd.config import Config, load_config
 from secretd.credentials import CredentialProtocol, parse_peer_address
 from secretd.errors import ConfigError, SecretdError
@@ -161,10 +162,14 @@ def vault_settings(config: Config, current: Callable[[], Graph]) -> VaultSetting
 
 
 async def warm_up(graph: Graph) -> None:
-    """Load declared secrets and render every template once; failures are reported."""
+    """Seed the cache from the persisted cache (if any), load the declared secrets
+    it did not hold and render every template once; failures are reported. A
+    restored secret is not waited for: the refresh loop confirms it at once."""
+    await graph.cache.restore()
     declared = [decl.name for decl in graph.config.secret]
     graph.cache.pin(declared)
-    for name, problem in (await graph.cache.preload(declared)).items():
+    missing = [name for name in declared if not graph.cache.is_cached(name)]
+    for name, problem in (await graph.cache.preload(missing)).items():
         if problem is not None:
             log.warning("secret.preload_failed", secret=name, error=_message(problem))
     for status in await graph.templates.first_render():
@@ -181,12 +186,17 @@ class Agent:
     """One running agent: its signals, its backends and its current graph."""
 
     def __init__(
-        self, config: Config, config_path: Path | None, notifier: Notifier, state: StateDir
+        self,
+        config: Config,
+        config_path: Path | None,
+        notifier: Notifier,
+        state: StateDir,
+        persister: DiskPersister | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
         self.notifier = notifier
-        self.shared = Shared.create(config, state=state)
+        self.shared = Shared.create(config, state=state, persister=persister)
         self.pool = BackendPool(state=state)
         self.stop = asyncio.Event()
         self.reload = asyncio.Event()
@@ -245,7 +255,10 @@ async def run_agent(
     report = harden_process(mlock=config.agent.mlock)
     raise_fd_limit(config.limits.max_connections)
     state = await asyncio.to_thread(StateDir.open, config.agent.state_dir)
-    agent = Agent(config, config_path, Notifier.from_env(), state)
+    persister = await asyncio.to_thread(
+        open_persister, config.cache, state, max_secret_bytes=config.limits.max_secret_bytes
+    )
+    agent = Agent(config, config_path, Notifier.from_env(), state, persister)
     if stop is not None:
         agent.stop = stop
     agent.shared.metrics.set_hardening(report.features())
@@ -308,6 +321,8 @@ async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket])
             agent.pool.attach(supervisor)
             agent.pool.commit(agent.graph.backends)
             supervisor.start("usage", shared.usage.flush_forever)
+            if shared.persister is not None:
+                supervisor.start("cache:persist", shared.persister.run)
             loops: Loops = []
             try:
                 loops = await _start_loops(group, agent.graph, agent.stop)
@@ -442,6 +457,9 @@ def _load_reloadable(agent: Agent) -> Config:
         changed.append("tcp")
     if config.vault_api != old.vault_api:  # its routes are built once
         changed.append("vault_api")
+    persisted = ("persist_dir", "persist_key_file")  # one persister, opened at start
+    if any(getattr(config.cache, k) != getattr(old.cache, k) for k in persisted):
+        changed.append("cache.persist_dir/persist_key_file")
     if (config.limits.backend_rate, config.limits.backend_burst) != (
         old.limits.backend_rate,
         old.limits.backend_burst,

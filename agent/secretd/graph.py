@@ -41,6 +41,7 @@ from secretd.audit import AuditLog, check_audit_target
 from secretd.backends.base import Backend, BackgroundBackend, WatchableBackend
 from secretd.backends.registry import check_backend, close_backends, open_one
 from secretd.backends.router import Router
+from secretd.cache.persist import DiskPersister, check_persist_settings
 from secretd.cache.secret_cache import SecretCache, build_cache
 from secretd.clock import SystemClock
 from secretd.config import BackendConfig, Config
@@ -76,10 +77,18 @@ class Shared:
     state: ServingState
     clock: SystemClock
     usage: Usage
+    persister: DiskPersister | None = None
 
     @classmethod
-    def create(cls, config: Config, *, state: StateDir | None = None) -> Shared:
-        """`state`: where reads per secret are kept (None: in memory only)."""
+    def create(
+        cls,
+        config: Config,
+        *,
+        state: StateDir | None = None,
+        persister: DiskPersister | None = None,
+    ) -> Shared:
+        """`state`: where reads per secret are kept (None: in memory only);
+        `persister`: the persisted cache every graph's cache writes to."""
         clock = SystemClock()
         metrics = Metrics()
         tracker = ConnectionTracker(
@@ -92,7 +101,8 @@ class Shared:
         limiter = RateLimiter(
             rate=config.limits.backend_rate, burst=config.limits.backend_burst, clock=clock
         )
-        return cls(Hub(), metrics, tracker, limiter, ServingState(), clock, Usage(state))
+        hub = Hub()
+        return cls(hub, metrics, tracker, limiter, ServingState(), clock, Usage(state), persister)
 
 
 @dataclass(frozen=True)
@@ -255,6 +265,7 @@ def _assemble(
         observer=observer,
         clock=shared.clock,
         rng=random.Random(),  # noqa: S311 - refresh jitter, not cryptography
+        persister=shared.persister,
     )
     refresher = Refresher.for_interval(
         cache.refresh_target,
@@ -355,6 +366,7 @@ async def check_config(config: Config) -> list[str]:
             lambda: _check_tcp(config),
             lambda: check_audit_target(config.agent.audit_log),
             lambda: check_rotations(config.rotation, config.backends),
+            lambda: check_persist_settings(config.cache),
         )
         if (problem := _problem_of(check)) is not None
     ]

@@ -108,6 +108,9 @@ class MemoryCache:
     def failed_pins(self) -> Mapping[SecretName, str]:
         return self.unloaded
 
+    def persist_refused(self) -> int:
+        return 0
+
     def backend_health(self) -> Mapping[str, Health]:
         return self.health
 

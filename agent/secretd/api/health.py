@@ -91,12 +91,14 @@ class HealthRoutes:
         # How many declared secrets failed to load: a count, so health (open to
         # every client of the socket) says nothing about which names exist.
         unloaded = len(cache.failed_pins())
+        refused = cache.persist_refused()  # tampered, foreign or rolled-back files
         rotations = self._rotations()
         if not self._deps.state.ready:
             status = "starting"
         elif (
             stale
             or unloaded
+            or refused
             or not all(b["ok"] for b in backends.values())
             or not all(t["ok"] for t in templates)
             or rotations["failing"]
@@ -108,7 +110,12 @@ class HealthRoutes:
             "status": status,
             "detail": "full" if readable is None else "summary",
             "backends": backends,
-            "cache": {"entries": len(entries), "stale": stale, "declared_unloaded": unloaded},
+            "cache": {
+                "entries": len(entries),
+                "stale": stale,
+                "declared_unloaded": unloaded,
+                "persist_refused": refused,
+            },
             "templates": templates,
             "rotations": rotations,
             "hardening": dict(self._deps.hardening),

@@ -67,6 +67,10 @@ class CacheView(SecretReader, Protocol):
 
     def backend_health(self) -> Mapping[str, BackendHealthView]: ...
 
+    def persist_refused(self) -> int:
+        """Persisted cache entries refused (tampered, foreign, rolled back), still on disk."""
+        ...
+
     async def list_names(self, prefix: str) -> Sequence[SecretName]: ...
 
 

@@ -133,5 +133,6 @@ class RefreshHooks:
         gone = core.table.idle(core.clock.monotonic(), core.settings.idle_evict)
         for entry in gone:
             core.others.forget(entry.name)
+            core.persister.drop(entry.name)
             log.info("cache.evicted", secret=entry.name, reason="idle")
         return len(gone)
