@@ -32,6 +32,9 @@ class Health:
     ok: bool = True
     last_error: str | None = None
     last_success: str | None = "2026-01-01T00:00:00.000Z"
+    endpoint: str | None = None
+    on_primary: bool | None = None
+    failovers: int = 0
 
 
 @dataclass

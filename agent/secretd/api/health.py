@@ -74,6 +74,9 @@ class HealthRoutes:
                 "ok": h.ok,
                 "last_error": h.last_error if readable is None or h.ok else BACKEND_FAILED,
                 "last_success": h.last_success,
+                # Which Vault address / AWS region serves: addresses are root's to see.
+                "endpoint": h.endpoint if readable is None else None,
+                "on_primary": h.on_primary,
             }
             for name, h in sorted(cache.backend_health().items())
         }
@@ -136,6 +139,8 @@ class HealthRoutes:
         cache = self._deps.served().cache
         entries = cache.snapshot()
         self._deps.metrics.set_secret_ages(entries)
+        failovers = {name: h.failovers for name, h in cache.backend_health().items()}
+        self._deps.metrics.set_failovers(failovers)
         pinned = [e.name for e in entries if e.pinned] + list(cache.failed_pins())
         records = self._deps.usage.records()
         self._deps.metrics.set_last_reads(

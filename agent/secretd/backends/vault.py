@@ -9,10 +9,12 @@ its value is the KV map of one version, serialised as a JSON object so that
     current_versions GET {kv}/metadata/{path}   per name, at most max_concurrency at once
 
 Module map: vault_wire (capped bodies, strict JSON), vault_http (one exchange,
-retries, Retry-After, error mapping), vault_kv (KV answers, stages),
+retries, Retry-After, error mapping, replicas), vault_kv (KV answers, stages),
 vault_auth (token file / AppRole sources), vault_token (login, renewal,
 recovery after 403). This module wires them and owns the aiohttp session and
-the renewal task.
+the renewal task. With several addresses, `run()` (the agent's supervised
+task for this backend) takes the first one back once it is healthy again
+(backends/replicas.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from secretd.backends.replicas import Replicas
 from secretd.backends.vault_auth import AppRoleSource, TokenFileSource, TokenSource
 from secretd.backends.vault_http import HttpSettings, Reply, VaultHttp
 from secretd.backends.vault_kv import KvMetadata, parse_data, parse_metadata, parse_version_id
@@ -76,6 +79,15 @@ class VaultBackend:
         self._max_secret_bytes = max_secret_bytes
         self._clock = clock
         self._renewal: asyncio.Task[None] | None = None
+
+    @property
+    def replicas(self) -> Replicas:
+        """The addresses, and the one serving now (health, status, metrics)."""
+        return self._http.replicas
+
+    async def run(self) -> None:
+        """With several addresses: take the first back once it is healthy again."""
+        await self._http.replicas.run(self._http.probe)
 
     def start(self) -> None:
         """Start the token keeper (log in ahead of the first read, renew)."""
@@ -312,8 +324,16 @@ async def open_backend(
         timeout=config.timeout,
         max_body=body_cap(max_secret_bytes),
     )
+    replicas = Replicas(
+        config.addresses, backend=name, failback_after=config.failback_after, clock=clock
+    )
     http = VaultHttp(
-        settings, session=session, max_concurrency=config.max_concurrency, clock=clock, rng=rng
+        settings,
+        session=session,
+        max_concurrency=config.max_concurrency,
+        clock=clock,
+        rng=rng,
+        replicas=replicas,
     )
     keeper = TokenKeeper(
         _source(config), http, backend=name, clock=clock, rng=rng, min_ttl=min_token_ttl
