@@ -273,6 +273,7 @@ def _assemble(
         watchables={n: b for n, b in backends.items() if isinstance(b, WatchableBackend)},
         clock=shared.clock,
         rng=random.Random(),  # noqa: S311 - refresh jitter, not cryptography
+        desync=config.cache.startup_spread > 0,
     )
     templates = TemplateRunner(
         config.template,

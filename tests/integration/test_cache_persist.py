@@ -106,6 +106,7 @@ async def test_a_restart_with_the_backend_down_serves_the_persisted_value_stale(
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert b"persisted-value-41" not in path.read_bytes()  # sealed, never plaintext
 
+    clock.advance(90)  # down for longer than refresh_interval (1m)
     down = MemoryBackend("memory", clock=clock)
     down.fail = BackendUnavailable("memory backend is down")
     host = start(tmp_path, clock, key, down)
@@ -114,6 +115,30 @@ async def test_a_restart_with_the_backend_down_serves_the_persisted_value_stale(
     assert served.version.value.reveal() == b"persisted-value-41"
     assert (served.version.version_id, served.stale) == (vid, True)
     assert down.calls["fetch"] == 0  # served from disk, the dead backend was not waited on
+    due = host.cache.refresh_target.due_checks(clock.monotonic())
+    assert due == {"memory": ["app/db"]}  # checked at once
+
+
+async def test_a_restart_within_the_interval_keeps_the_schedule(
+    tmp_path: Path, key: StoreKey
+) -> None:
+    """Confirmed 20 s before the restart: served as without a restart (not stale),
+    checked when due; only a failed check makes it stale."""
+    clock = FakeClock()
+    await first_run(tmp_path, clock, key)
+    clock.advance(20)
+    down = MemoryBackend("memory", clock=clock)
+    down.fail = BackendUnavailable("memory backend is down")
+    host = start(tmp_path, clock, key, down)
+    assert await host.cache.restore() == 1
+    assert (await host.cache.read(SecretName("app/db"))).stale is False
+    assert host.cache.refresh_target.due_checks(clock.monotonic()) == {}
+    entry = host.cache.core.table.get(SecretName("app/db"))
+    assert entry is not None
+    assert 0 < entry.next_check - clock.monotonic() <= 40  # the rest of its interval
+    clock.advance(entry.next_check - clock.monotonic())
+    await host.cache.refresh_target.check("memory", [SecretName("app/db")])
+    assert (await host.cache.read(SecretName("app/db"))).stale is True
 
 
 async def test_max_stale_counts_from_the_persisted_confirmation_not_the_restart(
@@ -141,6 +166,7 @@ async def test_the_backend_answering_replaces_the_restored_entry(
 ) -> None:
     clock = FakeClock()
     first, vid = await first_run(tmp_path, clock, key)
+    clock.advance(90)
     host = start(tmp_path, clock, key, first.backend)
     await host.cache.restore()
     assert (await host.cache.read(SecretName("app/db"))).stale is True

@@ -135,7 +135,11 @@ async def open_backend(
 
 
 class AwsBackend:
-    """Reads AWS Secrets Manager through one aiobotocore client."""
+    """Reads AWS Secrets Manager through one aiobotocore client (one per region)."""
+
+    # One ListSecrets answers many names' version checks: the cache checks this
+    # backend's secrets together (cache/refreshing.py).
+    checks_in_bulk = True
 
     def __init__(
         self,

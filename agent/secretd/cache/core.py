@@ -10,9 +10,10 @@ backend answer under the rules of docs/cache.md:
   current version never moves backwards;
 - a failure keeps the last good value, marks it failing (stale) and schedules
   a retry with jittered backoff; "not found" drops the entry;
-- a new entry's first routine check is drawn from the last `startup_spread`
-  of the interval (at least its last fifth, as every later check), so a fleet
-  started together does not check together (docs/fleet.md);
+- with `startup_spread`, the cache draws once an offset in [0, startup_spread]
+  and every new entry's first routine check comes that much earlier: agents
+  started together check at different times, while one agent's secrets stay
+  together and keep sharing batched calls (docs/fleet.md);
 - every stored, moved or confirmed entry is told to the `Persister`, and
   every removed one (cache/persist.py; by default nothing is kept); `seed`
   puts entries restored from it back, stale until their backend confirms them.
@@ -30,7 +31,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from secretd.backoff import DEFAULT_SPREAD, Backoff, jittered_interval
+from secretd.backoff import Backoff, jittered_interval
 from secretd.cache.entries import (
     Entry,
     EntryTable,
@@ -94,6 +95,10 @@ class CacheCore:
         self.other_flights: SingleFlight[tuple[str, Fetched]] = SingleFlight()
         self.pinned: set[SecretName] = set()
         self.pending: dict[SecretName, PendingPin] = {}
+        # This cache's start-up offset (drawn only when asked for: the rng's other
+        # draws, and so every schedule without a spread, stay as they were).
+        spread = settings.startup_spread
+        self.phase = rng.uniform(0.0, spread) if spread > 0 else 0.0
 
     # -- loading and applying ---------------------------------------------------
 
@@ -186,21 +191,20 @@ class CacheCore:
         self.observer.secret_refreshed(entry.name, backend, version.version_id, "changed")
         self.hub.publish(Changed(entry.name, version.version_id))
 
-    def confirmed(self, entry: Entry, now: float) -> None:
-        """The backend vouched for the cached version just now."""
+    def confirmed(self, entry: Entry, now: float, delay: float | None = None) -> None:
+        """The backend vouched for the cached version just now; the next check is
+        `delay` from now (default: a jittered interval of its own)."""
         entry.failures, entry.last_error = 0, None
         entry.last_success, entry.last_success_at = now, self.clock.now()
-        entry.next_check = now + jittered_interval(self.settings.refresh_interval, self.rng)
+        if delay is None:
+            delay = jittered_interval(self.settings.refresh_interval, self.rng)
+        entry.next_check = now + delay
         self.persister.save(entry)
 
     def _first_interval(self) -> float:
-        """The delay before a new entry's first routine check: from the last
-        `startup_spread` of the interval, or its last fifth when that is wider."""
-        interval = self.settings.refresh_interval
-        if interval <= 0:
-            return 0.0
-        spread = max(DEFAULT_SPREAD, self.settings.startup_spread / interval)
-        return jittered_interval(interval, self.rng, spread)
+        """The delay before a new entry's first routine check: the usual jittered
+        interval, shortened by this cache's start-up offset (never longer)."""
+        return jittered_interval(max(self.settings.refresh_interval - self.phase, 0.0), self.rng)
 
     def failed(self, name: SecretName, backend: str, exc: SecretdError) -> None:
         """A load or check of `name` failed: keep the last good value, back off."""
@@ -251,24 +255,31 @@ class CacheCore:
     def seed(self, items: Iterable[Persisted]) -> int:
         """Put entries restored from disk back (names cached already keep theirs).
 
-        Each is stale until its backend confirms it (checked at once), served
-        within `max_stale` counted from the persisted confirmation time: a
-        restart does not reset that clock. Returns how many were seeded."""
+        The clock of each is the persisted confirmation time: a restart resets
+        neither `max_stale` nor the schedule. One its backend confirmed within
+        `refresh_interval` is served as it would have been without the restart
+        and checked when due; an older one is stale until its backend confirms
+        it, and checked at once. Returns how many were seeded."""
         now, wall = self.clock.monotonic(), self.clock.now().timestamp()
+        interval = self.settings.refresh_interval
         seeded = 0
         for item in items:
             if item.name in self.table:
                 continue
+            age = max(wall - item.confirmed_at, 0.0)
+            fresh = age < interval
             entry = Entry(
                 name=item.name,
                 backend=item.backend,
                 version=item.version,
-                last_success=now - max(wall - item.confirmed_at, 0.0),
+                last_success=now - age,
                 last_success_at=datetime.fromtimestamp(item.confirmed_at, UTC),
                 last_read=now,
-                next_check=now,
+                next_check=now + max(jittered_interval(interval, self.rng) - age, 0.0)
+                if fresh
+                else now,
                 pinned=item.name in self.pinned,
-                last_error=RESTORED,
+                last_error=None if fresh else RESTORED,
                 arn=item.arn,
             )
             self.evicted(self.table.put(entry))
