@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 
 from tests.e2e.agent_proc import AgentProcess, Store, config_text, secretd
-from tests.e2e.conftest import ALLOW_ROOT
+from tests.e2e.conftest import ALLOW_ROOT, StartAgent
+from tests.e2e.test_e2e_reload import rewrite, sighup, wait_log
 from tests.fakes.bao_server import BaoServer, write_private
 
 ALLOW_VAULT = ALLOW_ROOT + '[[allow]]\nsecrets = ["vault/**"]\nuids = [0]\n\n'
@@ -152,3 +153,32 @@ async def persisted_file(workdir: Path) -> Path:
             if found:
                 return found[0]
             await asyncio.sleep(0.05)
+
+
+async def test_a_reload_cannot_move_the_persisted_cache(
+    workdir: Path, store: Store, start_agent: StartAgent
+) -> None:
+    """persist_dir and persist_key_file need a restart: a reload changing them is
+    rejected and the old config keeps running (and writing where it did)."""
+    store.put("app/k", b"reload-value-5")
+    key = workdir / "persist.key"
+    secretd("cache", "init-key", str(key))
+    cache = f'persist_dir = "{workdir}/persist"\npersist_key_file = "{key}"\n'
+    agent = await start_agent(cache=cache, declared=("app/k",))
+    await persisted_file(workdir)
+    rewrite(
+        agent,
+        config_text(
+            workdir,
+            store,
+            allow=ALLOW_ROOT,
+            declared=("app/k",),
+            cache=cache.replace("/persist", "/elsewhere"),
+        ),
+    )
+    sighup(agent)
+    await wait_log(agent, "config.reload_rejected")
+    assert "cache.persist_dir/persist_key_file changed" in agent.log()
+    assert not (workdir / "elsewhere").exists()
+    async with agent.session() as http:
+        assert (await secret(http, "app/k"))[1]["value"] == "reload-value-5"

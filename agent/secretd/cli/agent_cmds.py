@@ -96,6 +96,8 @@ def summary(config: Config) -> list[str]:
         )
     declared = ", ".join(decl.name for decl in config.secret) or "none"
     lines.append(f"secrets    {len(config.secret)} declared: {declared}")
+    persisted = config.cache.persist_dir
+    lines.append(f"cache      {'persisted in ' + str(persisted) if persisted else 'memory only'}")
     lines.append(f"rules      {len(config.allow)} allow rule(s)")
     for rule in config.allow:
         lines.append(f"  allow    {', '.join(rule.secrets)} to {_subjects(rule)}")
