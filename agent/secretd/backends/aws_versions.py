@@ -23,10 +23,11 @@ listing serves every followed name for `max_age`, while filters are paid each
 time a name falls due (the cache's check period, learnt from the gaps between
 checks of a name) - and at least the filters the names asked right now need
 (the cache checks one agent's AWS secrets together, so they fall due at
-once). While the account's size is unknown it tries within that budget, stopping as soon as every followed name was seen. Otherwise it filters
-the names that need an answer, topping the last filter up with the followed
-names seen longest ago. A filter whose answer runs
-past MAX_FILTER_PAGES falls back to DescribeSecret for the names still missing.
+once). While the account's size is unknown it tries within that budget,
+stopping as soon as every followed name was seen. Otherwise it filters the
+names that need an answer, topping the last filter up with the followed names
+seen longest ago. A filter whose answer runs past MAX_FILTER_PAGES falls back
+to DescribeSecret for the names still missing.
 
 ListSecrets is eventually consistent on AWS: a rotation may show up one
 listing late; the cache never moves a version backwards.
