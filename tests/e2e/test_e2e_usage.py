@@ -11,9 +11,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.agent_proc import BIN, Store
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
 from tests.fakes.credential_client import load_credential
+from tests.fakes.second_user import can_switch_users, ensure_test_user, run_as
 
 VALUES = {
     "app/api": b"value-api-7c1",
@@ -100,3 +103,22 @@ async def test_reads_of_every_surface_are_counted_kept_across_restart_and_report
         if line.startswith('secretd_secret_last_read_timestamp_seconds{secret="app/api"}')
     ]
     assert len(lines) == 1 and float(lines[0].split()[-1]) > 1.7e9
+
+
+async def test_another_user_sees_only_the_secrets_a_rule_lets_it_read(
+    store: Store, start_agent: StartAgent
+) -> None:
+    if not can_switch_users():
+        pytest.skip("needs root and setpriv to run a client as another uid")
+    user = ensure_test_user()
+    for name in ("app/a", "app/b", "app/c"):
+        store.put(name, b"v-" + name.encode())
+    rule = f'[[allow]]\nsecrets = ["app/a"]\nuids = [{user.uid}]\n\n'
+    agent = await start_agent(allow=ALLOW_ROOT + rule)
+    sock = str(agent.socket)
+    argv = [str(BIN), "unused", "--for", "0s", "--json", "--socket", sock]
+    as_root = await asyncio.to_thread(cli, *argv[1:])
+    assert [r["name"] for r in json.loads(as_root.stdout)["unused"]] == ["app/a", "app/b", "app/c"]
+    as_other = await asyncio.to_thread(run_as, user, argv)
+    assert as_other.returncode == 0, as_other.stderr.decode()
+    assert [r["name"] for r in json.loads(as_other.stdout)["unused"]] == ["app/a"]

@@ -1,21 +1,29 @@
-"""`[cache] startup_spread`: a new entry's first routine check is drawn from the last
-`startup_spread` of refresh_interval (never later than the interval); later checks
-keep the usual last fifth; the first loads themselves are never delayed."""
+"""`[cache] startup_spread`: each cache draws once an offset in [0, startup_spread]
+and schedules every new entry's first check that much earlier (80-100 % of
+`refresh_interval - offset`): caches (agents) started together check at different
+times, one cache's secrets stay together, nothing is checked later than the
+interval, and the first loads themselves are never delayed."""
 
 from __future__ import annotations
+
+import asyncio
+import random
 
 import pytest
 
 from secretd.config import CacheSection
 from secretd.model import SecretName
+from secretd.refresh.refresher import Refresher
 from tests.fakes.cache_rig import make_rig
 
 INTERVAL = 300.0
-COUNT = 200
+COUNT = 20
+AGENTS = 30
 
 
-async def first_check_delays(spread: str) -> tuple[list[float], int]:
-    rig = make_rig(refresh_interval="5m", startup_spread=spread)
+async def first_check_delays(spread: str, seed: int) -> tuple[list[float], float, int]:
+    """(first-check delays of COUNT secrets loaded at once, the cache's offset, fetches)."""
+    rig = make_rig(refresh_interval="5m", startup_spread=spread, seed=seed)
     names = [SecretName(f"app/{i:03d}") for i in range(COUNT)]
     for name in names:
         rig.backend.put(name, f"v-{name}")
@@ -26,23 +34,30 @@ async def first_check_delays(spread: str) -> tuple[list[float], int]:
     entries = [rig.cache.core.table.get(n) for n in names]
     delays = [e.next_check - loaded_at for e in entries if e is not None]
     assert len(delays) == COUNT
-    return delays, fetched
+    return delays, rig.cache.core.phase, fetched
 
 
 async def test_without_spread_first_checks_fall_in_the_last_fifth() -> None:
-    delays, fetched = await first_check_delays("0s")
-    assert fetched == COUNT
-    assert min(delays) >= 0.8 * INTERVAL
-    assert max(delays) <= INTERVAL
+    for seed in range(AGENTS):
+        delays, phase, fetched = await first_check_delays("0s", seed)
+        assert (fetched, phase) == (COUNT, 0.0)
+        assert min(delays) >= 0.8 * INTERVAL and max(delays) <= INTERVAL
 
 
-async def test_with_spread_first_checks_cover_the_spread_never_later_than_the_interval() -> None:
-    delays, fetched = await first_check_delays("5m")
-    assert fetched == COUNT  # the loads are not spread
-    assert max(delays) <= INTERVAL
-    assert min(delays) < 0.2 * INTERVAL  # 200 draws over the whole interval
-    early = sum(1 for d in delays if d < 0.8 * INTERVAL)
-    assert early > COUNT // 2  # most now fall before the last fifth
+async def test_with_spread_agents_differ_and_each_keeps_its_secrets_together() -> None:
+    latest: list[float] = []
+    for seed in range(AGENTS):
+        delays, phase, fetched = await first_check_delays("5m", seed)
+        assert fetched == COUNT  # the loads are not spread
+        assert 0.0 <= phase <= INTERVAL
+        shortened = INTERVAL - phase
+        assert all(0.8 * shortened <= d <= shortened for d in delays)  # together
+        latest.append(max(delays))
+    assert max(latest) <= INTERVAL
+    # Thirty agents started at once: some check within the first half of the
+    # interval, some in its last fifth (without the spread: all in the last fifth).
+    assert min(latest) < 0.5 * INTERVAL
+    assert max(latest) > 0.8 * INTERVAL
 
 
 async def test_later_checks_are_in_the_last_fifth_again() -> None:
@@ -61,3 +76,40 @@ async def test_later_checks_are_in_the_last_fifth_again() -> None:
 def test_the_spread_cannot_exceed_the_interval() -> None:
     with pytest.raises(ValueError, match="startup_spread"):
         CacheSection(refresh_interval="1m", startup_spread="2m")
+
+
+async def test_a_spread_refresh_loop_starts_its_passes_at_a_random_point() -> None:
+    """Loops started in the same instant would pass on the same grid of min_gap /
+    max_gap sleeps; with the spread each starts at its own point within min_gap."""
+    starts = set()
+    for seed in range(5):
+        rig = make_rig(refresh_interval="5m", startup_spread="5m")
+        refresher = Refresher.for_interval(
+            rig.cache.refresh_target,
+            refresh_interval=INTERVAL,
+            watchables={},
+            clock=rig.clock,
+            rng=random.Random(seed),
+            desync=True,
+        )
+        loop = asyncio.create_task(refresher.poll_forever())
+        await rig.clock.wait_for_sleepers(1)
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        first = rig.clock.slept[0]
+        assert 0.0 <= first < INTERVAL / 20  # min_gap of a 5m interval: 15 s
+        starts.add(first)
+    assert len(starts) == 5
+    plain = make_rig(refresh_interval="5m")
+    refresher = Refresher.for_interval(
+        plain.cache.refresh_target,
+        refresh_interval=INTERVAL,
+        watchables={},
+        clock=plain.clock,
+        rng=random.Random(1),
+    )
+    loop = asyncio.create_task(refresher.poll_forever())
+    await plain.clock.wait_for_sleepers(1)
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    assert plain.clock.slept[0] == 30.0  # without: straight onto the max_gap grid

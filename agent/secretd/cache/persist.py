@@ -157,7 +157,7 @@ class DiskPersister:
                 try:
                     changed = (self._remove(name) if item is None else self._write(item)) or changed
                 except OSError as exc:
-                    log.warning("cache.persist_failed", secret=name, error=exc.strerror)
+                    log.warning("cache.entry_unsaved", secret=name, error=exc.strerror)
             if changed:
                 with contextlib.suppress(OSError):
                     fsync_dir(self.directory)
