@@ -11,9 +11,11 @@ Order of start-up (docs/operating.md):
    service;
 3. claim the socket (a socket-activated one, or create it with its mode and
    group); clients that connect now wait in the backlog;
-4. start the supervised background work (backends' renewals and state, the
-   refresh/watch loops), load the declared secrets and render every template
-   once (failures are logged and shown in health, they do not stop the start);
+4. start the supervised background work (backends' renewals, failback and
+   state, the refresh/watch loops, the reads-per-secret and persisted-cache
+   writers), put the persisted cache back (docs/cache.md), load the declared
+   secrets it did not hold and render every template once (failures are
+   logged and shown in health, they do not stop the start);
 5. serve: the API (and, on the same Unix socket, systemd `LoadCredential=`
    requests, told apart by the peer's abstract address) and the template
    runner; `READY=1` goes to systemd;
@@ -164,7 +166,7 @@ def vault_settings(config: Config, current: Callable[[], Graph]) -> VaultSetting
 async def warm_up(graph: Graph) -> None:
     """Seed the cache from the persisted cache (if any), load the declared secrets
     it did not hold and render every template once; failures are reported. A
-    restored secret is not waited for: the refresh loop confirms it at once."""
+    restored secret is not waited for: the refresh loop checks it when due."""
     await graph.cache.restore()
     declared = [decl.name for decl in graph.config.secret]
     graph.cache.pin(declared)
