@@ -11,9 +11,11 @@ Order of start-up (docs/operating.md):
    service;
 3. claim the socket (a socket-activated one, or create it with its mode and
    group); clients that connect now wait in the backlog;
-4. start the supervised background work (backends' renewals and state, the
-   refresh/watch loops), load the declared secrets and render every template
-   once (failures are logged and shown in health, they do not stop the start);
+4. start the supervised background work (backends' renewals, failback and
+   state, the refresh/watch loops, the reads-per-secret and persisted-cache
+   writers), put the persisted cache back (docs/cache.md), load the declared
+   secrets it did not hold and render every template once (failures are
+   logged and shown in health, they do not stop the start);
 5. serve: the API (and, on the same Unix socket, systemd `LoadCredential=`
    requests, told apart by the peer's abstract address) and the template
    runner; `READY=1` goes to systemd;
@@ -55,6 +57,7 @@ from secretd.api.listener import (
 from secretd.api.ports import ApiDeps
 from secretd.api.tcp import install_tcp_guard, load_token
 from secretd.api.vault_compat import VaultSettings
+from secretd.cache.persist import DiskPersister, open_persister
 from secretd.config import Config, load_config
 from secretd.config.schema import restart_only_changes
 from secretd.credentials import CredentialProtocol, parse_peer_address
@@ -102,10 +105,14 @@ def vault_settings(config: Config, current: Callable[[], Graph]) -> VaultSetting
 
 
 async def warm_up(graph: Graph) -> None:
-    """Load declared secrets and render every template once; failures are reported."""
+    """Seed the cache from the persisted cache (if any), load the declared secrets
+    it did not hold and render every template once; failures are reported. A
+    restored secret is not waited for: the refresh loop checks it when due."""
+    await graph.cache.restore()
     declared = [decl.name for decl in graph.config.secret]
     graph.cache.pin(declared)
-    for name, problem in (await graph.cache.preload(declared)).items():
+    missing = [name for name in declared if not graph.cache.is_cached(name)]
+    for name, problem in (await graph.cache.preload(missing)).items():
         if problem is not None:
             log.warning("secret.preload_failed", secret=name, error=_message(problem))
     for status in await graph.templates.first_render():
@@ -134,12 +141,17 @@ class Agent:
     """One running agent: its signals, its backends and its current graph."""
 
     def __init__(
-        self, config: Config, config_path: Path | None, notifier: Notifier, state: StateDir
+        self,
+        config: Config,
+        config_path: Path | None,
+        notifier: Notifier,
+        state: StateDir,
+        persister: DiskPersister | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
         self.notifier = notifier
-        self.shared = Shared.create(config)
+        self.shared = Shared.create(config, state=state, persister=persister)
         self.pool = BackendPool(state=state)
         self.stop = asyncio.Event()
         self.reload = asyncio.Event()
@@ -167,6 +179,7 @@ class Agent:
             identify=lambda request: tracker.caller(request.protocol),
             state=shared.state,
             hardening=hardening,
+            usage=shared.usage,
         )
 
     def credential_divert(self) -> Divert:
@@ -198,7 +211,10 @@ async def run_agent(
     report = harden_process(mlock=config.agent.mlock)
     raise_fd_limit(config.limits.max_connections)
     state = await asyncio.to_thread(StateDir.open, config.agent.state_dir)
-    agent = Agent(config, config_path, Notifier.from_env(), state)
+    persister = await asyncio.to_thread(
+        open_persister, config.cache, state, max_secret_bytes=config.limits.max_secret_bytes
+    )
+    agent = Agent(config, config_path, Notifier.from_env(), state, persister)
     if stop is not None:
         agent.stop = stop
     agent.shared.metrics.set_hardening(report.features())
@@ -262,6 +278,9 @@ async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket])
             supervisor = Supervisor(group, clock=shared.clock, rng=random.Random())  # noqa: S311
             agent.pool.attach(supervisor)
             agent.pool.commit(agent.graph.backends)
+            supervisor.start("usage", shared.usage.flush_forever)
+            if shared.persister is not None:
+                supervisor.start("cache:persist", shared.persister.run)
             loops: Loops = []
             try:
                 loops = await _start_loops(group, agent.graph, agent.stop)

@@ -28,6 +28,7 @@ from secretd.audit import AuditSink
 from secretd.config.schema import CredentialConfig
 from secretd.errors import SecretdError
 from secretd.model import Caller, SecretReader
+from secretd.usage import UsageSink
 
 log = structlog.get_logger(__name__)
 
@@ -66,10 +67,12 @@ class CredentialService:
         credentials: Sequence[CredentialConfig],
         reader: SecretReader,
         audit: AuditSink,
+        usage: UsageSink | None = None,
     ) -> None:
         self._credentials = tuple(credentials)
         self._reader = reader
         self._audit = audit
+        self._usage = usage
 
     def match(self, request: CredentialRequest) -> CredentialConfig | None:
         for entry in self._credentials:
@@ -111,6 +114,8 @@ class CredentialService:
             result="ok",
             **extra,
         )
+        if self._usage is not None:
+            self._usage.note(entry.secret)
         return value.reveal()
 
     def _deny(self, caller: Caller, secret: str | None, result: str, extra: dict[str, str]) -> None:

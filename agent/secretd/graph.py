@@ -41,6 +41,7 @@ from secretd.backends.base import Backend, BackgroundBackend, WatchableBackend
 from secretd.backends.registry import close_backends, open_one
 from secretd.backends.router import Router
 from secretd.cache.observer import CacheObserver, NullObserver, Observers
+from secretd.cache.persist import DiskPersister
 from secretd.cache.secret_cache import SecretCache, build_cache
 from secretd.clock import SystemClock
 from secretd.config import BackendConfig, Config
@@ -54,6 +55,7 @@ from secretd.rotation.build import build_scheduler
 from secretd.rotation.scheduler import Scheduler
 from secretd.state import StateDir
 from secretd.supervise import Supervisor
+from secretd.usage import Usage
 
 log = structlog.get_logger(__name__)
 
@@ -71,9 +73,19 @@ class Shared:
     limiter: RateLimiter
     state: ServingState
     clock: SystemClock
+    usage: Usage
+    persister: DiskPersister | None = None
 
     @classmethod
-    def create(cls, config: Config) -> Shared:
+    def create(
+        cls,
+        config: Config,
+        *,
+        state: StateDir | None = None,
+        persister: DiskPersister | None = None,
+    ) -> Shared:
+        """`state`: where reads per secret are kept (None: in memory only);
+        `persister`: the persisted cache every graph's cache writes to."""
         clock = SystemClock()
         metrics = Metrics()
         tracker = ConnectionTracker(
@@ -86,7 +98,8 @@ class Shared:
         limiter = RateLimiter(
             rate=config.limits.backend_rate, burst=config.limits.backend_burst, clock=clock
         )
-        return cls(Hub(), metrics, tracker, limiter, ServingState(), clock)
+        hub = Hub()
+        return cls(hub, metrics, tracker, limiter, ServingState(), clock, Usage(state), persister)
 
 
 @dataclass(frozen=True)
@@ -249,6 +262,7 @@ def _assemble(
         observer=observer,
         clock=shared.clock,
         rng=random.Random(),  # noqa: S311 - refresh jitter, not cryptography
+        persister=shared.persister,
     )
     refresher = Refresher.for_interval(
         cache.refresh_target,
@@ -256,6 +270,7 @@ def _assemble(
         watchables={n: b for n, b in backends.items() if isinstance(b, WatchableBackend)},
         clock=shared.clock,
         rng=random.Random(),  # noqa: S311 - refresh jitter, not cryptography
+        desync=config.cache.startup_spread > 0,
     )
     templates = TemplateRunner(
         config.template,
@@ -265,6 +280,7 @@ def _assemble(
         clock=shared.clock,
         metrics=shared.metrics,
         audit=audit,
+        usage=shared.usage,
     )
     rotations = build_scheduler(
         config.rotation,
@@ -284,7 +300,7 @@ def _assemble(
         refresher=refresher,
         policy=Policy(config.allow),
         templates=templates,
-        credentials=CredentialService(config.credential, cache, audit),
+        credentials=CredentialService(config.credential, cache, audit, shared.usage),
         rotations=rotations,
         backends=held,
     )

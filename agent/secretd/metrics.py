@@ -19,6 +19,10 @@ them down:
     secretd_rotations_total{result}                  whole rotations: done, failed
     secretd_rotation_steps_total{step,result}        step: create|set|test|finish; result: ok,
                                                      failed, resumed, dropped
+    secretd_secret_last_read_timestamp_seconds{secret}  per declared/used (pinned) secret: its
+                                                     last read (epoch; 0: never read)
+    secretd_backend_failovers_total{backend}         moves off a failed replica (Vault address,
+                                                     AWS region) since the backend was opened
 
 Per-secret labels are limited to pinned names (declared in the config or used
 by a template or credential): a name somebody merely asked for - perhaps one
@@ -35,7 +39,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from secretd.errors import SecretdError
 from secretd.model import SecretName, name_problem
@@ -123,6 +129,14 @@ class Metrics:
         self._rotation_steps = Counter(
             "secretd_rotation_steps", "Rotation steps", ["step", "result"], registry=reg
         )
+        self._last_read = Gauge(
+            "secretd_secret_last_read_timestamp_seconds",
+            "When each declared or used secret was last read (0: never)",
+            ["secret"],
+            registry=reg,
+        )
+        self._failovers = _FailoverCounts()
+        reg.register(self._failovers)
 
     def _init_cache_gauges(self, reg: CollectorRegistry) -> None:
         self._entries = Gauge("secretd_cached_secrets", "Cached secrets", registry=reg)
@@ -207,6 +221,17 @@ class Metrics:
         self._entries.set(count)
         self._age_max.set(oldest)
 
+    def set_last_reads(self, reads: Mapping[SecretName, float | None]) -> None:
+        """Replace the last-read gauges: epoch seconds per pinned secret, None for never."""
+        self._last_read.clear()
+        for name, when in reads.items():
+            if name_problem(name) is None:
+                self._last_read.labels(str(name)).set(0.0 if when is None else float(when))
+
+    def set_failovers(self, counts: Mapping[str, int]) -> None:
+        """The failover count of each backend now (call before `exposition`)."""
+        self._failovers.counts = {_label(name): int(count) for name, count in counts.items()}
+
     def set_hardening(self, features: Mapping[str, bool | None]) -> None:
         """Record which hardening steps worked; None (not attempted) is left out."""
         for feature, worked in features.items():
@@ -227,3 +252,25 @@ class Metrics:
     def exposition(self) -> bytes:
         """The Prometheus text format; serve it with `CONTENT_TYPE`."""
         return generate_latest(self.registry)
+
+
+class _FailoverCounts(Collector):
+    """`secretd_backend_failovers_total`: the backends keep the counts; the last
+    `set_failovers` is what a scrape reports (a counter that restarts from 0
+    when a reload replaces the backend, which Prometheus' rate() expects)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "secretd_backend_failovers",
+            "Moves off a failed replica (Vault address or AWS region)",
+            labels=["backend"],
+        )
+        for backend, count in sorted(self.counts.items()):
+            family.add_metric([backend], float(count))
+        yield family
+
+    def describe(self) -> Iterable[CounterMetricFamily]:
+        return self.collect()

@@ -34,6 +34,7 @@ from secretd.audit import check_audit_target
 from secretd.backends.base import Backend, CheckableBackend
 from secretd.backends.registry import close_backends, open_one
 from secretd.backends.router import Router
+from secretd.cache.persist import check_persist_settings
 from secretd.config import Config
 from secretd.errors import ConfigError, NotFound, SecretdError
 from secretd.fileperm import owner_problem, trusted_owners
@@ -169,6 +170,7 @@ async def check_config(config: Config) -> Findings:
         lambda: check_audit(config),
         lambda: check_state_dir(config),
         lambda: check_rotations(config.rotation, config.backends),
+        lambda: check_persist_settings(config.cache),
     ):
         try:
             check()

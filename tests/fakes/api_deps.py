@@ -33,6 +33,9 @@ class Health:
     last_error: str | None = None
     last_success: str | None = "2026-01-01T00:00:00.000Z"
     state: str = "ok"
+    endpoint: str | None = None
+    on_primary: bool | None = None
+    failovers: int = 0
 
 
 @dataclass
@@ -109,6 +112,9 @@ class MemoryCache:
     def failed_pins(self) -> Mapping[SecretName, str]:
         return self.unloaded
 
+    def persist_refused(self) -> int:
+        return 0
+
     def backend_health(self) -> Mapping[str, Health]:
         return self.health
 
@@ -160,6 +166,12 @@ class CountingMetrics:
 
     def set_secret_ages(self, entries: Iterable[object]) -> None:
         del entries
+
+    def set_last_reads(self, reads: Mapping[str, float | None]) -> None:
+        del reads
+
+    def set_failovers(self, counts: Mapping[str, int]) -> None:
+        del counts
 
     def exposition(self) -> bytes:
         return f"secretd_reads_total {len(self.reads)}\n".encode()

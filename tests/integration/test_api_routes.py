@@ -251,7 +251,12 @@ async def test_health_states() -> None:
         srv.cache.put("app/k", b"v")
         ok = await (await http.get("/v1/health")).json()
         assert ok["status"] == "ok"
-        assert ok["cache"] == {"entries": 1, "stale": 0, "declared_unloaded": 0}
+        assert ok["cache"] == {
+            "entries": 1,
+            "stale": 0,
+            "declared_unloaded": 0,
+            "persist_refused": 0,
+        }
         assert ok["backends"]["local"]["ok"] is True
         srv.cache.stale.add(SecretName("app/k"))
         degraded = await http.get("/v1/health")

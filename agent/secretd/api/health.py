@@ -75,6 +75,9 @@ class HealthRoutes:
                 "state": h.state,
                 "last_error": h.last_error if readable is None or h.ok else BACKEND_FAILED,
                 "last_success": h.last_success,
+                # Which Vault address / AWS region serves: addresses are root's to see.
+                "endpoint": h.endpoint if readable is None else None,
+                "on_primary": h.on_primary,
             }
             for name, h in sorted(cache.backend_health().items())
         }
@@ -92,12 +95,14 @@ class HealthRoutes:
         # How many declared secrets failed to load: a count, so health (open to
         # every client of the socket) says nothing about which names exist.
         unloaded = len(cache.failed_pins())
+        refused = cache.persist_refused()  # tampered, foreign or rolled-back files
         rotations = self._rotations()
         if not self._deps.state.ready:
             status = "starting"
         elif (
             stale
             or unloaded
+            or refused
             or not all(b["ok"] for b in backends.values())
             or not all(t["ok"] for t in templates)
             or rotations["failing"]
@@ -109,7 +114,12 @@ class HealthRoutes:
             "status": status,
             "detail": "full" if readable is None else "summary",
             "backends": backends,
-            "cache": {"entries": len(entries), "stale": stale, "declared_unloaded": unloaded},
+            "cache": {
+                "entries": len(entries),
+                "stale": stale,
+                "declared_unloaded": unloaded,
+                "persist_refused": refused,
+            },
             "templates": templates,
             "rotations": rotations,
             "hardening": dict(self._deps.hardening),
@@ -127,7 +137,16 @@ class HealthRoutes:
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         del request
-        self._deps.metrics.set_secret_ages(self._deps.served().cache.snapshot())
+        cache = self._deps.served().cache
+        entries = cache.snapshot()
+        self._deps.metrics.set_secret_ages(entries)
+        failovers = {name: h.failovers for name, h in cache.backend_health().items()}
+        self._deps.metrics.set_failovers(failovers)
+        pinned = [e.name for e in entries if e.pinned] + list(cache.failed_pins())
+        records = self._deps.usage.records()
+        self._deps.metrics.set_last_reads(
+            {name: r.last_read if (r := records.get(name)) else None for name in pinned}
+        )
         response = web.Response(body=self._deps.metrics.exposition())
         response.headers["Content-Type"] = PROMETHEUS_TEXT
         return response

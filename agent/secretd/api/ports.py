@@ -23,6 +23,7 @@ from secretd.events import Hub
 from secretd.model import Caller, SecretName, SecretReader
 from secretd.rotation.model import Outcome
 from secretd.rotation.scheduler import RotationStatus
+from secretd.usage import ReadRecord, Usage
 
 
 class EntryView(Protocol):
@@ -54,6 +55,15 @@ class BackendHealthView(Protocol):
     def last_error(self) -> str | None: ...
     @property
     def last_success(self) -> str | None: ...
+    @property
+    def endpoint(self) -> str | None:
+        """The Vault address or AWS region serving the backend now (None: not replicated)."""
+        ...
+
+    @property
+    def on_primary(self) -> bool | None: ...
+    @property
+    def failovers(self) -> int: ...
 
 
 class CacheView(SecretReader, Protocol):
@@ -70,6 +80,10 @@ class CacheView(SecretReader, Protocol):
         ...
 
     def backend_health(self) -> Mapping[str, BackendHealthView]: ...
+
+    def persist_refused(self) -> int:
+        """Persisted cache entries refused (tampered, foreign, rolled back), still on disk."""
+        ...
 
     async def list_names(self, prefix: str) -> Sequence[SecretName]: ...
 
@@ -88,6 +102,14 @@ class MetricsView(Protocol):
     def read(self, result: str) -> None: ...
 
     def set_secret_ages(self, entries: Iterable[EntryView]) -> None: ...
+
+    def set_last_reads(self, reads: Mapping[SecretName, float | None]) -> None:
+        """Last read (epoch seconds, None: never) of each pinned secret."""
+        ...
+
+    def set_failovers(self, counts: Mapping[str, int]) -> None:
+        """How often each backend moved off a failed replica."""
+        ...
 
     def exposition(self) -> bytes: ...
 
@@ -131,6 +153,25 @@ class RotationView(Protocol):
     ) -> Outcome: ...
 
     def status(self) -> Sequence[RotationStatus]: ...
+
+
+class UsageView(Protocol):
+    """Reads per secret (usage.Usage implements it): noted by the read path, shown
+    by `GET /v1/usage`."""
+
+    @property
+    def since(self) -> float:
+        """When recording began (epoch seconds)."""
+        ...
+
+    def note(self, name: SecretName) -> None: ...
+
+    def records(self) -> Mapping[SecretName, ReadRecord]: ...
+
+
+def memory_usage() -> UsageView:
+    """Reads kept in memory only (tests; embedding the API)."""
+    return Usage(None)
 
 
 @dataclass
@@ -206,6 +247,7 @@ class ApiDeps:
     identify: Callable[[web.Request], Caller | None]
     state: ServingState = field(default_factory=ServingState)
     hardening: Mapping[str, object] = field(default_factory=dict)
+    usage: UsageView = field(default_factory=memory_usage)
 
     @classmethod
     def fixed(
@@ -223,6 +265,7 @@ class ApiDeps:
         hardening: Mapping[str, object] | None = None,
         arn_names: Callable[[str], SecretName | None] = _no_arn,
         rotations: RotationView | None = None,
+        usage: UsageView | None = None,
     ) -> ApiDeps:
         """ApiDeps over parts that never change."""
         parts = FixedParts(cache, policy, audit, templates, arn_names, rotations)
@@ -234,4 +277,5 @@ class ApiDeps:
             identify=identify,
             state=state or ServingState(),
             hardening=hardening or {},
+            usage=usage if usage is not None else memory_usage(),
         )

@@ -150,6 +150,8 @@ class ReadService:
             "read", secret=name, version_id=version_id, caller=caller, result=result, **labels
         )
         self._deps.metrics.read(result)
+        if version_id is not None:  # a value was handed out: `secretd unused` counts it
+            self._deps.usage.note(name)
 
 
 def denial(caller: Caller, name: SecretName) -> str:

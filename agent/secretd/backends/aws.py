@@ -17,6 +17,12 @@
   only backoff is ours: throttling (a 400 with a throttling code, or any 429)
   is retried with full jitter within the timeout; an outage is raised at once
   and the cache's refresh backoff takes it from there. No double backoff.
+- `regions = [...]` (replicated secrets): one client per region; reads go to
+  the region serving now and, on an outage there - a connection error, a
+  timeout, a 5xx answer; never throttling, never a 4xx - to the next ones, each
+  within its own timeout (backends/replicas.py). The first region is taken
+  back once it has answered DescribeSecret probes for `failback_after`. Writes
+  (rotation, aws_write.py) go to the first region only: replicas are read-only.
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ import structlog
 from secretd.backends.aws_answers import Asked, parse_secret_value
 from secretd.backends.aws_arn import ArnCheck
 from secretd.backends.aws_batcher import CurrentBatcher
-from secretd.backends.aws_errors import code_to_error, is_throttle, map_error
+from secretd.backends.aws_errors import code_to_error, is_outage, is_throttle, map_error
 from secretd.backends.aws_versions import VersionLister
+from secretd.backends.replicas import Replicas
 from secretd.backoff import Backoff
 from secretd.clock import Clock, SystemClock
 from secretd.config.schema import AwsBackendConfig
@@ -60,6 +67,8 @@ BACKOFF_CAP = 2.0
 # Throttling retried with full jitter, within the call's timeout.
 THROTTLE_RETRY = Backoff(base=BACKOFF_BASE, cap=BACKOFF_CAP, jitter=1.0)
 MAX_REMEMBERED_ARNS = 100_000
+# What a failback probe describes: any answer, "no such secret" included, is a live region.
+PROBE_SECRET = "secretd/failback-probe"  # noqa: S105 - a name, not a password
 
 
 async def open_backend(
@@ -96,35 +105,44 @@ async def open_backend(
         http_session_cls=capped_session_class(max_secret_bytes),
     )
     stack = AsyncExitStack()
+    clients = []
     try:
         session = AioSession(profile=config.profile)
-        client = await stack.enter_async_context(
-            session.create_client(
+        for index, region in enumerate(config.region_list):
+            client = session.create_client(
                 "secretsmanager",
-                region_name=config.region,
-                endpoint_url=config.endpoint_url,
+                region_name=region,
+                endpoint_url=config.endpoint_for(index),
                 config=client_config,
             )
-        )
+            clients.append(await stack.enter_async_context(client))
     except (BotoCoreError, ValueError) as exc:
         await stack.aclose()
         raise ConfigError(f"backend {name!r}: cannot set up the AWS client: {exc}") from None
+    clock = clock or SystemClock()
+    regions = [str(client.meta.region_name) for client in clients]
     return AwsBackend(
         name,
-        client=client,
+        client=clients[0],
+        replica_clients=clients[1:],
         timeout=config.timeout,
         max_concurrency=config.max_concurrency,
         max_secret_bytes=max_secret_bytes,
         rng=rng or random.Random(),  # noqa: S311 - jitter, not cryptography
         closer=stack,
         versions_max_age=config.versions_max_age,
-        clock=clock or SystemClock(),
-        arns=ArnCheck(region=client.meta.region_name, account=config.account_id),
+        clock=clock,
+        arns=ArnCheck(region=regions, account=config.account_id),
+        replicas=Replicas(regions, backend=name, failback_after=config.failback_after, clock=clock),
     )
 
 
 class AwsBackend:
-    """Reads AWS Secrets Manager through one aiobotocore client."""
+    """Reads AWS Secrets Manager through one aiobotocore client (one per region)."""
+
+    # One ListSecrets answers many names' version checks: the cache checks this
+    # backend's secrets together (cache/refreshing.py).
+    checks_in_bulk = True
 
     def __init__(
         self,
@@ -139,10 +157,12 @@ class AwsBackend:
         versions_max_age: float = 60.0,
         clock: Clock | None = None,
         arns: ArnCheck | None = None,
+        replica_clients: Sequence[Any] = (),
+        replicas: Replicas | None = None,
     ) -> None:
         self.name = name
         self._arn_check = arns or ArnCheck(region=None)
-        self._client = client
+        self._clients = [client, *replica_clients]  # the first region's first
         self._timeout = timeout
         self._slots = asyncio.Semaphore(max_concurrency)
         self._max_secret_bytes = max_secret_bytes
@@ -150,6 +170,9 @@ class AwsBackend:
         self._closer = closer
         self._arns: dict[SecretName, str] = {}
         self._clock = clock or SystemClock()
+        self.replicas = replicas or Replicas(
+            [str(client.meta.region_name)], backend=name, failback_after=60.0, clock=self._clock
+        )
         self._batch_refused_at: float | None = None
         self._lister = VersionLister(
             self._call,
@@ -163,7 +186,8 @@ class AwsBackend:
         )
         # Real HTTP requests sent, per operation (retries included): for status and benches.
         self.api_calls: collections.Counter[str] = collections.Counter()
-        client.meta.events.register("before-send.secrets-manager", self._count_request)
+        for each in self._clients:
+            each.meta.events.register("before-send.secrets-manager", self._count_request)
 
     async def fetch(
         self,
@@ -234,6 +258,19 @@ class AwsBackend:
     def name_for_arn(self, arn: str) -> SecretName | None:
         """The name an ARN of this backend's region and account refers to, else None."""
         return self._arn_check.name_of(arn)
+
+    async def run(self) -> None:
+        """With several regions: take the first back once it answers again."""
+        await self.replicas.run(self._probe)
+
+    async def _probe(self, index: int) -> bool:
+        """Whether region `index` answers at all (not found, denied, throttled: it does)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._clients[index].describe_secret(SecretId=PROBE_SECRET)
+        except Exception as exc:
+            return not is_outage(exc)
+        return True
 
     async def aclose(self) -> None:
         await self._batcher.aclose()
@@ -360,15 +397,26 @@ class AwsBackend:
     async def _call(
         self, op: str, where: str, *, version_asked: bool = False, **params: Any
     ) -> dict[str, Any]:
-        """One operation: bounded in time, throttling retried with full jitter."""
-        try:
-            async with asyncio.timeout(self._timeout), self._slots:
-                return await self._attempts(op, params)
-        except Exception as exc:
-            raise map_error(exc, where, version_asked=version_asked) from None
+        """One read operation: bounded in time, throttling retried with full jitter;
+        on an outage of the serving region, the next regions (module docstring)."""
+        replicas = self.replicas
+        error: Exception | None = None
+        for index in replicas.order():
+            try:
+                async with asyncio.timeout(self._timeout), self._slots:
+                    return await self._attempts(op, params, index)
+            except Exception as exc:
+                if not replicas.several or not is_outage(exc):
+                    raise map_error(exc, where, version_asked=version_asked) from None
+                error = exc
+                mapped = map_error(exc, where, version_asked=version_asked)
+                replicas.failed(index, f"{replicas.endpoints[index]}: {mapped.message}")
+        assert error is not None
+        raise map_error(error, where, version_asked=version_asked) from None
 
-    async def _attempts(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
-        method = getattr(self._client, op)
+    async def _attempts(self, op: str, params: dict[str, Any], index: int = 0) -> dict[str, Any]:
+        """`op` on the client of region `index` (writes: always the first)."""
+        method = getattr(self._clients[index], op)
         for attempt in range(THROTTLE_ATTEMPTS):
             try:
                 answer = await method(**params)

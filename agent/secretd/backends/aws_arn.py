@@ -14,6 +14,7 @@ program passes back as `secretId` to the name the backend serves.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from secretd.errors import BadBackendAnswer, InvalidName
@@ -47,10 +48,14 @@ def parse_arn(text: object) -> Arn | None:
 
 
 class ArnCheck:
-    """The region and account one backend's ARNs must carry; see the module docstring."""
+    """The region(s) and account one backend's ARNs must carry; see the module docstring.
+    `region` may list several regions (a backend with replica regions)."""
 
-    def __init__(self, *, region: str | None, account: str | None = None) -> None:
-        self._region = region
+    def __init__(self, *, region: str | Sequence[str] | None, account: str | None = None) -> None:
+        if isinstance(region, str):
+            region = [region]
+        self._regions = frozenset(region) if region is not None else None
+        self._region = ", ".join(sorted(self._regions)) if self._regions else None
         self._account = account
 
     @property
@@ -66,7 +71,7 @@ class ArnCheck:
         parsed = parse_arn(arn)
         if parsed is None:
             raise BadBackendAnswer(f"{where}: the answer's ARN is not a Secrets Manager ARN")
-        if self._region is not None and parsed.region != self._region:
+        if self._regions is not None and parsed.region not in self._regions:
             raise BadBackendAnswer(
                 f"{where}: the answer's ARN is in region {parsed.region}, not {self._region}"
             )
@@ -85,7 +90,7 @@ class ArnCheck:
         parsed = parse_arn(arn)
         if parsed is None:
             return None
-        if self._region is not None and parsed.region != self._region:
+        if self._regions is not None and parsed.region not in self._regions:
             return None
         if self._account is not None and parsed.account != self._account:
             return None

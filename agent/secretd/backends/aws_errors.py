@@ -12,6 +12,9 @@
     an answer aws_http refused (over its cap, cut
     short, not JSON): AnswerRefused                   -> BadBackendAnswer
 
+`is_outage` says which failures mean a region is out (a timeout, no
+connection, a 5xx) and so move a backend with several regions to the next.
+
 Messages name the backend, the operation, the secret and AWS's error code;
 never AWS's free-text message (it is not ours to vouch for) and never a value.
 botocore is imported lazily: this module loads without the `secretd[aws]` extra.
@@ -146,3 +149,23 @@ def _map_transport(exc: Exception, where: str) -> SourceError:
     if isinstance(exc, bce.BotoCoreError | OSError):
         return BackendUnavailable(f"{where}: cannot reach AWS ({kind})")
     return BackendUnavailable(f"{where}: request failed ({kind})")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failure of one call means its region is out: no answer in time,
+    no connection, a 5xx. Throttling, a 4xx, a refused or unparsable answer and
+    missing credentials are answers (or our problem): another region would not help."""
+    if isinstance(exc, TimeoutError):
+        return True
+    found = error_code(exc)
+    if found is not None:
+        return not is_throttle(exc) and found[1] >= 500
+    from botocore import exceptions as bce
+
+    if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
+        return False
+    if isinstance(exc, bce.ParamValidationError):
+        return False
+    return isinstance(exc, bce.BotoCoreError | OSError) or type(exc).__module__.startswith(
+        "aiohttp"
+    )

@@ -21,11 +21,13 @@ The lister remembers how many pages the whole account took and lists it
 whole when that is no dearer than filtering, compared over the same time: a
 listing serves every followed name for `max_age`, while filters are paid each
 time a name falls due (the cache's check period, learnt from the gaps between
-checks of a name). While the account's size is unknown it tries within that
-budget, stopping as soon as every followed name was seen. Otherwise it filters
-the names that need an answer, topping the last filter up with the followed
-names seen longest ago. A filter whose answer runs
-past MAX_FILTER_PAGES falls back to DescribeSecret for the names still missing.
+checks of a name) - and at least the filters the names asked right now need
+(the cache checks one agent's AWS secrets together, so they fall due at
+once). While the account's size is unknown it tries within that budget,
+stopping as soon as every followed name was seen. Otherwise it filters the
+names that need an answer, topping the last filter up with the followed names
+seen longest ago. A filter whose answer runs past MAX_FILTER_PAGES falls back
+to DescribeSecret for the names still missing.
 
 ListSecrets is eventually consistent on AWS: a rotation may show up one
 listing late; the cache never moves a version backwards.
@@ -143,8 +145,13 @@ class VersionLister:
     async def _refresh(self, stale: set[SecretName], now: float) -> None:
         followed = set(self._asked)
         # Filtering costs a call per 10 names each time they fall due; a whole
-        # listing serves every name for max_age. Compare them over the same time.
-        filtered_cost = math.ceil(len(followed) / FILTER_VALUES * self._listing_share())
+        # listing serves every name for max_age. Compare them over the same time -
+        # and never below what filtering the names asked now costs (the cache
+        # checks an agent's secrets together: then they all fall due at once).
+        filtered_cost = max(
+            math.ceil(len(followed) / FILTER_VALUES * self._listing_share()),
+            math.ceil(len(stale) / FILTER_VALUES),
+        )
         known = self._account_pages
         if (known is None or known <= filtered_cost) and await self._list_account(
             followed, now, budget=filtered_cost

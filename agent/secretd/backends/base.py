@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from secretd.backends.replicas import Replicas
 from secretd.model import Fetched, SecretName
 
 
@@ -89,3 +90,12 @@ class ArnBackend(Backend, Protocol):
         """The (stripped) name of the secret `arn` identifies, when it is this
         backend's (its region and account); else None."""
         ...
+
+
+@runtime_checkable
+class ReplicatedBackend(Backend, Protocol):
+    """A backend with several endpoints (Vault addresses, AWS regions): health
+    shows which one serves (backends/replicas.py)."""
+
+    @property
+    def replicas(self) -> Replicas: ...

@@ -30,19 +30,22 @@ log = structlog.get_logger(__name__)
 FLUSH_INTERVAL = 1.0
 
 
-def document_name(store_root: Path) -> str:
-    """The state document of the store at `store_root` (by its resolved path)."""
+def document_name(store_root: Path, kind: str = "file-store") -> str:
+    """The state document of the store at `store_root` (by its resolved path).
+    `kind` tells apart the users of marks (the persisted cache has its own)."""
     digest = hashlib.sha256(str(store_root.resolve()).encode()).hexdigest()[:24]
-    return f"file-store-{digest}.json"
+    return f"{kind}-{digest}.json"
 
 
 class GenerationMarks:
     """Highest generation seen per secret; persisted when a state directory is given."""
 
-    def __init__(self, state: StateDir | None, store_root: Path) -> None:
+    def __init__(
+        self, state: StateDir | None, store_root: Path, *, kind: str = "file-store"
+    ) -> None:
         self._state = state
         self._root = store_root
-        self.document = document_name(store_root)
+        self.document = document_name(store_root, kind)
         self._marks: dict[str, int] = {}
         self._dirty = False
         self._lock = threading.Lock()  # noted from worker threads, flushed from the loop

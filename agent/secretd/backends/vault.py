@@ -9,10 +9,12 @@ its value is the KV map of one version, serialised as a JSON object so that
     current_versions GET {kv}/metadata/{path}   per name, at most max_concurrency at once
 
 Module map: vault_wire (capped bodies, strict JSON), vault_http (one exchange,
-retries, Retry-After, error mapping), vault_kv (KV answers, stages),
+retries, Retry-After, error mapping, replicas), vault_kv (KV answers, stages),
 vault_auth (token file / AppRole sources), vault_token (login, renewal,
 recovery after 403). This module wires them and owns the aiohttp session and
-the renewal work (`run()`, which the agent supervises).
+the background work (`run()`, supervised by the agent): token renewal and,
+with several addresses, taking the first one back once it is healthy again
+(backends/replicas.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from secretd.backends.replicas import Replicas
 from secretd.backends.vault_auth import AppRoleSource, TokenFileSource, TokenSource
 from secretd.backends.vault_http import HttpSettings, Reply, VaultHttp
 from secretd.backends.vault_kv import KvMetadata, parse_data, parse_metadata, parse_version_id
@@ -75,11 +78,19 @@ class VaultBackend:
         self._max_secret_bytes = max_secret_bytes
         self._clock = clock
 
+    @property
+    def replicas(self) -> Replicas:
+        """The addresses, and the one serving now (health, status, metrics)."""
+        return self._http.replicas
+
     async def run(self) -> None:
         """Background work, run by the agent's supervisor from open to close: log
-        in ahead of the first read and keep the token renewed. Without it, the
+        in ahead of the first read and keep the token renewed; with several
+        addresses, take the first back once it is healthy again. Without it, the
         token is still got on first use (and after a 403), just not renewed."""
-        await self._keeper.run()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._keeper.run())
+            group.create_task(self._http.replicas.run(self._http.probe))
 
     async def fetch(
         self,
@@ -245,7 +256,7 @@ def check_vault_config(name: str, config: VaultBackendConfig) -> ssl.SSLContext 
     namespace = config.namespace
     if namespace is not None and not (namespace.isascii() and namespace.isprintable()):
         raise ConfigError(f"{where}.namespace: expected printable ASCII (it is an HTTP header)")
-    if not config.address.startswith("https://"):
+    if not config.addresses[0].startswith("https://"):
         if config.ca_file is not None:
             raise ConfigError(f"{where}.ca_file: set, but address is not https://")
         return None
@@ -301,13 +312,21 @@ async def open_backend(
     )
     settings = HttpSettings(
         backend=name,
-        address=config.address,
+        address=config.addresses[0],
         namespace=config.namespace,
         timeout=config.timeout,
         max_body=body_cap(max_secret_bytes),
     )
+    replicas = Replicas(
+        config.addresses, backend=name, failback_after=config.failback_after, clock=clock
+    )
     http = VaultHttp(
-        settings, session=session, max_concurrency=config.max_concurrency, clock=clock, rng=rng
+        settings,
+        session=session,
+        max_concurrency=config.max_concurrency,
+        clock=clock,
+        rng=rng,
+        replicas=replicas,
     )
     keeper = TokenKeeper(
         _source(config), http, backend=name, clock=clock, rng=rng, min_ttl=min_token_ttl

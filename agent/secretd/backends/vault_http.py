@@ -12,6 +12,13 @@ maps every foreign failure at this boundary:
 honouring `Retry-After`, inside one deadline (`timeout` of the backend). A
 `Retry-After` also holds back every other request of this backend until it has
 passed, so a throttled server is not hammered by the next caller either.
+
+With several addresses (replicas, backends/replicas.py) `send` tries the one
+serving now and, when it meets an outage - a connection error, a timeout, a
+redirect, a 5xx answer (not retried there: the next replica is the retry) -
+the next ones in order, each within its own `timeout`; the first address
+that answers serves from then on. 4xx answers (429 included) are answers:
+they never move a request to another address.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import aiohttp
 import structlog
 import yarl
 
+from secretd.backends.replicas import Replicas
 from secretd.backends.vault_wire import parse_object
 from secretd.backoff import Backoff
 from secretd.clock import Clock
@@ -65,7 +73,7 @@ class HttpSettings:
 
 
 class VaultHttp:
-    """HTTP to one Vault/OpenBao server with a cap on concurrent requests."""
+    """HTTP to one Vault/OpenBao server (or its replicas) with a cap on concurrent requests."""
 
     def __init__(
         self,
@@ -75,6 +83,7 @@ class VaultHttp:
         max_concurrency: int,
         clock: Clock,
         rng: random.Random,
+        replicas: Replicas | None = None,
     ) -> None:
         self._settings = settings
         self._session = session
@@ -82,6 +91,9 @@ class VaultHttp:
         self._clock = clock
         self._rng = rng
         self._not_before = 0.0  # monotonic time before which no request is sent
+        self.replicas = replicas or Replicas(
+            (settings.address,), backend=settings.backend, failback_after=60.0, clock=clock
+        )
 
     @property
     def timeout(self) -> float:
@@ -96,17 +108,65 @@ class VaultHttp:
         params: Mapping[str, str] | None = None,
         payload: Mapping[str, Any] | None = None,
     ) -> Reply:
-        """`call` with retries on 429/5xx, all within the backend's timeout."""
+        """`call` with retries on 429/5xx, each address within the backend's timeout;
+        the next replica after an outage of one (module docstring)."""
+        replicas = self.replicas
+        last: Reply | BackendUnavailable | BackendTimeout | None = None
+        for index in replicas.order():
+            try:
+                reply = await self._send_to(index, method, path, token, params, payload)
+            except (BackendUnavailable, BackendTimeout) as exc:
+                if not replicas.several:
+                    raise
+                replicas.failed(index, exc.message)
+                last = exc
+                continue
+            if reply.status >= 500 and replicas.several:
+                replicas.failed(index, f"answered {reply.status}")
+                last = reply
+                continue
+            return reply
+        if isinstance(last, Reply):
+            return last  # every address answered 5xx: the last answer tells
+        assert last is not None
+        raise last
+
+    async def probe(self, index: int) -> bool:
+        """Whether the server at `index` answers health as a serving node (failback)."""
+        params = {"standbyok": "true", "perfstandbyok": "true"}
+        try:
+            reply = await self.call("GET", "sys/health", token=None, params=params, index=index)
+        except (BackendUnavailable, BackendTimeout, BadBackendAnswer):
+            return False
+        return reply.status == 200
+
+    async def _send_to(
+        self,
+        index: int,
+        method: str,
+        path: str,
+        token: str | None,
+        params: Mapping[str, str] | None,
+        payload: Mapping[str, Any] | None,
+    ) -> Reply:
         deadline = self._clock.monotonic() + self._settings.timeout
+        # With replicas a 5xx is not retried here: the next replica is the retry.
+        retryable = RETRYABLE if not self.replicas.several else frozenset({429})
         attempt = 0
         while True:
             await self._wait_for_turn(deadline, path)
             remaining = deadline - self._clock.monotonic()
             reply = await self.call(
-                method, path, token=token, params=params, payload=payload, within=remaining
+                method,
+                path,
+                token=token,
+                params=params,
+                payload=payload,
+                within=remaining,
+                index=index,
             )
             attempt += 1
-            if reply.status not in RETRYABLE:
+            if reply.status not in retryable:
                 return reply
             delay = self._delay(attempt, reply.retry_after)
             if reply.retry_after is not None:
@@ -131,21 +191,28 @@ class VaultHttp:
         params: Mapping[str, str] | None = None,
         payload: Mapping[str, Any] | None = None,
         within: float | None = None,
+        index: int | None = None,
     ) -> Reply:
-        """One request; `path` is below /v1/ and already percent-encoded."""
-        where = self.where(path)
+        """One request to the address `index` (default: the serving one); `path`
+        is below /v1/ and already percent-encoded."""
+        index = self.replicas.serving if index is None else index
+        where = self.where(path, index)
         limit = self._settings.timeout if within is None else max(within, 0.0)
         try:
             async with asyncio.timeout(limit), self._slots:
-                return await self._exchange(method, path, token, params, payload)
+                return await self._exchange(method, path, token, params, payload, index)
         except TimeoutError:
             raise BackendTimeout(f"{where}: no answer within {limit:.3g}s") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise BackendUnavailable(f"{where}: {_describe(exc)}") from None
 
-    def where(self, path: str) -> str:
-        """How errors name a request: the backend and the API path (never a token)."""
-        return f"vault backend {self._settings.backend!r} {path}"
+    def where(self, path: str, index: int | None = None) -> str:
+        """How errors name a request: the backend (and, with replicas, the
+        address) and the API path (never a token)."""
+        if not self.replicas.several:
+            return f"vault backend {self._settings.backend!r} {path}"
+        address = self.replicas.endpoints[self.replicas.serving if index is None else index]
+        return f"vault backend {self._settings.backend!r} ({address}) {path}"
 
     async def _exchange(
         self,
@@ -154,13 +221,14 @@ class VaultHttp:
         token: str | None,
         params: Mapping[str, str] | None,
         payload: Mapping[str, Any] | None,
+        index: int,
     ) -> Reply:
         headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
         if token is not None:
             headers["X-Vault-Token"] = token
         if self._settings.namespace:
             headers["X-Vault-Namespace"] = self._settings.namespace
-        url = f"{self._settings.address}/v1/{path}"
+        url = f"{self.replicas.endpoints[index]}/v1/{path}"
         async with self._session.request(
             method,
             yarl.URL(url, encoded=True),
@@ -169,10 +237,10 @@ class VaultHttp:
             headers=headers,
             allow_redirects=False,
         ) as resp:
-            return await self._read(resp, path)
+            return await self._read(resp, path, index)
 
-    async def _read(self, resp: aiohttp.ClientResponse, path: str) -> Reply:
-        where = self.where(path)
+    async def _read(self, resp: aiohttp.ClientResponse, path: str, index: int) -> Reply:
+        where = self.where(path, index)
         if 300 <= resp.status < 400:
             raise BackendUnavailable(
                 f"{where}: answered a redirect ({resp.status}); point address at the active node"

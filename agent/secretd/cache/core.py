@@ -9,7 +9,14 @@ backend answer under the rules of docs/cache.md:
   (update first, then `events.Changed`); an older one is refused, so the
   current version never moves backwards;
 - a failure keeps the last good value, marks it failing (stale) and schedules
-  a retry with jittered backoff; "not found" drops the entry.
+  a retry with jittered backoff; "not found" drops the entry;
+- with `startup_spread`, the cache draws once an offset in [0, startup_spread]
+  and every new entry's first routine check comes that much earlier: agents
+  started together check at different times, while one agent's secrets stay
+  together and keep sharing batched calls (docs/fleet.md);
+- every stored, moved or confirmed entry is told to the `Persister`, and
+  every removed one (cache/persist.py; by default nothing is kept); `seed`
+  puts entries restored from it back, stale until their backend confirms them.
 
 The reader-facing API (`SecretCache`) and the refresher's hooks
 (`RefreshHooks`) are separate classes that both work through this one. All
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import structlog
 
@@ -35,6 +43,8 @@ from secretd.cache.entries import (
 from secretd.cache.flight import SingleFlight
 from secretd.cache.gateway import BackendGateway
 from secretd.cache.observer import CacheObserver
+from secretd.cache.persist import NoPersister, Persister
+from secretd.cache.persist_format import Persisted
 from secretd.clock import Clock
 from secretd.config import CacheSection
 from secretd.errors import (
@@ -47,6 +57,9 @@ from secretd.events import Changed, Hub
 from secretd.model import Fetched, SecretName, Version
 
 log = structlog.get_logger(__name__)
+
+# Why a restored entry is stale until its backend answers.
+RESTORED = "restored from the persisted cache; not confirmed by its backend since the agent started"
 
 
 class CacheCore:
@@ -65,6 +78,7 @@ class CacheCore:
         negative: NegativeCache,
         others: VersionCache,
         backoff: Backoff,
+        persister: Persister | None = None,
     ) -> None:
         self.gateway = gateway
         self.hub = hub
@@ -76,10 +90,15 @@ class CacheCore:
         self.negative = negative
         self.others = others
         self.backoff = backoff
+        self.persister: Persister = persister if persister is not None else NoPersister()
         self.flights: SingleFlight[Entry] = SingleFlight()
         self.other_flights: SingleFlight[tuple[str, Fetched]] = SingleFlight()
         self.pinned: set[SecretName] = set()
         self.pending: dict[SecretName, PendingPin] = {}
+        # This cache's start-up offset (drawn only when asked for: the rng's other
+        # draws, and so every schedule without a spread, stay as they were).
+        spread = settings.startup_spread
+        self.phase = rng.uniform(0.0, spread) if spread > 0 else 0.0
 
     # -- loading and applying ---------------------------------------------------
 
@@ -92,8 +111,9 @@ class CacheCore:
         try:
             backend, fetched = await self.gateway.fetch(name)
             entry = self._accept(name, backend, fetched.version, announce_new=announce_new)
-            if fetched.arn is not None:
+            if fetched.arn is not None and fetched.arn != entry.arn:
                 entry.arn = fetched.arn
+                self.persister.save(entry)
             return entry
         except NotFound:
             self.gone(name, backend)
@@ -141,12 +161,13 @@ class CacheCore:
             last_success=now,
             last_success_at=self.clock.now(),
             last_read=now,
-            next_check=now + jittered_interval(self.settings.refresh_interval, self.rng),
+            next_check=now + self._first_interval(),
             pinned=name in self.pinned,
         )
         self.evicted(self.table.put(entry))
         self.negative.discard(name)
         self.pending.pop(name, None)
+        self.persister.save(entry)
         log.debug("secret.loaded", secret=name, backend=backend, version_id=version.version_id)
         if announce:
             self.observer.secret_refreshed(name, backend, version.version_id, "changed")
@@ -158,7 +179,7 @@ class CacheCore:
         previous = entry.version.version_id
         entry.backend = backend
         self.evicted(self.table.replace_version(entry, version))
-        self.confirmed(entry, self.clock.monotonic())
+        self.confirmed(entry, self.clock.monotonic())  # which also saves the new version
         self.others.forget(entry.name)
         log.info(
             "secret.rotated",
@@ -170,11 +191,20 @@ class CacheCore:
         self.observer.secret_refreshed(entry.name, backend, version.version_id, "changed")
         self.hub.publish(Changed(entry.name, version.version_id))
 
-    def confirmed(self, entry: Entry, now: float) -> None:
-        """The backend vouched for the cached version just now."""
+    def confirmed(self, entry: Entry, now: float, delay: float | None = None) -> None:
+        """The backend vouched for the cached version just now; the next check is
+        `delay` from now (default: a jittered interval of its own)."""
         entry.failures, entry.last_error = 0, None
         entry.last_success, entry.last_success_at = now, self.clock.now()
-        entry.next_check = now + jittered_interval(self.settings.refresh_interval, self.rng)
+        if delay is None:
+            delay = jittered_interval(self.settings.refresh_interval, self.rng)
+        entry.next_check = now + delay
+        self.persister.save(entry)
+
+    def _first_interval(self) -> float:
+        """The delay before a new entry's first routine check: the usual jittered
+        interval, shortened by this cache's start-up offset (never longer)."""
+        return jittered_interval(max(self.settings.refresh_interval - self.phase, 0.0), self.rng)
 
     def failed(self, name: SecretName, backend: str, exc: SecretdError) -> None:
         """A load or check of `name` failed: keep the last good value, back off."""
@@ -211,6 +241,7 @@ class CacheCore:
             pending.last_error = f"secret {name!r} not found"
             pending.next_check = now + self.backoff.delay(pending.failures, self.rng)
         if entry is not None:
+            self.persister.drop(name)
             log.info("secret.removed", secret=name, backend=backend)
             self.observer.secret_refreshed(name, backend, None, "not_found")
             self.hub.publish(Changed(name, None))
@@ -218,7 +249,43 @@ class CacheCore:
     def evicted(self, entries: Iterable[Entry]) -> None:
         for entry in entries:
             self.others.forget(entry.name)
+            self.persister.drop(entry.name)
             log.info("cache.evicted", secret=entry.name, reason="bounds")
+
+    def seed(self, items: Iterable[Persisted]) -> int:
+        """Put entries restored from disk back (names cached already keep theirs).
+
+        The clock of each is the persisted confirmation time: a restart resets
+        neither `max_stale` nor the schedule. One its backend confirmed within
+        `refresh_interval` is served as it would have been without the restart
+        and checked when due; an older one is stale until its backend confirms
+        it, and checked at once. Returns how many were seeded."""
+        now, wall = self.clock.monotonic(), self.clock.now().timestamp()
+        interval = self.settings.refresh_interval
+        seeded = 0
+        for item in items:
+            if item.name in self.table:
+                continue
+            age = max(wall - item.confirmed_at, 0.0)
+            fresh = age < interval
+            entry = Entry(
+                name=item.name,
+                backend=item.backend,
+                version=item.version,
+                last_success=now - age,
+                last_success_at=datetime.fromtimestamp(item.confirmed_at, UTC),
+                last_read=now,
+                next_check=now + max(jittered_interval(interval, self.rng) - age, 0.0)
+                if fresh
+                else now,
+                pinned=item.name in self.pinned,
+                last_error=None if fresh else RESTORED,
+                arn=item.arn,
+            )
+            self.evicted(self.table.put(entry))
+            self.pending.pop(item.name, None)
+            seeded += 1
+        return seeded
 
     # -- carrying state over a reload ---------------------------------------------
 

@@ -85,14 +85,18 @@ class EntryInfo:
 
 @dataclass(slots=True)
 class BackendHealth:
-    """How a backend's calls have been going. `state` is "unknown" until its
-    first call ends, then "ok" or "failing"; `ok` is False only when failing
-    (a backend nobody has asked yet does not make the agent degraded)."""
+    """How a backend's calls have been going, and (replicated backends: Vault,
+    AWS) which endpoint serves it. `state` is "unknown" until its first call
+    ends, then "ok" or "failing"; `ok` is False only when failing (a backend
+    nobody has asked yet does not make the agent degraded)."""
 
     ok: bool = True
     last_error: str | None = None
     last_success: str | None = None  # RFC 3339 UTC
     state: str = "unknown"
+    endpoint: str | None = None  # the Vault address or AWS region serving now
+    on_primary: bool | None = None  # whether that is the first one configured
+    failovers: int = 0  # moves off a failed endpoint since the backend was opened
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import structlog
 
-from secretd.backends.base import ListableBackend
+from secretd.backends.base import ListableBackend, ReplicatedBackend
 from secretd.backends.router import Router
 from secretd.cache.entries import BackendHealth
 from secretd.cache.observer import CacheObserver
@@ -55,11 +55,17 @@ class BackendGateway:
         self._health = {name: BackendHealth() for name in router.backends}
 
     def health(self) -> dict[str, BackendHealth]:
-        """A copy of each backend's health."""
-        return {
-            name: BackendHealth(h.ok, h.last_error, h.last_success, h.state)
-            for name, h in self._health.items()
-        }
+        """A copy of each backend's health, with the endpoint serving it."""
+        found = {}
+        for name, h in self._health.items():
+            copy = BackendHealth(h.ok, h.last_error, h.last_success, h.state)
+            backend = self.router.backends.get(name)
+            if isinstance(backend, ReplicatedBackend):
+                replicas = backend.replicas
+                copy.endpoint, copy.on_primary = replicas.endpoint, replicas.on_primary
+                copy.failovers = replicas.failovers
+            found[name] = copy
+        return found
 
     async def fetch(
         self, name: SecretName, *, version_id: str | None = None, stage: str | None = None

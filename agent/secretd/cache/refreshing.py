@@ -2,7 +2,9 @@
 
 The refresher decides *when*; these decide *what* a check does: which names
 are due, one batched version call per backend, a fetch only for names whose
-version moved, change events from watched backends, and idle eviction.
+version moved, change events from watched backends, and idle eviction. For a
+backend that checks versions in bulk (AWS) a pass takes the names due soon as
+well and gives the ones it confirmed one next check, so they stay one call.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 
+from secretd.backoff import DEFAULT_SPREAD, jittered_interval
 from secretd.cache.core import CacheCore
 from secretd.errors import NotFound, SecretdError
 from secretd.model import SecretName
@@ -39,11 +42,20 @@ class RefreshHooks:
 
     def due_checks(self, now: float) -> dict[str, list[SecretName]]:
         """Names due for a check now, by backend. Each is rescheduled one call
-        timeout ahead, so a slow check is not handed out twice."""
+        timeout ahead, so a slow check is not handed out twice.
+
+        A backend that checks versions in bulk (one call answers many names:
+        AWS's ListSecrets) also gets, when anything of it is due, its names due
+        within the jitter window (a fifth of the interval): one call then
+        confirms them together, so they stay together instead of drifting
+        apart into a call each (docs/fleet.md)."""
         due: dict[str, list[SecretName]] = {}
         hold = now + self._call_timeout
-        for entry in self._core.table:
-            if entry.next_check <= now:
+        table = self._core.table
+        soon = now + self._core.settings.refresh_interval * DEFAULT_SPREAD
+        bulk = {e.backend for e in table if e.next_check <= now and self._bulk(e.backend)}
+        for entry in table:
+            if entry.next_check <= (soon if entry.backend in bulk else now):
                 entry.next_check = hold
                 due.setdefault(entry.backend, []).append(entry.name)
         for name, pending in self._core.pending.items():
@@ -51,6 +63,10 @@ class RefreshHooks:
                 pending.next_check = hold
                 due.setdefault(pending.backend, []).append(name)
         return due
+
+    def _bulk(self, backend: str) -> bool:
+        found = self._core.gateway.router.backends.get(backend)
+        return getattr(found, "checks_in_bulk", False) is True
 
     async def check(self, backend: str, names: Sequence[SecretName]) -> None:
         """Check `names` on `backend`: one version call for the batch, then a
@@ -84,12 +100,18 @@ class RefreshHooks:
         core = self._core
         moved: list[SecretName] = []
         now = core.clock.monotonic()
+        # Names one bulk call confirmed together keep one next check: they stay
+        # together (one call next time too), and each agent's schedule still
+        # wanders by the jitter, so agents started together drift apart.
+        shared = None
+        if self._bulk(backend):
+            shared = jittered_interval(core.settings.refresh_interval, core.rng)
         for short, name in stripped.items():
             entry = core.table.get(name)
             if entry is None:
                 continue
             if versions.get(short) == entry.version.version_id:
-                core.confirmed(entry, now)
+                core.confirmed(entry, now, shared)
                 core.observer.secret_refreshed(name, backend, entry.version.version_id, "unchanged")
             else:
                 moved.append(name)  # moved or gone: a fetch tells which, with checks
@@ -133,5 +155,6 @@ class RefreshHooks:
         gone = core.table.idle(core.clock.monotonic(), core.settings.idle_evict)
         for entry in gone:
             core.others.forget(entry.name)
+            core.persister.drop(entry.name)
             log.info("cache.evicted", secret=entry.name, reason="idle")
         return len(gone)

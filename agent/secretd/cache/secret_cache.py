@@ -43,10 +43,11 @@ from secretd.cache.entries import (
 )
 from secretd.cache.gateway import BackendGateway
 from secretd.cache.observer import CacheObserver
+from secretd.cache.persist import DiskPersister, Persister
 from secretd.cache.refreshing import RefreshHooks
 from secretd.clock import Clock
 from secretd.config import CacheSection
-from secretd.errors import BackendUnavailable, NotFound, SecretdError
+from secretd.errors import BackendUnavailable, InvalidName, NotFound, SecretdError
 from secretd.events import Hub
 from secretd.model import CURRENT, CachedSecret, SecretName, Version
 
@@ -70,8 +71,10 @@ def build_cache(
     clock: Clock,
     rng: random.Random,
     call_timeout: float = 60.0,
+    persister: Persister | None = None,
 ) -> SecretCache:
-    """A `SecretCache` over `router`'s backends, with its core and gateway."""
+    """A `SecretCache` over `router`'s backends, with its core and gateway;
+    `persister` keeps its current versions on disk (cache/persist.py)."""
     gateway = BackendGateway(
         router=router,
         observer=observer,
@@ -90,6 +93,7 @@ def build_cache(
         negative=NegativeCache(ttl=settings.negative_ttl, capacity=settings.max_entries),
         others=VersionCache(ttl=min(settings.refresh_interval, OTHER_VERSION_TTL)),
         backoff=Backoff.for_interval(settings.refresh_interval),
+        persister=persister,
     )
     return SecretCache(core, RefreshHooks(core, call_timeout=call_timeout))
 
@@ -257,7 +261,32 @@ class SecretCache:
         outcomes = await asyncio.gather(*(one(n) for n in unique))
         return dict(zip(unique, outcomes, strict=True))
 
+    async def restore(self) -> int:
+        """Seed the cache from the persisted cache, if there is one (at start,
+        before the first loads): how many entries came back, each stale until its
+        backend confirms it (checked at once)."""
+        persister = self._core.persister
+        if not isinstance(persister, DiskPersister):
+            return 0
+        items = await asyncio.to_thread(
+            persister.restore, self._backend_of, max_stale=self._core.settings.max_stale
+        )
+        seeded = self._core.seed(items)
+        log.info("cache.restored", entries=seeded, directory=str(persister.directory))
+        return seeded
+
+    def _backend_of(self, name: SecretName) -> str | None:
+        try:
+            return self._router.locate(name)[0]
+        except (NotFound, InvalidName):
+            return None
+
     # -- what status, health and listings see -----------------------------------
+
+    def persist_refused(self) -> int:
+        """Persisted entries refused (tampered, foreign, rolled back) and still on disk."""
+        persister = self._core.persister
+        return persister.refused() if isinstance(persister, DiskPersister) else 0
 
     def snapshot(self) -> list[EntryInfo]:
         """Every cached secret, without values, sorted by name."""

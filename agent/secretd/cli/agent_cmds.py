@@ -128,6 +128,8 @@ def summary(config: Config) -> list[str]:
         )
     declared = ", ".join(decl.name for decl in config.secret) or "none"
     lines.append(f"secrets    {len(config.secret)} declared: {declared}")
+    persisted = config.cache.persist_dir
+    lines.append(f"cache      {'persisted in ' + str(persisted) if persisted else 'memory only'}")
     lines.append(f"rules      {len(config.allow)} allow rule(s)")
     for rule in config.allow:
         lines.append(f"  allow    {', '.join(rule.secrets)} to {_subjects(rule)}")
@@ -147,10 +149,11 @@ def _where(backend: FileBackendConfig | VaultBackendConfig | AwsBackendConfig) -
     if backend.type == "file":
         return str(backend.path)
     if backend.type == "vault":
-        return backend.address
-    return f"region {backend.region or 'default'}" + (
-        f", endpoint {backend.endpoint_url}" if backend.endpoint_url else ""
-    )
+        return ", then ".join(backend.addresses)
+    regions = ", then ".join(r or "default" for r in backend.region_list)
+    endpoints = backend.endpoint_urls or ((backend.endpoint_url,) if backend.endpoint_url else ())
+    where = f"region {regions}"
+    return where + (f", endpoint {', '.join(endpoints)}" if endpoints else "")
 
 
 def _subjects(rule: AllowRule) -> str:

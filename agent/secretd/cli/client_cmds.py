@@ -195,6 +195,7 @@ def _write_stdout(data: bytes) -> int:
 def run_status(args: argparse.Namespace) -> int:
     from secretd.cli.client_status import render_rotations, render_status, status_document
     from secretd.cli.rotate_cmds import fetch_rotations
+    from secretd.cli.usage_cmds import fetch_usage, reads_by_name
     from secretd_client import Client, Forbidden, SecretdClientError
 
     with (
@@ -211,6 +212,10 @@ def run_status(args: argparse.Namespace) -> int:
         if args.json:
             document = status_document(client.socket, health, secrets, list_error)
             document["rotations"], document["rotations_error"] = rotations
+            usage, document["usage_error"] = fetch_usage(client.socket)
+            reads = reads_by_name(usage)
+            for row in document["secrets"] or []:
+                row.update(reads.get(row["name"], {"last_read": None, "reads": 0}))
             print(json.dumps(document, indent=2, ensure_ascii=False))
         else:
             text = render_status(client.socket, health, secrets, list_error)

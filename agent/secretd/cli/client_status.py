@@ -48,12 +48,14 @@ def render_status(
         [
             clean(name),
             _backend_state(health.raw, name, b.ok),
+            _endpoint(health.raw, name),
             clean(b.last_success or "-"),
             clean(b.last_error or "-"),
         ]
         for name, b in sorted(health.backends.items())
     ]
-    lines += _section("backends", ["NAME", "OK", "LAST SUCCESS", "LAST ERROR"], backend_rows)
+    header = ["NAME", "OK", "ENDPOINT", "LAST SUCCESS", "LAST ERROR"]
+    lines += _section("backends", header, backend_rows)
     if secrets is None:
         lines += ["secrets: not listed: " + clean(list_error or "unknown error"), ""]
     else:
@@ -101,6 +103,20 @@ def _rotation_result(row: dict[str, Any]) -> str:
         return "running"
     result = row.get("last_result")
     return "FAILED" if result == "failed" else clean(str(result or "-"))
+
+
+def _endpoint(raw: Any, name: str) -> str:
+    """The Vault address / AWS region serving `name`, "(replica)" when it is not
+    the first configured one; "-" for backends without endpoints."""
+    backends = raw.get("backends") if isinstance(raw, dict) else None
+    entry = backends.get(name) if isinstance(backends, dict) else None
+    if not isinstance(entry, dict):
+        return "-"
+    endpoint, primary = entry.get("endpoint"), entry.get("on_primary")
+    shown = clean(str(endpoint)) if endpoint else ("primary" if primary else "-")
+    if primary is False:
+        shown = "replica" if not endpoint else f"{shown} (replica)"
+    return shown
 
 
 def _hardening(report: object) -> list[str]:

@@ -62,11 +62,13 @@ def _registrars() -> list[Registrar]:
     # `secretd get` never loads pydantic (tests/unit/test_cli_imports.py).
     from secretd.cli import (
         agent_cmds,
+        cache_cmds,
         client_cmds,
         completion,
         render_cmds,
         rotate_cmds,
         store_cmds,
+        usage_cmds,
     )
 
     return [
@@ -76,6 +78,8 @@ def _registrars() -> list[Registrar]:
         render_cmds.register,
         rotate_cmds.register,
         completion.register,
+        usage_cmds.register,
+        cache_cmds.register,
     ]
 
 

@@ -47,6 +47,8 @@ RESTART_ONLY: frozenset[str] = frozenset(
         "agent.credentials_socket",
         "agent.mlock",
         "agent.state_dir",
+        "cache.persist_dir",
+        "cache.persist_key_file",
         "tcp",
         "vault_api",
         "limits.backend_rate",
@@ -137,6 +139,23 @@ class CacheSection(Section):
     """At most this many bytes of values (plus about 300 bytes per entry) in the cache."""
     negative_ttl: Duration = 5.0
     """Remember that a secret does not exist for this long before asking the backend again."""
+    persist_dir: ConfigPath | None = None
+    """Directory where every cached current version is kept, envelope-encrypted, so a
+    restart during a backend outage still serves it (docs/cache.md); unset: memory only."""
+    persist_key_file: ConfigPath | None = None
+    """The 32-byte key sealing the persisted cache (`secretd cache init-key FILE`);
+    required with persist_dir."""
+    startup_spread: Duration = 0.0
+    """Draw each secret's first routine check after start from the last `startup_spread`
+    of refresh_interval instead of its last fifth (docs/fleet.md); first loads never wait."""
+
+    @model_validator(mode="after")
+    def _persist_pair(self) -> CacheSection:
+        if (self.persist_dir is None) != (self.persist_key_file is None):
+            raise ValueError("persist_dir and persist_key_file go together: set both or neither")
+        if self.startup_spread > self.refresh_interval:
+            raise ValueError("startup_spread can be at most refresh_interval")
+        return self
 
 
 class LimitsSection(Section):
@@ -216,8 +235,9 @@ class VaultBackendConfig(BackendBase):
 
     type: Literal["vault"]
     """The backend kind: "file", "vault" or "aws"."""
-    address: str
-    """The server's URL, http:// or https://."""
+    address: str | tuple[str, ...]
+    """The server's URL (http:// or https://), or a list of replicas' URLs tried in
+    order (docs/vault.md)."""
     kv_mount: str = "secret"
     """The KV v2 mount secrets are read from."""
     namespace: str | None = None
@@ -228,13 +248,30 @@ class VaultBackendConfig(BackendBase):
     """PEM file of the CA that signed the server's certificate; unset: the system's CAs."""
     max_concurrency: int = Field(8, ge=1, le=256)
     """Requests in flight to this server at once (also the connection pool's size)."""
+    failback_after: Duration = Field(60.0, gt=0)
+    """With several addresses: how long the first one must answer health checks
+    without a failure before it serves again."""
 
     @field_validator("address")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("expected an http:// or https:// URL")
-        return value.rstrip("/")
+    def _http_url(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        urls = (value,) if isinstance(value, str) else value
+        if not urls:
+            raise ValueError("expected at least one http:// or https:// URL")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+        cleaned = tuple(url.rstrip("/") for url in urls)
+        if len({url.split("://", 1)[0] for url in cleaned}) > 1:
+            raise ValueError("every address must use the same scheme (all https:// or all http://)")
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError("an address is listed twice")
+        return cleaned[0] if isinstance(value, str) else cleaned
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every address, the first (the primary) first."""
+        return (self.address,) if isinstance(self.address, str) else self.address
 
 
 class AwsBackendConfig(BackendBase):
@@ -244,8 +281,16 @@ class AwsBackendConfig(BackendBase):
     """The backend kind: "file", "vault" or "aws"."""
     region: str | None = None
     """AWS region; unset: AWS_REGION, AWS_DEFAULT_REGION or the profile's region."""
+    regions: tuple[str, ...] | None = Field(None, min_length=1)
+    """Instead of region, for replicated secrets: the regions tried in order,
+    the first being the primary (docs/aws.md)."""
     endpoint_url: str | None = None
     """Another endpoint than AWS's own (a VPC endpoint, a test server)."""
+    endpoint_urls: tuple[str, ...] | None = None
+    """With regions: one endpoint URL per region, in the same order (regional VPC endpoints)."""
+    failback_after: Duration = Field(60.0, gt=0)
+    """With several regions: how long the first one must answer health checks
+    without a failure before it serves again."""
     profile: str | None = None
     """A named profile from the shared AWS config and credentials files."""
     account_id: str | None = Field(None, pattern=r"^[0-9]{12}$")
@@ -254,6 +299,31 @@ class AwsBackendConfig(BackendBase):
     """Calls to AWS in flight at once."""
     versions_max_age: Duration = 300.0
     """Reuse one bulk listing for version checks this long (0: never); default: refresh_interval."""
+
+    @model_validator(mode="after")
+    def _regions(self) -> AwsBackendConfig:
+        if self.regions is not None:
+            if self.region is not None:
+                raise ValueError("set region or regions, not both")
+            if len(set(self.regions)) != len(self.regions):
+                raise ValueError("a region is listed twice in regions")
+        if self.endpoint_urls is not None:
+            if self.regions is None or len(self.endpoint_urls) != len(self.regions):
+                raise ValueError("endpoint_urls needs regions, one URL per region")
+            if self.endpoint_url is not None:
+                raise ValueError("set endpoint_url or endpoint_urls, not both")
+        return self
+
+    @property
+    def region_list(self) -> tuple[str | None, ...]:
+        """The regions to use, the primary first ((None,): botocore's default region)."""
+        return self.regions if self.regions is not None else (self.region,)
+
+    def endpoint_for(self, index: int) -> str | None:
+        """The endpoint URL of the `index`-th region (None: AWS's own)."""
+        if self.endpoint_urls is not None:
+            return self.endpoint_urls[index]
+        return self.endpoint_url
 
 
 BackendConfig = Annotated[

@@ -71,6 +71,7 @@ class Refresher:
         batch_size: int = 100,
         min_gap: float = 0.5,
         max_gap: float = 30.0,
+        start_jitter: float = 0.0,
     ) -> None:
         self._target = target
         self._watchables = dict(watchables)
@@ -79,6 +80,7 @@ class Refresher:
         self._batch_size = max(batch_size, 1)
         self._min_gap = min_gap
         self._max_gap = max(max_gap, min_gap)
+        self._start_jitter = start_jitter
         self._watch_backoff = Backoff(base=0.1, cap=30.0)
 
     @classmethod
@@ -90,6 +92,7 @@ class Refresher:
         watchables: Mapping[str, WatchableBackend],
         clock: Clock,
         rng: random.Random,
+        desync: bool = False,
     ) -> Refresher:
         """A refresher tuned to the cache's `refresh_interval`.
 
@@ -97,11 +100,19 @@ class Refresher:
         backend), scaled with the interval so fast settings stay fast and slow
         ones batch well. With nothing scheduled yet (the loop starts before the
         first loads) it looks again within one interval, so newly loaded
-        secrets are never checked late."""
+        secrets are never checked late. `desync` (`[cache] startup_spread`)
+        starts the passes at a random point within `min_gap`: agents started
+        at the same instant would otherwise pass on the same grid."""
         min_gap = min(max(refresh_interval / 20, 0.05), 15.0)
         max_gap = max(min(refresh_interval, 30.0), min_gap)
         return cls(
-            target, watchables=watchables, clock=clock, rng=rng, min_gap=min_gap, max_gap=max_gap
+            target,
+            watchables=watchables,
+            clock=clock,
+            rng=rng,
+            min_gap=min_gap,
+            max_gap=max_gap,
+            start_jitter=min_gap if desync else 0.0,
         )
 
     async def run(self, *, evict_every: float = 60.0) -> None:
@@ -136,6 +147,8 @@ class Refresher:
         return min(max(wait, self._min_gap), self._max_gap)
 
     async def poll_forever(self) -> None:
+        if self._start_jitter > 0:
+            await self._clock.sleep(self._rng.uniform(0.0, self._start_jitter))
         while True:
             await self._clock.sleep(self.next_sleep())
             try:

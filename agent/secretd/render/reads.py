@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from secretd.cache.flight import SingleFlight
 from secretd.model import CURRENT, SecretName, SecretReader, SecretValue
+from secretd.usage import UsageSink
 
 _Key = tuple[SecretName, str]
 
@@ -24,8 +25,9 @@ _Key = tuple[SecretName, str]
 class ReadMemo:
     """Single-flight, change-invalidated reads of secret values through a SecretReader."""
 
-    def __init__(self, reader: SecretReader) -> None:
+    def __init__(self, reader: SecretReader, *, usage: UsageSink | None = None) -> None:
         self._reader = reader
+        self._usage = usage  # each render's read of a secret counts (`secretd unused`)
         self._flights: SingleFlight[SecretValue] = SingleFlight()
         self._values: dict[_Key, SecretValue] = {}
         # Bumped by invalidate/clear: a read started before is not kept, and a
@@ -36,13 +38,14 @@ class ReadMemo:
 
     async def value(self, name: SecretName, stage: str = CURRENT) -> SecretValue:
         key = (name, stage)
-        held = self._values.get(key)
-        if held is not None:
-            return held
-        epoch = (self._epoch, self._epochs.get(name, 0))
-        value = await self._flights.run((key, epoch), lambda: self._read(name, stage))
-        if epoch == (self._epoch, self._epochs.get(name, 0)):
-            self._values[key] = value
+        value = self._values.get(key)
+        if value is None:
+            epoch = (self._epoch, self._epochs.get(name, 0))
+            value = await self._flights.run((key, epoch), lambda: self._read(name, stage))
+            if epoch == (self._epoch, self._epochs.get(name, 0)):
+                self._values[key] = value
+        if self._usage is not None:
+            self._usage.note(name)
         return value
 
     async def _read(self, name: SecretName, stage: str) -> SecretValue:

@@ -42,6 +42,7 @@ from secretd.render.command import CommandResult, run_command
 from secretd.render.errors import TemplateError
 from secretd.render.reads import ReadMemo
 from secretd.render.sink import SinkResult, TemplateSink, load_sinks
+from secretd.usage import UsageSink
 
 log = structlog.get_logger(__name__)
 
@@ -119,10 +120,11 @@ class TemplateRunner:
         rng: random.Random | None = None,
         retry_base: float = 1.0,
         retry_max: float = 60.0,
+        usage: UsageSink | None = None,
     ) -> None:
         """Compiles every template now: raises ConfigError for a bad one."""
         self._slots = [_Slot(sink) for sink in load_sinks(templates)]
-        self._memo = ReadMemo(reader)
+        self._memo = ReadMemo(reader, usage=usage)
         self._hub = hub
         self._pin = pin
         self._clock = clock
