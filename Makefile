@@ -25,8 +25,18 @@ gates: dev
 	$(BIN)/ruff check agent sdk tests packaging docs
 	$(BIN)/mypy agent/secretd sdk/secretd_client
 
+# Two runs side by side: the tiers that change the host itself (systemd as PID 1
+# with the `secretd` user, the .deb installed and purged) one test after the
+# other, and everything else spread over three workers (pytest-xdist); each of
+# those uses only its own temporary files, sockets and ports.
+HOST_WIDE := tests/system tests/integration/test_deb.py
+
 pytest: dev
-	$(BIN)/pytest -q
+	@$(BIN)/pytest -q $(HOST_WIDE) > .pytest-host.log 2>&1 & host=$$!; \
+	$(BIN)/pytest -q -n 3 $(addprefix --ignore=,$(HOST_WIDE)); rest=$$?; \
+	wait $$host; hostrc=$$?; \
+	echo "--- the host-wide tiers ($(HOST_WIDE)):"; cat .pytest-host.log; rm -f .pytest-host.log; \
+	test $$rest -eq 0 && test $$hostrc -eq 0
 
 test: gates pytest
 

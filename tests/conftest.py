@@ -32,17 +32,3 @@ def reachable_by_other_users() -> Iterator[None]:
         _grant_traversal(REPO)
         _grant_traversal(Path(sys.prefix))
     yield
-
-
-# Tests that change the host itself - systemd as PID 1 with the `secretd` user,
-# a .deb installed and purged - run one after the other on one worker when the
-# suite runs in parallel (`pytest -n N --dist loadgroup`, as `make test` does);
-# everything else uses only its own temporary files, sockets and ports.
-HOST_WIDE = ("tests/system/", "tests/integration/test_deb.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        path = Path(str(item.path)).relative_to(REPO).as_posix()
-        if path.startswith(HOST_WIDE):
-            item.add_marker(pytest.mark.xdist_group("host"))
