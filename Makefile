@@ -25,11 +25,12 @@ gates: dev
 	$(BIN)/ruff check agent sdk tests packaging docs
 	$(BIN)/mypy agent/secretd sdk/secretd_client
 
-# Two runs side by side: the tiers that change the host itself (systemd as PID 1
-# with the `secretd` user, the .deb installed and purged) one test after the
-# other, and everything else spread over three workers (pytest-xdist); each of
-# those uses only its own temporary files, sockets and ports.
-HOST_WIDE := tests/system tests/integration/test_deb.py
+# Two runs side by side: the tests that change or read the host itself (systemd
+# as PID 1 with the `secretd` user, the .deb installed and purged, the CLI's
+# default /etc/secretd/secretd.toml) one after the other, and everything else
+# spread over three workers (pytest-xdist); each of those uses only its own
+# temporary files, sockets and ports.
+HOST_WIDE := tests/system tests/integration/test_deb.py tests/integration/test_cli_habits.py
 
 pytest: dev
 	@$(BIN)/pytest -q $(HOST_WIDE) > .pytest-host.log 2>&1 & host=$$!; \
