@@ -104,39 +104,6 @@ def vault_settings(config: Config, current: Callable[[], Graph]) -> VaultSetting
     )
 
 
-async def warm_up(graph: Graph) -> None:
-    """Seed the cache from the persisted cache (if any), load the declared secrets
-    it did not hold and render every template once; failures are reported. A
-    restored secret is not waited for: the refresh loop checks it when due."""
-    await graph.cache.restore()
-    declared = [decl.name for decl in graph.config.secret]
-    graph.cache.pin(declared)
-    missing = [name for name in declared if not graph.cache.is_cached(name)]
-    for name, problem in (await graph.cache.preload(missing)).items():
-        if problem is not None:
-            log.warning("secret.preload_failed", secret=name, error=_message(problem))
-    for status in await graph.templates.first_render():
-        if not status.ok:
-            log.warning("template.first_render_failed", destination=status.destination)
-
-
-def ready_counts(graph: Graph) -> dict[str, int]:
-    """The one start-up summary: what is loaded and rendered, and what failed."""
-    templates = graph.template_status()
-    return {
-        "secrets": len(graph.cache.snapshot()),
-        "secrets_failed": len(graph.cache.failed_pins()),
-        "templates": len(templates),
-        "templates_failed": sum(1 for t in templates if not t.ok),
-        "backends": len(graph.backends),
-    }
-
-
-def _message(exc: BaseException) -> str:
-    text = getattr(exc, "message", None)
-    return text if isinstance(text, str) else type(exc).__name__
-
-
 class Agent:
     """One running agent: its signals, its backends and its current graph."""
 
@@ -268,57 +235,81 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -
     return False
 
 
-async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket]) -> None:
+class Doors:
+    """What accepts connections: the API on its sockets and the dedicated
+    credentials socket. Opened once the first loads are done; closed last."""
+
+    def __init__(self) -> None:
+        self.serving: Serving | None = None
+        self.credentials: asyncio.AbstractServer | None = None
+
+    async def open(self, agent: Agent, app: web.Application, socks: list[socket.socket]) -> None:
+        # Clients that connected earlier wait in the backlog until now.
+        self.serving = await start_serving(
+            app,
+            socks,
+            tracker=agent.shared.tracker,
+            idle_timeout=agent.config.limits.idle_timeout,
+            divert=agent.credential_divert(),
+        )
+        if agent.credentials_sock is not None:
+            divert = agent.credential_divert()
+            self.credentials = await serve_diverted(agent.credentials_sock, divert)
+
+    async def close(self) -> None:
+        if self.credentials is not None:
+            self.credentials.close()
+        if self.serving is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_DEADLINE):
+                    await self.serving.cleanup()
+
+
+def _start_background(agent: Agent, supervisor: Supervisor) -> None:
+    """The supervised work that is not a graph's: backends, usage, the persisted cache."""
     assert agent.graph is not None
     shared = agent.shared
-    runner: Serving | None = None
-    credentials: asyncio.AbstractServer | None = None
+    agent.pool.attach(supervisor)
+    agent.pool.commit(agent.graph.backends)
+    supervisor.start("usage", shared.usage.flush_forever)
+    if shared.persister is not None:
+        supervisor.start("cache:persist", shared.persister.run)
+
+
+def _announce_ready(agent: Agent, supervisor: Supervisor) -> None:
+    assert agent.graph is not None
+    agent.shared.state.ready = True
+    log.info("agent.serving", socket=agent.socket_path, **agent.graph.ready_counts())
+    agent.notifier.ready("serving")
+    interval = watchdog_interval()
+    if interval is not None:
+        supervisor.start("watchdog", lambda: watchdog_loop(agent.notifier, interval))
+
+
+async def _serve(agent: Agent, app: web.Application, socks: list[socket.socket]) -> None:
+    assert agent.graph is not None
+    doors = Doors()
     try:
         async with asyncio.TaskGroup() as group:
-            supervisor = Supervisor(group, clock=shared.clock, rng=random.Random())  # noqa: S311
-            agent.pool.attach(supervisor)
-            agent.pool.commit(agent.graph.backends)
-            supervisor.start("usage", shared.usage.flush_forever)
-            if shared.persister is not None:
-                supervisor.start("cache:persist", shared.persister.run)
+            supervisor = Supervisor(group, clock=agent.shared.clock, rng=random.Random())  # noqa: S311
+            _start_background(agent, supervisor)
             loops: Loops = []
             try:
                 loops = await _start_loops(group, agent.graph, agent.stop)
-                if not loops:
-                    return
-                # Clients that connected earlier wait in the backlog until now.
-                runner = await start_serving(
-                    app,
-                    socks,
-                    tracker=shared.tracker,
-                    idle_timeout=agent.config.limits.idle_timeout,
-                    divert=agent.credential_divert(),
-                )
-                if agent.credentials_sock is not None:
-                    divert = agent.credential_divert()
-                    credentials = await serve_diverted(agent.credentials_sock, divert)
-                shared.state.ready = True
-                log.info("agent.serving", socket=agent.socket_path, **ready_counts(agent.graph))
-                agent.notifier.ready("serving")
-                interval = watchdog_interval()
-                if interval is not None:
-                    supervisor.start("watchdog", lambda: watchdog_loop(agent.notifier, interval))
-                while await _next_signal(agent) == "reload":
-                    loops = await _reload(agent, supervisor, group, loops)
-                log.info("agent.stopping")
-                agent.notifier.stopping()
+                if loops:  # else a stop came during the warm-up
+                    await doors.open(agent, app, socks)
+                    _announce_ready(agent, supervisor)
+                    while await _next_signal(agent) == "reload":
+                        loops = await _reload(agent, supervisor, group, loops)
+                    log.info("agent.stopping")
+                    agent.notifier.stopping()
             finally:
                 for task in loops:
                     task.cancel()
                 await supervisor.stop_all()
     finally:
-        shared.state.ready = False
-        if credentials is not None:
-            credentials.close()
-        if runner is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STOP_DEADLINE):
-                    await runner.cleanup()
+        agent.shared.state.ready = False
+        await doors.close()
 
 
 async def _start_loops(group: asyncio.TaskGroup, graph: Graph, stop: asyncio.Event) -> Loops:
@@ -329,7 +320,7 @@ async def _start_loops(group: asyncio.TaskGroup, graph: Graph, stop: asyncio.Eve
     cancelled the cache's) when a stop came during the warm-up."""
     cache_loop = group.create_task(graph.refresh(), name="cache")
     await asyncio.sleep(0)  # let the watches open before the loads begin
-    if not await _until_stopped(warm_up(graph), stop):
+    if not await _until_stopped(graph.warm_up(), stop):
         cache_loop.cancel()
         return []
     return [cache_loop, *_serving_loops(group, graph)]

@@ -209,6 +209,32 @@ class Graph:
         idle_evict = self.config.cache.idle_evict
         await self.refresher.run(evict_every=min(max(idle_evict / 4, 1.0), 60.0))
 
+    async def warm_up(self) -> None:
+        """Seed the cache from the persisted cache (if any), load the declared secrets
+        it did not hold and render every template once; failures are reported. A
+        restored secret is not waited for: the refresh loop checks it when due."""
+        await self.cache.restore()
+        declared = [decl.name for decl in self.config.secret]
+        self.cache.pin(declared)
+        missing = [name for name in declared if not self.cache.is_cached(name)]
+        for name, problem in (await self.cache.preload(missing)).items():
+            if problem is not None:
+                log.warning("secret.preload_failed", secret=name, error=_message(problem))
+        for status in await self.templates.first_render():
+            if not status.ok:
+                log.warning("template.first_render_failed", destination=status.destination)
+
+    def ready_counts(self) -> dict[str, int]:
+        """The one start-up summary: what is loaded and rendered, and what failed."""
+        templates = self.template_status()
+        return {
+            "secrets": len(self.cache.snapshot()),
+            "secrets_failed": len(self.cache.failed_pins()),
+            "templates": len(templates),
+            "templates_failed": sum(1 for t in templates if not t.ok),
+            "backends": len(self.backends),
+        }
+
     def template_status(self) -> Sequence[TemplateStatus]:
         return self.templates.status()
 
@@ -254,24 +280,7 @@ def _assemble(
     backends = {name: h.backend for name, h in held.items()}
     router = Router(backends, {name: b.mount for name, b in config.backends.items()})
     observer: CacheObserver = Observers([shared.metrics, audit]) if observe else NullObserver()
-    cache = build_cache(
-        router=router,
-        hub=shared.hub,
-        settings=config.cache,
-        max_secret_bytes=config.limits.max_secret_bytes,
-        observer=observer,
-        clock=shared.clock,
-        rng=random.Random(),  # noqa: S311 - refresh jitter, not cryptography
-        persister=shared.persister,
-    )
-    refresher = Refresher.for_interval(
-        cache.refresh_target,
-        refresh_interval=config.cache.refresh_interval,
-        watchables={n: b for n, b in backends.items() if isinstance(b, WatchableBackend)},
-        clock=shared.clock,
-        rng=random.Random(),  # noqa: S311 - refresh jitter, not cryptography
-        desync=config.cache.startup_spread > 0,
-    )
+    cache, refresher = _cache_and_refresher(config, shared, router, observer)
     templates = TemplateRunner(
         config.template,
         cache,
@@ -304,6 +313,31 @@ def _assemble(
         rotations=rotations,
         backends=held,
     )
+
+
+def _cache_and_refresher(
+    config: Config, shared: Shared, router: Router, observer: CacheObserver
+) -> tuple[SecretCache, Refresher]:
+    cache = build_cache(
+        router=router,
+        hub=shared.hub,
+        settings=config.cache,
+        max_secret_bytes=config.limits.max_secret_bytes,
+        observer=observer,
+        clock=shared.clock,
+        rng=random.Random(),  # noqa: S311 - refresh jitter, not cryptography
+        persister=shared.persister,
+    )
+    watchables = {n: b for n, b in router.backends.items() if isinstance(b, WatchableBackend)}
+    refresher = Refresher.for_interval(
+        cache.refresh_target,
+        refresh_interval=config.cache.refresh_interval,
+        watchables=watchables,
+        clock=shared.clock,
+        rng=random.Random(),  # noqa: S311 - refresh jitter, not cryptography
+        desync=config.cache.startup_spread > 0,
+    )
+    return cache, refresher
 
 
 def _audit_for(config: Config, previous: Graph | None) -> AuditLog:
@@ -350,3 +384,8 @@ async def standalone_graph(config: Config, *, state: StateDir | None) -> AsyncIt
         await graph.cache.aclose()
         await pool.aclose()
         graph.audit.close()
+
+
+def _message(exc: BaseException) -> str:
+    text = getattr(exc, "message", None)
+    return text if isinstance(text, str) else type(exc).__name__
