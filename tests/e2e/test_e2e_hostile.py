@@ -166,6 +166,29 @@ async def test_a_thousand_concurrent_clients_are_served_or_refused_fast(
     assert status_of(await agent.raw(HEALTH_CLOSE)) == 200
 
 
+async def test_a_refused_client_that_writes_late_still_reads_the_503(
+    store: Store, start_agent: StartAgent
+) -> None:
+    """On a busy client host the request may follow the connect by most of a
+    second; the refusal must still be readable (it was lost when the agent
+    closed a refused connection 0.5 s after accepting it)."""
+    store.put("app/k", b"v")
+    agent = await start_agent(limits="max_connections = 1\n")
+    holder, holder_writer = await _half_open(agent)  # takes the only place
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(agent.socket))
+        await asyncio.sleep(1.0)  # a client slow to send its request
+        writer.write(HEALTH_CLOSE)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+        writer.close()
+        assert status_of(answer) == 503, answer[:200]
+        assert b"too_many_connections" in answer
+    finally:
+        holder_writer.close()
+
+
 # ---------------------------------------------------------------------------
 # Attacks by another local user: slow readers, connection floods
 

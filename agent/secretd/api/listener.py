@@ -54,7 +54,7 @@ __all__ = [
     "start_serving",
 ]
 
-REFUSE_LINGER = 0.5
+REFUSE_LINGER = 2.0
 _REFUSAL_BODY = b'{"error":{"code":"too_many_connections","message":"connection limit reached"}}'
 _REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -209,13 +209,19 @@ class _Refuse(asyncio.Protocol):
     """Beyond a connection limit: a canned 503, then close. No parsing, no waiting.
 
     Closing a Unix socket with unread bytes makes the peer's read fail with
-    ECONNRESET (the 503 would be lost), so the request is read and discarded
-    first, for at most `REFUSE_LINGER` seconds."""
+    ECONNRESET, and closing before the peer has written makes its write fail
+    with EPIPE - either way the 503 would be lost. So the answer is followed by
+    a half-close (the peer reads 503 then EOF), and the request is read and
+    discarded before the close, for at most `REFUSE_LINGER` seconds: long
+    enough for a client on a busy host, short enough that a flood of refused
+    connections holds few descriptors."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not inherit from asyncio.Transport; same interface.
         self._transport = cast(asyncio.Transport, transport)
         self._transport.write(_REFUSAL)
+        if self._transport.can_write_eof():
+            self._transport.write_eof()
         self._timer = asyncio.get_running_loop().call_later(REFUSE_LINGER, transport.close)
 
     def data_received(self, data: bytes) -> None:
