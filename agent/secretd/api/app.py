@@ -25,6 +25,7 @@ from aiohttp import web
 
 from secretd.api import aws_compat, rotation, vault_compat
 from secretd.api.errors import error_middleware
+from secretd.api.fastread import FAST_READS_KEY, FastReads
 from secretd.api.health import HealthRoutes
 from secretd.api.ports import ApiDeps
 from secretd.api.reads import ReadService
@@ -46,6 +47,8 @@ def build_app(deps: ApiDeps, *, vault: VaultSettings | None = None) -> web.Appli
     app[DEPS_KEY] = deps
     reads = ReadService(deps)  # one read path, so one coalescing account, for every API
     secrets = SecretRoutes(deps, reads)
+    # Plain reads of cached secrets on the Unix socket skip the router (api.fastread).
+    app[FAST_READS_KEY] = FastReads(deps, reads)
     health = HealthRoutes(deps)
     app.router.add_get("/v1/secrets", secrets.list, allow_head=False)
     app.router.add_get("/v1/secrets/{name:.+}", secrets.read, allow_head=False)

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from secretd.audit import AuditSink
 from secretd.events import Hub
-from secretd.model import Caller, SecretName, SecretReader
+from secretd.model import CachedSecret, Caller, SecretName, SecretReader
 from secretd.rotation.model import Outcome
 from secretd.rotation.scheduler import RotationStatus
 
@@ -53,6 +53,12 @@ class BackendHealthView(Protocol):
 
 class CacheView(SecretReader, Protocol):
     """The cache as the API uses it (cache.loader.SecretCache implements it)."""
+
+    def read_held(self, name: SecretName) -> CachedSecret | None:
+        """The current version when held (counted as a hit), without suspending;
+        None when only `read` can answer. Raises as `read` does for a held one
+        (BackendUnavailable past `max_stale`)."""
+        ...
 
     def is_cached(self, name: SecretName) -> bool:
         """Whether a read of `name`'s current version is answered without a backend call."""

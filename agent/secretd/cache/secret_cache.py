@@ -133,6 +133,16 @@ class SecretCache:
         entry = self._core.table.get(name)
         if entry is not None:
             return self._serve(entry, observe=True)
+        return await self._read_missing(name)
+
+    def read_held(self, name: SecretName) -> CachedSecret | None:
+        """The current version when the cache holds it (a hit, or stale within
+        `max_stale`), without suspending; None when only `read` can answer (a
+        miss, a remembered "not found"). Counted as `read` counts a hit."""
+        entry = self._core.table.get(name)
+        return None if entry is None else self._serve(entry, observe=True)
+
+    async def _read_missing(self, name: SecretName) -> CachedSecret:
         if self._core.negative.contains(name, self._core.clock.monotonic()):
             self._core.observer.cache_lookup("negative")
             raise NotFound(f"secret {name!r} not found")
@@ -163,14 +173,7 @@ class SecretCache:
                 self._core.observer.cache_lookup("stale")
         elif observe:
             self._core.observer.cache_lookup("hit")
-        return CachedSecret(
-            name=entry.name,
-            version=entry.version,
-            stale=entry.failing,
-            fetched_at=entry.last_success,
-            backend=entry.backend,
-            arn=entry.arn,
-        )
+        return _view(entry)
 
     async def _read_other(
         self, name: SecretName, stage: str | None, version_id: str | None, *, refresh: bool
@@ -324,6 +327,29 @@ class SecretCache:
     async def aclose(self) -> None:
         """Cancel in-flight loads. The backends belong to whoever opened them."""
         await self._core.aclose()
+
+
+def _view(entry: Entry) -> CachedSecret:
+    """The entry as readers see it: the same object while nothing it shows has
+    changed, so the answers the API memoises on it are built once."""
+    view = entry.view
+    if (
+        view is None
+        or view.version is not entry.version
+        or view.stale != entry.failing
+        or view.fetched_at != entry.last_success
+        or view.backend != entry.backend
+        or view.arn != entry.arn
+    ):
+        view = entry.view = CachedSecret(
+            name=entry.name,
+            version=entry.version,
+            stale=entry.failing,
+            fetched_at=entry.last_success,
+            backend=entry.backend,
+            arn=entry.arn,
+        )
+    return view
 
 
 def _describe(stage: str | None, version_id: str | None) -> str:
