@@ -38,7 +38,7 @@ import socket
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -54,7 +54,6 @@ from secretd.api.listener import (
 )
 from secretd.api.ports import ApiDeps
 from secretd.api.tcp import install_tcp_guard, load_token
-from secretd.api.vault_compat import VaultSettings
 from secretd.config import Config, load_config
 from secretd.credentials import CredentialProtocol, parse_peer_address
 from secretd.errors import ConfigError, SecretdError
@@ -76,6 +75,9 @@ from secretd.systemd import (
     watchdog_loop,
 )
 
+if TYPE_CHECKING:
+    from secretd.api.vault_compat import VaultSettings
+
 log = structlog.get_logger(__name__)
 
 # The whole stop sequence (stop accepting, cancel loops, close backends) is bounded.
@@ -88,6 +90,7 @@ def vault_settings(config: Config, current: Callable[[], Graph]) -> VaultSetting
     """The Vault-compatible routes' settings; what a reload may change is read live."""
     if config.vault_api is None:
         return None
+    from secretd.api.vault_compat import VaultSettings  # only when configured
 
     def kv_numbered(backend: str) -> bool:
         found = current().config.backends.get(backend)

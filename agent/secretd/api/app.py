@@ -21,16 +21,20 @@ root adds with `install_tcp_guard` when `[tcp]` is configured.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
-from secretd.api import aws_compat, rotation, vault_compat
+from secretd.api import aws_compat, rotation
 from secretd.api.errors import error_middleware
 from secretd.api.fastread import FAST_READS_KEY, FastReads
 from secretd.api.health import HealthRoutes
 from secretd.api.ports import ApiDeps
 from secretd.api.reads import ReadService
 from secretd.api.secrets import SecretRoutes
-from secretd.api.vault_compat import VaultSettings
+
+if TYPE_CHECKING:  # the Vault-compatible routes are imported only when configured
+    from secretd.api.vault_compat import VaultSettings
 
 __all__ = ["DEPS_KEY", "ApiDeps", "build_app"]
 
@@ -57,6 +61,8 @@ def build_app(deps: ApiDeps, *, vault: VaultSettings | None = None) -> web.Appli
     # The AWS Secrets Manager Agent compatible routes: /secretsmanager/get, /ping (docs/aws.md).
     aws_compat.add_routes(app, deps, reads)
     if vault is not None:  # Vault/OpenBao-compatible KV v2 reads (docs/vault-api.md)
+        from secretd.api import vault_compat
+
         vault_compat.add_routes(app, deps, reads, vault)
     rotation.add_routes(app, deps)
     return app

@@ -14,15 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
 from secretd.audit import AuditSink
 from secretd.events import Hub
 from secretd.model import CachedSecret, Caller, SecretName, SecretReader
-from secretd.rotation.model import Outcome
-from secretd.rotation.scheduler import RotationStatus
+
+if TYPE_CHECKING:  # the rotation machinery is imported only where rotations are configured
+    from secretd.rotation.model import Outcome
+    from secretd.rotation.scheduler import RotationStatus
 
 
 class EntryView(Protocol):

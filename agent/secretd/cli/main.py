@@ -8,10 +8,12 @@ Each command module exposes `register(subparsers)`, adding its subcommands with
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from secretd import __version__
 from secretd.errors import ConfigError, InvalidName, InvalidRequest, SecretdError, UsageError
@@ -26,29 +28,49 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"secretd: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`: with only the module of the command it names
+    registered (all of them when it names none, or one we do not know)."""
     parser = Parser(prog="secretd", description="A per-host secrets agent.")
     parser.add_argument("--version", action="version", version=f"secretd {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub: argparse._SubParsersAction[argparse.ArgumentParser]
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for register in _registrars():
+    for register in _registrars(_command_in(argv)):
         register(sub)
     return parser
 
 
-def _registrars() -> list[Registrar]:
+# The module that registers each command. A run imports only its command's
+# module: the CLI's start-up is most of what `secretd get` costs, and the agent
+# has no use for the clients' HTTP stack.
+COMMAND_MODULES = {
+    "agent": "agent_cmds",
+    "check": "agent_cmds",
+    "store": "store_cmds",
+    "get": "client_cmds",
+    "status": "client_cmds",
+    "exec": "client_cmds",
+    "render": "render_cmds",
+    "rotate": "rotate_cmds",
+}
+_MODULE_ORDER = ("agent_cmds", "store_cmds", "client_cmds", "render_cmds", "rotate_cmds")
+
+
+def _command_in(argv: Sequence[str] | None) -> str | None:
+    """The command `argv` names: its first word that is not an option (the
+    top-level options take no value)."""
+    words = sys.argv[1:] if argv is None else argv
+    return next((word for word in words if not word.startswith("-")), None)
+
+
+def _registrars(command: str | None) -> list[Registrar]:
     # Imported here so `secretd --help` stays fast and a broken optional module
     # cannot take the whole CLI down at import time.
-    from secretd.cli import agent_cmds, client_cmds, render_cmds, rotate_cmds, store_cmds
-
-    return [
-        agent_cmds.register,
-        store_cmds.register,
-        client_cmds.register,
-        render_cmds.register,
-        rotate_cmds.register,
-    ]
+    wanted = COMMAND_MODULES.get(command or "")
+    names = (wanted,) if wanted is not None else _MODULE_ORDER
+    modules = [importlib.import_module(f"secretd.cli.{name}") for name in names]
+    return [cast(Registrar, module.register) for module in modules]
 
 
 # Exit 2: the command line or the configuration is wrong; 1: it failed at run time.
@@ -60,7 +82,7 @@ def exit_code_of(exc: SecretdError) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)
