@@ -40,7 +40,7 @@ import orjson
 import structlog
 
 from secretd.clock import Clock, SystemClock
-from secretd.denials import DENY_SUMMARY_SECONDS, DenyLimiter
+from secretd.denials import DENY_SUMMARY_SECONDS, LIMITED, DenyLimiter
 from secretd.errors import ConfigError
 from secretd.fileperm import owner_problem
 from secretd.model import Caller, SecretName, name_problem, rfc3339
@@ -139,15 +139,26 @@ class AuditLog:
         **extra: str,
     ) -> None:
         """Write one audit line. Raises ValueError/TypeError on misuse (a value, an
-        unknown event), never on a write failure."""
-        if self._fd is None:  # off: still refuse misuse, but build no line (the hot path)
+        unknown event), never on a write failure.
+
+        Everything after the time is serialised once per distinct content (a
+        line differs from the last one for the same caller, secret and
+        version only in its time), and checked then: a line equal to one
+        already checked holds the same text."""
+        key = (event, secret, version_id, caller, result, *extra.items())
+        tail = self._tails.get(key)
+        if tail is None:
             _check_fields(event, secret, version_id, result, extra)
+            tail = self._tails.add(key, _tail(event, secret, version_id, caller, result, extra))
+        if self._fd is None:  # off: misuse is still refused, but no line is built
             return
-        line = self._format(event, secret, version_id, caller, result, extra)
-        if not self._denials.admit(event, result, caller, secret):
+        if (event, result) in LIMITED and not self._denials.admit(event, result, caller, secret):
             self._arm_summary()
             return
-        self._write(line)
+        moment = self._clock.now()
+        if moment.tzinfo is not UTC:
+            moment = moment.astimezone(UTC)
+        self._write(self._stamp.of(moment) + _MILLISECONDS[moment.microsecond // 1000] + tail)
 
     def flush_denials(self) -> None:
         """Write a summary line for every caller's held-back denials (now, not later)."""
@@ -181,22 +192,6 @@ class AuditLog:
         except RuntimeError:
             return
         self._summary_timer = loop.call_later(self._summary_seconds, self.flush_denials)
-
-    def _format(
-        self,
-        event: str,
-        secret: str | None,
-        version_id: str | None,
-        caller: Caller | None,
-        result: str,
-        extra: dict[str, str],
-    ) -> bytes:
-        _check_fields(event, secret, version_id, result, extra)
-        moment = self._clock.now()
-        if moment.tzinfo is not UTC:
-            moment = moment.astimezone(UTC)
-        tail = self._tails.of(event, secret, version_id, caller, result, extra)
-        return self._stamp.of(moment) + _MILLISECONDS[moment.microsecond // 1000] + tail
 
     def _write(self, line: bytes) -> None:
         assert self._fd is not None
@@ -275,43 +270,46 @@ class _Stamp:
 
 
 class _Tails:
-    """Everything of a line after its time, serialised once per distinct content:
-    one request's line differs from the last one for the same caller and secret
-    only in its time. Bounded, so a flood of distinct names cannot grow it."""
+    """Lines after their time, by content (`AuditLog.record`). Bounded, so a
+    flood of distinct names cannot grow it."""
 
     MAX = 4096
 
     def __init__(self) -> None:
         self._known: dict[tuple[object, ...], bytes] = {}
 
-    def of(
-        self,
-        event: str,
-        secret: str | None,
-        version_id: str | None,
-        caller: Caller | None,
-        result: str,
-        extra: dict[str, str],
-    ) -> bytes:
-        key = (event, secret, version_id, caller, result, *extra.items())
-        tail = self._known.get(key)
-        if tail is None:
-            entry: dict[str, object] = {
-                "event": event,
-                "secret": secret,
-                "version_id": version_id,
-                "caller": caller.describe() if caller is not None else None,
-                "result": result,
-            }
-            checked = type(secret) is SecretName  # validated when it was made
-            if secret is not None and not checked and name_problem(secret) is not None:
-                entry["secret"] = None
-                entry["invalid_name"] = True
-            entry.update(extra)
-            if len(self._known) >= self.MAX:
-                self._known.clear()
-            tail = self._known[key] = orjson.dumps(entry)[1:] + b"\n"  # without its "{"
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        return self._known.get(key)
+
+    def add(self, key: tuple[object, ...], tail: bytes) -> bytes:
+        if len(self._known) >= self.MAX:
+            self._known.clear()
+        self._known[key] = tail
         return tail
+
+
+def _tail(
+    event: str,
+    secret: str | None,
+    version_id: str | None,
+    caller: Caller | None,
+    result: str,
+    extra: dict[str, str],
+) -> bytes:
+    """A line without its time: `"event":...}` and the newline."""
+    entry: dict[str, object] = {
+        "event": event,
+        "secret": secret,
+        "version_id": version_id,
+        "caller": caller.describe() if caller is not None else None,
+        "result": result,
+    }
+    checked = type(secret) is SecretName  # validated when it was made
+    if secret is not None and not checked and name_problem(secret) is not None:
+        entry["secret"] = None
+        entry["invalid_name"] = True
+    entry.update(extra)
+    return orjson.dumps(entry)[1:] + b"\n"  # without its "{"
 
 
 def _check_fields(
