@@ -118,9 +118,9 @@ class PrebuiltAnswer(web.StreamResponse):
     left to do. The same bytes aiohttp would write for `PLAIN_HEADERS` and the
     body; only ever for an HTTP/1.1 request that keeps its connection open."""
 
-    def __init__(self, head: bytes, date: bytes, rest: bytes) -> None:
+    def __init__(self, answer: bytes) -> None:
         super().__init__()
-        self._answer = head + date + rest
+        self._answer = answer
 
     @property
     def keep_alive(self) -> bool:
@@ -138,19 +138,18 @@ class PrebuiltAnswer(web.StreamResponse):
 
 _HEAD = "HTTP/1.1 200 OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in PLAIN_HEADERS.items())
 _SERVER = f"Server: {SERVER_SOFTWARE}\r\n\r\n".encode("ascii")
-_FAST_HEAD = "fast/head"  # CachedSecret.answers keys of the prebuilt pieces
-_FAST_REST = "fast/rest"
+_FAST_HEAD = "fast/head"  # the CachedSecret.answers key of the prebuilt head
 
 
 def prebuilt_answer(secret: CachedSecret, date: bytes) -> PrebuiltAnswer:
-    """The fast route's answer: `plain_body` with its head, built once per cached view."""
-    answers = secret.answers
-    head = answers.get(_FAST_HEAD)
+    """The fast route's answer: `plain_body` and its head, each built once per
+    cached view (the body is not kept twice: the pieces are joined per answer)."""
+    body = plain_body(secret)
+    head = secret.answers.get(_FAST_HEAD)
     if head is None:
-        body = plain_body(secret)
-        answers[_FAST_REST] = _SERVER + body
-        head = answers[_FAST_HEAD] = (_HEAD + f"Content-Length: {len(body)}\r\n").encode("ascii")
-    return PrebuiltAnswer(head, date, answers[_FAST_REST])
+        head = (_HEAD + f"Content-Length: {len(body)}\r\n").encode("ascii")
+        secret.answers[_FAST_HEAD] = head
+    return PrebuiltAnswer(head + date + _SERVER + body)
 
 
 class HttpDate:
