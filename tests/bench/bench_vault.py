@@ -42,6 +42,7 @@ import aiohttp
 import httpx
 
 from tests.bench.figures import record
+from tests.bench.pinned import rss_mib
 from tests.servers.bao_server import BaoServer, bao_binary, write_private
 
 SECRETD = Path(sys.executable).parent / "secretd"
@@ -269,8 +270,11 @@ def bench_reads_and_propagation(work: Path, server: BaoServer, seconds: float) -
     spread: dict[str, dict[str, float]] = {}
 
     sd_conf = secretd_config(work, server, names, ["bench/prop"])
-    with process([str(SECRETD), "agent", "-c", str(sd_conf)], work / "secretd.log"):
+    with process([str(SECRETD), "agent", "-c", str(sd_conf)], work / "secretd.log") as agent:
         wait_for(lambda: health_ok(work / "sd.sock"), READY_WITHIN, "secretd ready")
+        time.sleep(1.0)  # settled
+        idle = rss_mib(agent.pid)
+        print(f"secretd RSS idle, {READ_NAMES} Vault secrets declared: {idle:.1f} MiB")
         found = run_reads(
             work / "sd.sock", [f"/v1/secrets/vault/{n}" for n in names], {}, seconds, "secretd"
         )
@@ -297,7 +301,7 @@ def bench_reads_and_propagation(work: Path, server: BaoServer, seconds: float) -
     for conc, got in found.items():
         reads[conc]["bao_agent"] = got
     spread["bao_agent"] = {"median": statistics.median(times) * 1000, "max": max(times) * 1000}
-    return {"reads": reads, "propagation_ms": spread}
+    return {"reads": reads, "propagation_ms": spread, "rss_idle_mib": idle}
 
 
 def ready_after(argv: list[str], work: Path, log: Path) -> float:
