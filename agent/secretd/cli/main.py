@@ -36,7 +36,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub: argparse._SubParsersAction[argparse.ArgumentParser]
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for register in _registrars(_command_in(argv)):
+    for register in _registrars(sys.argv[1:] if argv is None else argv):
         register(sub)
     return parser
 
@@ -57,18 +57,16 @@ COMMAND_MODULES = {
 _MODULE_ORDER = ("agent_cmds", "store_cmds", "client_cmds", "render_cmds", "rotate_cmds")
 
 
-def _command_in(argv: Sequence[str] | None) -> str | None:
-    """The command `argv` names: its first word that is not an option (the
-    top-level options take no value)."""
-    words = sys.argv[1:] if argv is None else argv
-    return next((word for word in words if not word.startswith("-")), None)
-
-
-def _registrars(command: str | None) -> list[Registrar]:
-    # Imported here so `secretd --help` stays fast and a broken optional module
-    # cannot take the whole CLI down at import time.
+def _registrars(words: Sequence[str]) -> list[Registrar]:
+    """The `register` functions the command `words` names needs (the top-level
+    options take no value, so the first word that is not one is the command)."""
+    command = next((word for word in words if not word.startswith("-")), None)
+    if command is None and "--version" in words:
+        return []  # argparse prints the version before it looks for a command
     wanted = COMMAND_MODULES.get(command or "")
     names = (wanted,) if wanted is not None else _MODULE_ORDER
+    # Imported here so `secretd --help` stays fast and a broken optional module
+    # cannot take the whole CLI down at import time.
     modules = [importlib.import_module(f"secretd.cli.{name}") for name in names]
     return [cast(Registrar, module.register) for module in modules]
 
