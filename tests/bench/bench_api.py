@@ -111,11 +111,7 @@ async def bench_throughput(
                 rounds=args.rounds,
             )
             reads[str(concurrency)] = best
-            for name, got in best.items():
-                print(
-                    f"   {concurrency:4d}  {name:8s} {got['rps']:7.0f} {got['p50_ms']:8.3f}"
-                    f" {got['p99_ms']:8.3f}   {got['rps'] / best['aiohttp']['rps']:5.2f}"
-                )
+            show_reads(concurrency, best)
     finally:
         for proc in references.values():
             proc.send_signal(signal.SIGTERM)
@@ -123,6 +119,14 @@ async def bench_throughput(
     burst = rss_mib(agent.proc.pid)
     print(f"   agent RSS: {idle:.1f} MiB idle, {burst:.1f} MiB after the c=64 runs")
     return {"reads": reads, "rss_mib": {"idle": idle, "after_burst": burst}}
+
+
+def show_reads(concurrency: int, best: dict[str, dict[str, Any]]) -> None:
+    for name, got in best.items():
+        print(
+            f"   {concurrency:4d}  {name:8s} {got['rps']:7.0f} {got['p50_ms']:8.3f}"
+            f" {got['p99_ms']:8.3f}   {got['rps'] / best['aiohttp']['rps']:5.2f}"
+        )
 
 
 async def fetch_count(agent: AgentProcess) -> float:

@@ -87,71 +87,8 @@ def readme_table(doc: Mapping[str, Any]) -> str:
     """The README's figures: each next to its reference, from one run."""
     rows = [["what", "secretd", "reference (same run)", "secretd / reference"]]
     rows += [_read_row(doc, conc) for conc in ("1", "16", "64")]
-    ours = dig(doc, "instructions", "per_read", "secretd")
-    bare = dig(doc, "instructions", "per_read", "aiohttp")
-    rows.append(
-        [
-            "user-space instructions per cached read (valgrind; immune to the machine's load)",
-            _num(ours),
-            f"bare aiohttp {_num(bare)}",
-            f"{_ratio(bare, ours)}× (bare / secretd)",
-        ]
-    )
-    start = dig(doc, "vault", "startup_ms") or {}
-    count = dig(doc, "vault", "startup_secrets")
-    rows.append(
-        [
-            f"start-up with {_num(count)} declared Vault secrets (exec → READY=1, best of runs)",
-            _seconds(dig(start, "secretd", "best")),
-            f"`bao agent` {_seconds(dig(start, 'bao_agent', 'best'))} (to its file)",
-            _ratio(dig(start, "secretd", "best"), dig(start, "bao_agent", "best")) + "×",
-        ]
-    )
-    rss = dig(doc, "api", "rss_mib") or {}
-    rows.append(
-        [
-            "RSS: idle / after the c=64 read runs / with 10,000 cached 1 KiB secrets",
-            " / ".join(
-                _num(rss.get(k), "{:.0f}", " MiB") for k in ("idle", "after_burst", "cached")
-            ),
-            "",
-            "",
-        ]
-    )
-    cli = dig(doc, "cli") or {}
-    rows.append(
-        [
-            "`secretd get NAME` (a process, start to exit)",
-            _num(dig(cli, "get_ms", "p50"), "{:.0f}", " ms"),
-            f"`python -c pass` {_num(dig(cli, 'python_ms', 'p50'), '{:.0f}', ' ms')}",
-            "",
-        ]
-    )
-    render = dig(doc, "render", "put_to_file_ms") or {}
-    rows.append(
-        [
-            "store put → rendered file, p99 (default `wait` / `wait.min = 10ms`)",
-            " / ".join(
-                _num(dig(render, k, "p99"), "{:.0f}", " ms")
-                for k in ("default (50ms/1s)", "min 10ms")
-            ),
-            "",
-            "",
-        ]
-    )
-    poll = dig(doc, "api", "long_poll_ms") or {}
-    rows.append(
-        [
-            "store put → long-poll answer, p99 (after an in-process put returns)",
-            _num(poll.get("p99"), "{:.1f}", " ms"),
-            "",
-            "",
-        ]
-    )
-    cold = dig(doc, "api", "cold_backend_reads")
-    rows.append(
-        ["backend reads for 256 concurrent cold requests of one secret", _num(cold), "", ""]
-    )
+    rows += [_instructions_row(doc), _startup_row(doc), *_footprint_rows(doc)]
+    rows += _propagation_rows(doc)
     aws = dig(doc, "aws_calls") or {}
     rows.append(
         [
@@ -162,6 +99,74 @@ def readme_table(doc: Mapping[str, Any]) -> str:
         ]
     )
     return _table(rows)
+
+
+def _instructions_row(doc: Mapping[str, Any]) -> list[str]:
+    ours = dig(doc, "instructions", "per_read", "secretd")
+    bare = dig(doc, "instructions", "per_read", "aiohttp")
+    return [
+        "user-space instructions per cached read (valgrind; immune to the machine's load)",
+        _num(ours),
+        f"bare aiohttp {_num(bare)}",
+        f"{_ratio(bare, ours)}× (bare / secretd)",
+    ]
+
+
+def _startup_row(doc: Mapping[str, Any]) -> list[str]:
+    start = dig(doc, "vault", "startup_ms") or {}
+    count = dig(doc, "vault", "startup_secrets")
+    return [
+        f"start-up with {_num(count)} declared Vault secrets (exec → READY=1, best of runs)",
+        _seconds(dig(start, "secretd", "best")),
+        f"`bao agent` {_seconds(dig(start, 'bao_agent', 'best'))} (to its file)",
+        _ratio(dig(start, "secretd", "best"), dig(start, "bao_agent", "best")) + "×",
+    ]
+
+
+def _footprint_rows(doc: Mapping[str, Any]) -> list[list[str]]:
+    rss = dig(doc, "api", "rss_mib") or {}
+    mib = [_num(rss.get(k), "{:.0f}", " MiB") for k in ("idle", "after_burst", "cached")]
+    cli = dig(doc, "cli") or {}
+    return [
+        [
+            "RSS: idle / after the c=64 read runs / with 10,000 cached 1 KiB secrets",
+            " / ".join(mib),
+            "",
+            "",
+        ],
+        [
+            "`secretd get NAME` (a process, start to exit)",
+            _num(dig(cli, "get_ms", "p50"), "{:.0f}", " ms"),
+            f"`python -c pass` {_num(dig(cli, 'python_ms', 'p50'), '{:.0f}', ' ms')}",
+            "",
+        ],
+    ]
+
+
+def _propagation_rows(doc: Mapping[str, Any]) -> list[list[str]]:
+    render = dig(doc, "render", "put_to_file_ms") or {}
+    waits = ("default (50ms/1s)", "min 10ms")
+    poll = dig(doc, "api", "long_poll_ms") or {}
+    return [
+        [
+            "store put → rendered file, p99 (default `wait` / `wait.min = 10ms`)",
+            " / ".join(_num(dig(render, k, "p99"), "{:.0f}", " ms") for k in waits),
+            "",
+            "",
+        ],
+        [
+            "store put → long-poll answer, p99 (after an in-process put returns)",
+            _num(poll.get("p99"), "{:.1f}", " ms"),
+            "",
+            "",
+        ],
+        [
+            "backend reads for 256 concurrent cold requests of one secret",
+            _num(dig(doc, "api", "cold_backend_reads")),
+            "",
+            "",
+        ],
+    ]
 
 
 def performance_tables(doc: Mapping[str, Any]) -> str:
