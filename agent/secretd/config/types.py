@@ -1,4 +1,9 @@
-"""Reusable annotated field types: durations, file modes, names, paths, loopback addresses."""
+"""Reusable annotated field types: durations, file modes, names, paths, loopback addresses.
+
+The parsers are plain functions; the annotated types wrapping them in pydantic
+validators are built on first use (PEP 562), so that a client command that
+only parses a duration (`secretd get`, `secretd exec`) does not load pydantic.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,12 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
-
-from pydantic import AfterValidator, BeforeValidator, PlainValidator, ValidationInfo
+from typing import TYPE_CHECKING, Annotated, Any
 
 from secretd.model import SecretName, name_problem
+
+if TYPE_CHECKING:
+    from pydantic import ValidationInfo
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -75,8 +81,28 @@ def check_loopback(raw: Any) -> str:
     return raw
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Mode = Annotated[int, BeforeValidator(parse_mode)]
-Name = Annotated[SecretName, PlainValidator(check_name)]
-ConfigPath = Annotated[Path, AfterValidator(resolve_path)]
-LoopbackAddress = Annotated[str, BeforeValidator(check_loopback)]
+if TYPE_CHECKING:
+    from pydantic import AfterValidator, BeforeValidator, PlainValidator
+
+    Duration = Annotated[float, BeforeValidator(parse_duration)]
+    Mode = Annotated[int, BeforeValidator(parse_mode)]
+    Name = Annotated[SecretName, PlainValidator(check_name)]
+    ConfigPath = Annotated[Path, AfterValidator(resolve_path)]
+    LoopbackAddress = Annotated[str, BeforeValidator(check_loopback)]
+else:
+    _ANNOTATED = frozenset({"Duration", "Mode", "Name", "ConfigPath", "LoopbackAddress"})
+
+    def __getattr__(name: str) -> Any:
+        if name not in _ANNOTATED:  # also what the import system probes (`__path__`)
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from pydantic import AfterValidator, BeforeValidator, PlainValidator
+
+        built = {
+            "Duration": Annotated[float, BeforeValidator(parse_duration)],
+            "Mode": Annotated[int, BeforeValidator(parse_mode)],
+            "Name": Annotated[SecretName, PlainValidator(check_name)],
+            "ConfigPath": Annotated[Path, AfterValidator(resolve_path)],
+            "LoopbackAddress": Annotated[str, BeforeValidator(check_loopback)],
+        }
+        globals().update(built)
+        return built[name]
