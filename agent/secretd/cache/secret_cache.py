@@ -24,6 +24,7 @@ rules that change it; refreshing.py the hooks the refresher drives). Rules
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Iterable
 
@@ -247,6 +248,32 @@ class SecretCache:
     async def preload(self, names: Iterable[SecretName]) -> dict[SecretName, Exception | None]:
         """Load each name now; the outcome per name (None = loaded)."""
         unique = list(dict.fromkeys(names))
+        held = self._hold_pins(unique)
+        try:
+            return await self._load_each(unique)
+        finally:
+            self._release_pins(held)
+
+    def _hold_pins(self, names: list[SecretName]) -> list[PendingPin]:
+        """Pinned names are due for the refresher from the moment they are pinned;
+        while a preload loads them, the refresher must not load them too (with
+        a short refresh interval it would, each a second time). A load's
+        outcome reschedules its pin (a failure: with backoff)."""
+        held = []
+        for name in names:
+            pending = self._core.pending.get(name)
+            if pending is not None:
+                pending.next_check = math.inf
+                held.append(pending)
+        return held
+
+    def _release_pins(self, held: list[PendingPin]) -> None:
+        now = self._core.clock.monotonic()
+        for pending in held:
+            if pending.next_check == math.inf:  # its load never ended (cancelled)
+                pending.next_check = now
+
+    async def _load_each(self, unique: list[SecretName]) -> dict[SecretName, Exception | None]:
         gate = asyncio.Semaphore(PRELOAD_CONCURRENCY)
 
         async def one(name: SecretName) -> Exception | None:
