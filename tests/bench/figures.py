@@ -223,15 +223,22 @@ def _run_line(doc: Mapping[str, Any]) -> str:
 
 
 def _reads_table(doc: Mapping[str, Any]) -> str:
-    rows = [["concurrency", "server", "req/s", "p50 ms", "p99 ms", "req/s vs bare aiohttp"]]
+    rows = [
+        [
+            "concurrency",
+            "server",
+            "req/s (best round)",
+            "p50 ms",
+            "p99 ms",
+            "vs bare aiohttp",
+            "median round: req/s, vs bare",
+        ]
+    ]
+    servers = (("secretd", "secretd"), ("aiohttp", "bare aiohttp"), ("raw", "raw uvloop"))
     for conc in ("1", "16", "64"):
         row = dig(doc, "api", "reads", conc) or {}
-        bare = dig(row, "aiohttp", "rps")
-        for key, label in (
-            ("secretd", "secretd"),
-            ("aiohttp", "bare aiohttp"),
-            ("raw", "raw uvloop"),
-        ):
+        bare = row.get("aiohttp") or {}
+        for key, label in servers:
             got = row.get(key) or {}
             rows.append(
                 [
@@ -240,7 +247,9 @@ def _reads_table(doc: Mapping[str, Any]) -> str:
                     _num(got.get("rps")),
                     _num(got.get("p50_ms"), "{:.3f}"),
                     _num(got.get("p99_ms"), "{:.3f}"),
-                    _ratio(got.get("rps"), bare),
+                    _ratio(got.get("rps"), bare.get("rps")),
+                    f"{_num(got.get('median_rps'))},"
+                    f" {_ratio(got.get('median_rps'), bare.get('median_rps'))}",
                 ]
             )
     return _table(rows)
