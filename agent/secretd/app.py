@@ -40,7 +40,7 @@ import socket
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -56,7 +56,6 @@ from secretd.api.listener import (
 )
 from secretd.api.ports import ApiDeps
 from secretd.api.tcp import install_tcp_guard, load_token
-from secretd.api.vault_compat import VaultSettings
 from secretd.cache.persist import DiskPersister, open_persister
 from secretd.config import Config, load_config
 from secretd.config.schema import restart_only_changes
@@ -80,6 +79,9 @@ from secretd.systemd import (
     watchdog_loop,
 )
 
+if TYPE_CHECKING:
+    from secretd.api.vault_compat import VaultSettings
+
 log = structlog.get_logger(__name__)
 
 # The whole stop sequence (stop accepting, cancel loops, close backends) is bounded.
@@ -92,6 +94,7 @@ def vault_settings(config: Config, current: Callable[[], Graph]) -> VaultSetting
     """The Vault-compatible routes' settings; what a reload may change is read live."""
     if config.vault_api is None:
         return None
+    from secretd.api.vault_compat import VaultSettings  # only when configured
 
     def kv_numbered(backend: str) -> bool:
         found = current().config.backends.get(backend)

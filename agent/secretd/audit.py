@@ -32,6 +32,7 @@ import asyncio
 import os
 import stat
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -39,7 +40,7 @@ import orjson
 import structlog
 
 from secretd.clock import Clock, SystemClock
-from secretd.denials import DENY_SUMMARY_SECONDS, DenyLimiter
+from secretd.denials import DENY_SUMMARY_SECONDS, LIMITED, DenyLimiter
 from secretd.errors import ConfigError
 from secretd.fileperm import owner_problem
 from secretd.model import Caller, SecretName, name_problem, rfc3339
@@ -89,6 +90,8 @@ class AuditLog:
         self._torn_line = False  # a partial write left a line without its newline
         self._failing = False  # between a failed write and the next good one
         self._path: Path | None = None  # the file to open again on reopen()
+        self._stamp = _Stamp()
+        self._tails = _Tails()
 
     @classmethod
     def open(cls, target: str | None, *, clock: Clock | None = None) -> AuditLog:
@@ -136,15 +139,26 @@ class AuditLog:
         **extra: str,
     ) -> None:
         """Write one audit line. Raises ValueError/TypeError on misuse (a value, an
-        unknown event), never on a write failure."""
-        if self._fd is None:  # off: still refuse misuse, but build no line (the hot path)
+        unknown event), never on a write failure.
+
+        Everything after the time is serialised once per distinct content (a
+        line differs from the last one for the same caller, secret and
+        version only in its time), and checked then: a line equal to one
+        already checked holds the same text."""
+        key = (event, secret, version_id, caller, result, *extra.items())
+        tail = self._tails.get(key)
+        if tail is None:
             _check_fields(event, secret, version_id, result, extra)
+            tail = self._tails.add(key, _tail(event, secret, version_id, caller, result, extra))
+        if self._fd is None:  # off: misuse is still refused, but no line is built
             return
-        line = self._format(event, secret, version_id, caller, result, extra)
-        if not self._denials.admit(event, result, caller, secret):
+        if (event, result) in LIMITED and not self._denials.admit(event, result, caller, secret):
             self._arm_summary()
             return
-        self._write(line)
+        moment = self._clock.now()
+        if moment.tzinfo is not UTC:
+            moment = moment.astimezone(UTC)
+        self._write(self._stamp.of(moment) + _MILLISECONDS[moment.microsecond // 1000] + tail)
 
     def flush_denials(self) -> None:
         """Write a summary line for every caller's held-back denials (now, not later)."""
@@ -178,31 +192,6 @@ class AuditLog:
         except RuntimeError:
             return
         self._summary_timer = loop.call_later(self._summary_seconds, self.flush_denials)
-
-    def _format(
-        self,
-        event: str,
-        secret: str | None,
-        version_id: str | None,
-        caller: Caller | None,
-        result: str,
-        extra: dict[str, str],
-    ) -> bytes:
-        _check_fields(event, secret, version_id, result, extra)
-        entry: dict[str, object] = {
-            "time": rfc3339(self._clock.now()),
-            "event": event,
-            "secret": secret,
-            "version_id": version_id,
-            "caller": caller.describe() if caller is not None else None,
-            "result": result,
-        }
-        checked = type(secret) is SecretName  # validated when it was made
-        if secret is not None and not checked and name_problem(secret) is not None:
-            entry["secret"] = None
-            entry["invalid_name"] = True
-        entry.update(extra)
-        return orjson.dumps(entry) + b"\n"
 
     def _write(self, line: bytes) -> None:
         assert self._fd is not None
@@ -259,22 +248,90 @@ class AuditLog:
         self._fd = None
 
 
+# A line is `{"time":"<second>` (`_Stamp`), `.<ms>Z",` and the rest (`_Tails`).
+_MILLISECONDS = tuple(b'.%03dZ",' % ms for ms in range(1000))
+
+
+class _Stamp:
+    """The start of a line up to its time's second, as `rfc3339` writes the
+    time, formatted once per second: `{"time":"2026-01-02T03:04:05`."""
+
+    def __init__(self) -> None:
+        self._second: tuple[int, ...] = ()
+        self._prefix = b""
+
+    def of(self, moment: datetime) -> bytes:
+        """For `moment` in UTC (the milliseconds are the caller's to add)."""
+        second = (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
+        if second != self._second:
+            text = rfc3339(moment)  # "...T03:04:05.678Z"
+            self._second, self._prefix = second, b'{"time":"' + text[:-5].encode("ascii")
+        return self._prefix
+
+
+class _Tails:
+    """Lines after their time, by content (`AuditLog.record`). Bounded, so a
+    flood of distinct names cannot grow it."""
+
+    MAX = 4096
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[object, ...], bytes] = {}
+
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        return self._known.get(key)
+
+    def add(self, key: tuple[object, ...], tail: bytes) -> bytes:
+        if len(self._known) >= self.MAX:
+            self._known.clear()
+        self._known[key] = tail
+        return tail
+
+
+def _tail(
+    event: str,
+    secret: str | None,
+    version_id: str | None,
+    caller: Caller | None,
+    result: str,
+    extra: dict[str, str],
+) -> bytes:
+    """A line without its time: `"event":...}` and the newline."""
+    entry: dict[str, object] = {
+        "event": event,
+        "secret": secret,
+        "version_id": version_id,
+        "caller": caller.describe() if caller is not None else None,
+        "result": result,
+    }
+    checked = type(secret) is SecretName  # validated when it was made
+    if secret is not None and not checked and name_problem(secret) is not None:
+        entry["secret"] = None
+        entry["invalid_name"] = True
+    entry.update(extra)
+    return orjson.dumps(entry)[1:] + b"\n"  # without its "{"
+
+
 def _check_fields(
     event: str, secret: object, version_id: object, result: object, extra: dict[str, str]
 ) -> None:
     """Refuse misuse loudly: unknown events, reserved keys, anything but plain text."""
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}")
-    for key in extra:
+    for key, item in extra.items():
         if key in _CORE_FIELDS:
             raise ValueError(f"audit field {key!r} is reserved")
-    fields: dict[str, object] = {"secret": secret, "version_id": version_id, "result": result}
-    fields.update(extra)
-    for key, item in fields.items():
-        if item is None and key in ("secret", "version_id"):
-            continue
-        if type(item) is not str and type(item) is not SecretName:
-            raise TypeError(f"audit field {key!r} must be str, not {type(item).__name__}")
+        _check_text(key, item)
+    if secret is not None:
+        _check_text("secret", secret)
+    if version_id is not None:
+        _check_text("version_id", version_id)
+    _check_text("result", result)
+
+
+def _check_text(key: str, item: object) -> None:
+    if type(item) is not str and type(item) is not SecretName:
+        raise TypeError(f"audit field {key!r} must be str, not {type(item).__name__}")
 
 
 def check_audit_target(target: str | None) -> None:

@@ -35,11 +35,12 @@ plain-identifier pattern (backend names); anything else is counted as "other".
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -93,6 +94,44 @@ def _label(value: object, allowed: frozenset[str] | None = None) -> str:
     return value if _PLAIN_LABEL.fullmatch(value) else OTHER
 
 
+class Tally:
+    """A counter with one label, counted in plain integers and exported by
+    `collect()` when the registry is scraped, as a `Counter` would be
+    (`<name>_total` and `<name>_created` per label value).
+
+    For what is counted on every request: a `Counter` takes a lock for each
+    increment. Counting happens on the event loop, as does the scrape."""
+
+    def __init__(self, name: str, documentation: str, label: str, allowed: frozenset[str]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._label = label
+        self._allowed = allowed
+        self._counts: dict[str, int] = {}  # only checked label values are keys
+        self._created: dict[str, float] = {}
+
+    def add(self, value: str) -> None:
+        """Count one `value` (anything outside the vocabulary counts as "other")."""
+        counts = self._counts
+        if type(value) is str and value in counts:
+            counts[value] += 1
+            return
+        label = _label(value, self._allowed)
+        if label not in counts:
+            counts[label] = 0
+            self._created[label] = time.time()
+        counts[label] += 1
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily(self._name, self._documentation, labels=[self._label])]
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value, count in list(self._counts.items()):
+            family.add_metric([value], count, created=self._created[value])
+        yield family
+
+
 class Metrics:
     """The agent's metrics; implements observe.CacheObserver."""
 
@@ -100,10 +139,11 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._read_results = frozenset({"ok", "stale"}) | _error_codes()
         reg = self.registry
-        self._reads = Counter("secretd_reads", "API secret reads", ["result"], registry=reg)
-        self._read_children: dict[str, Any] = {}
-        self._lookup_children: dict[str, Any] = {}
-        self._lookups = Counter("secretd_cache_lookups", "Cache lookups", ["result"], registry=reg)
+        # Counted once per request: plain integers, read at scrape time.
+        self._reads = Tally("secretd_reads", "API secret reads", "result", self._read_results)
+        self._lookups = Tally("secretd_cache_lookups", "Cache lookups", "result", LOOKUP_RESULTS)
+        reg.register(self._reads)
+        reg.register(self._lookups)
         self._backend_calls = Counter(
             "secretd_backend_calls", "Backend calls", ["backend", "op", "result"], registry=reg
         )
@@ -159,11 +199,7 @@ class Metrics:
     # CacheObserver
 
     def cache_lookup(self, result: str) -> None:
-        label = _label(result, LOOKUP_RESULTS)
-        child = self._lookup_children.get(label)
-        if child is None:
-            child = self._lookup_children[label] = self._lookups.labels(label)
-        child.inc()
+        self._lookups.add(result)
 
     def backend_call(self, backend: str, op: str, seconds: float, ok: bool) -> None:
         backend_label, op_label = _label(backend), _label(op, BACKEND_OPS)
@@ -180,11 +216,7 @@ class Metrics:
 
     def read(self, result: str) -> None:
         """One API read ended with `result`: "ok", "stale" or an error `code`."""
-        label = _label(result, self._read_results)
-        child = self._read_children.get(label)
-        if child is None:  # resolved once per label: labels() costs a lock and a lookup
-            child = self._read_children[label] = self._reads.labels(label)
-        child.inc()
+        self._reads.add(result)
 
     def connection_opened(self) -> None:
         self._open.inc()

@@ -170,6 +170,10 @@ class CachedSecret:
     fetched_at: float = 0.0  # clock.monotonic() when the backend last confirmed it
     backend: str = ""
     arn: str | None = None  # the backend's own identifier of the secret, when it has one
+    # The API's answers built from this very object (a serialised body per
+    # route and format), kept with it: the cache hands out the same object for
+    # as long as the entry is unchanged, so each answer is serialised once.
+    answers: dict[object, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

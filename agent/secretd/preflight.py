@@ -39,7 +39,8 @@ from secretd.config import Config
 from secretd.errors import ConfigError, NotFound, SecretdError
 from secretd.fileperm import owner_problem, trusted_owners
 from secretd.model import CURRENT, SecretName, SecretValue
-from secretd.render.jinja import LiteralRead, build_environment
+from secretd.render.jinja import build_environment
+from secretd.render.literal import LiteralRead
 from secretd.render.sink import TemplateSink, load_sink
 from secretd.render.writer import check_destination
 from secretd.rotation.build import check_rotations

@@ -1,16 +1,20 @@
 """API benchmark: prints figures, asserts nothing (not collected by pytest).
 
-    .venv/bin/python -m tests.bench.bench_api [--seconds 3] [--secrets 10000] [--rotations 30]
+    .venv/bin/python -m tests.bench.bench_api [--requests 20000] [--rounds 5] [--secrets 10000]
 
 1. cached-read throughput and p50/p99 over the Unix socket at concurrency 1, 16
-   and 64: the real agent next to a bare aiohttp handler on uvloop returning the
-   same bytes on the same kind of socket (the framework's ceiling);
+   and 64, audit and metrics on, next to two references on the same kind of
+   socket serving the same bytes: a bare aiohttp handler (route + fixed body:
+   the framework's ceiling) and a raw uvloop protocol (no HTTP parser: the
+   floor of the loop and the socket). Servers on CPU 0, the load generator on
+   CPU 1, `--requests` per run after a warm-up, best of `--rounds`
+   (tests/bench/pinned.py); then the agent's RSS;
 2. backend reads caused by 256 concurrent cold requests for one secret (aim: 1);
 3. `secretd store put` returning -> a parked long-poll answering, p50/p99;
-4. the agent's RSS idle and with N cached 1 KB secrets.
+4. the agent's RSS with N cached 1 KiB secrets.
 
-The client speaks raw HTTP/1.1 keep-alive (one connection per worker) so its
-own cost stays small and identical for both servers.
+Run by `make bench`, the figures also go to docs/performance-figures.json
+(tests/bench/figures.py).
 """
 
 from __future__ import annotations
@@ -21,37 +25,25 @@ import functools
 import os
 import re
 import signal
+import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
+from tests.bench.figures import record
+from tests.bench.pinned import best_rounds, can_pin, pin, rss_mib, start_reference
 from tests.e2e.agent_proc import BIN, AgentProcess, Store, config_text
 
 ALLOW = '[[allow]]\nsecrets = ["**"]\nuids = [0]\n'
 LIMITS = "backend_rate = 1000000.0\nbackend_burst = 1000000\n"
-READ = b"GET /v1/secrets/app/bench HTTP/1.1\r\nHost: x\r\n\r\n"
+READ_PATH = "/v1/secrets/app/bench"
+READ = f"GET {READ_PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+WARMUP = 2_000
 _LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
-
-BARE_SERVER = """
-import sys, uvloop, asyncio
-from aiohttp import web
-path, body = sys.argv[1], open(sys.argv[2], "rb").read()
-async def handler(request):
-    return web.Response(body=body, content_type="application/json",
-                        headers={"Cache-Control": "no-store"})
-async def main():
-    app = web.Application()
-    app.router.add_get("/v1/secrets/{name:.+}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.UnixSite(runner, path, backlog=1024).start()
-    await asyncio.Event().wait()
-uvloop.run(main())
-"""
 
 
 async def http_exchange(
@@ -62,26 +54,6 @@ async def http_exchange(
     match = _LENGTH.search(head)
     body = await reader.readexactly(int(match.group(1))) if match else b""
     return head, body
-
-
-async def load(path: str, concurrency: int, seconds: float) -> tuple[float, list[float]]:
-    """Requests per second and every latency, `concurrency` keep-alive workers."""
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        reader, writer = await asyncio.open_unix_connection(path)
-        try:
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                await http_exchange(reader, writer, READ)
-                latencies.append(time.perf_counter() - started)
-        finally:
-            writer.close()
-
-    began = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return len(latencies) / (time.perf_counter() - began), latencies
 
 
 def pct(values: list[float], q: float) -> float:
@@ -103,30 +75,85 @@ async def wait_for_socket(path: Path, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("bare server did not start")
 
 
-async def bench_throughput(agent: AgentProcess, work: Path, seconds: float) -> None:
+async def bench_throughput(
+    agent: AgentProcess, work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Section 1: the read figures, and the agent's RSS before and after them."""
+    assert agent.proc is not None
     reader, writer = await asyncio.open_unix_connection(str(agent.socket))
     _, body = await http_exchange(reader, writer, READ)
     writer.close()
     (work / "body.json").write_bytes(body)
-    bare_sock = work / "bare.sock"
-    bare = subprocess.Popen(
-        [sys.executable, "-c", BARE_SERVER, str(bare_sock), str(work / "body.json")]
-    )
+    servers = {"secretd": str(agent.socket)}
+    references = {}
+    for kind in ("aiohttp", "raw"):
+        sock = work / f"{kind}.sock"
+        references[kind] = start_reference(kind, sock, work / "body.json")
+        servers[kind] = str(sock)
+    reads: dict[str, Any] = {}
     try:
-        await wait_for_socket(bare_sock, bare)
-        print(f"\n1. cached reads, {len(body)}-byte JSON body, {seconds:.0f} s per run")
-        print("   conc   agent req/s   p50 ms   p99 ms |  bare req/s   p50 ms   p99 ms | ratio")
+        for kind, proc in references.items():
+            await wait_for_socket(Path(servers[kind]), proc)
+        print(
+            f"\n1. cached reads, {len(body)}-byte JSON body, {args.requests} requests a run"
+            f" after {WARMUP}, best of {args.rounds} rounds;"
+            f" {'servers on CPU 0, load generator on CPU 1' if can_pin() else 'NOT pinned'}"
+        )
+        print("   conc  server    req/s   p50 ms   p99 ms   vs bare aiohttp")
         for concurrency in (1, 16, 64):
-            a_rps, a_lat = await load(str(agent.socket), concurrency, seconds)
-            b_rps, b_lat = await load(str(bare_sock), concurrency, seconds)
-            print(
-                f"   {concurrency:4d} {a_rps:12.0f} {pct(a_lat, 0.5):8.2f} {pct(a_lat, 0.99):8.2f}"
-                f" | {b_rps:10.0f} {pct(b_lat, 0.5):8.2f} {pct(b_lat, 0.99):8.2f}"
-                f" | {a_rps / b_rps:5.2f}"
+            best = await best_rounds(
+                servers,
+                READ_PATH,
+                concurrency,
+                requests=args.requests,
+                warmup=WARMUP,
+                rounds=args.rounds,
             )
+            reads[str(concurrency)] = best
+            show_reads(concurrency, best)
     finally:
-        bare.send_signal(signal.SIGTERM)
-        bare.wait(10)
+        for proc in references.values():
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+    burst = rss_mib(agent.proc.pid)
+    print(f"   agent RSS after the c=64 runs: {burst:.1f} MiB")
+    return {"reads": reads, "rss_mib": {"after_burst": burst}}
+
+
+async def bench_idle(store: Store, work: Path, agents: int = 3) -> dict[str, Any]:
+    """RSS of fresh agents (this file store, audit on), each 2 s after READY=1:
+    the median of `agents` (one start's heap can hold a few MiB more garbage)."""
+    runs = []
+    for i in range(agents):
+        directory = work / f"idle{i}"
+        directory.mkdir()
+        config = directory / "idle.toml"
+        config.write_text(config_text(directory, store, allow=ALLOW, limits=LIMITS))
+        config.chmod(0o600)
+        agent = AgentProcess(directory, config)
+        agent.start()
+        try:
+            await agent.wait_ready()
+            await asyncio.sleep(2.0)
+            assert agent.proc is not None
+            runs.append(rss_mib(agent.proc.pid))
+        finally:
+            agent.stop()
+    idle = statistics.median(runs)
+    shown = ", ".join(f"{r:.1f}" for r in runs)
+    print(f"\n0. RSS of {agents} fresh agents, idle: median {idle:.1f} MiB ({shown})")
+    return {"idle": idle, "idle_runs": runs}
+
+
+def show_reads(concurrency: int, best: dict[str, dict[str, Any]]) -> None:
+    bare = best["aiohttp"]
+    for name, got in best.items():
+        print(
+            f"   {concurrency:4d}  {name:8s} {got['rps']:7.0f} {got['p50_ms']:8.3f}"
+            f" {got['p99_ms']:8.3f}   {got['rps'] / bare['rps']:5.2f}"
+            f"   (median of rounds {got['median_rps']:7.0f}:"
+            f" {got['median_rps'] / bare['median_rps']:5.2f})"
+        )
 
 
 async def fetch_count(agent: AgentProcess) -> float:
@@ -140,7 +167,7 @@ async def fetch_count(agent: AgentProcess) -> float:
     return total
 
 
-async def bench_cold(agent: AgentProcess) -> None:
+async def bench_cold(agent: AgentProcess) -> dict[str, Any]:
     before = await fetch_count(agent)
     request = b"GET /v1/secrets/app/cold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
@@ -157,6 +184,7 @@ async def bench_cold(agent: AgentProcess) -> None:
         f"\n2. 256 concurrent cold requests for one secret: {ok} answered 200, "
         f"{after - before:.0f} backend read(s) (aim: 1)"
     )
+    return {"cold_ok": ok, "cold_backend_reads": after - before}
 
 
 def api_put(store: Store, name: str, value: bytes) -> str:
@@ -170,7 +198,7 @@ def api_put(store: Store, name: str, value: bytes) -> str:
 
 async def bench_propagation(
     agent: AgentProcess, store: Store, rotations: int, *, via_cli: bool
-) -> None:
+) -> dict[str, Any]:
     reader, writer = await asyncio.open_unix_connection(str(agent.socket))
     _, body = await http_exchange(reader, writer, READ)
     index = re.search(rb'"version_id":"([^"]+)"', body)
@@ -213,13 +241,9 @@ async def bench_propagation(
         f"   after put started:  p50 {pct(after_start, 0.5):.1f} ms, "
         f"p99 {pct(after_start, 0.99):.1f} ms"
     )
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    if via_cli:
+        return {}
+    return {"long_poll_ms": {"p50": pct(after_return, 0.5), "p99": pct(after_return, 0.99)}}
 
 
 def fill_store(store: Store, count: int) -> None:
@@ -233,7 +257,7 @@ def fill_store(store: Store, count: int) -> None:
         files.put(SecretName(f"bulk/s{i:05d}"), value, keyring)
 
 
-async def bench_rss(work: Path, count: int) -> None:
+async def bench_rss(count: int) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="sdr", dir="/tmp"))
     store = Store.create(directory)
     started = time.perf_counter()
@@ -245,7 +269,7 @@ async def bench_rss(work: Path, count: int) -> None:
     agent = await start(directory, store, cache=f"max_entries = {max(count, 10)}\n")
     try:
         assert agent.proc is not None
-        print(f"   idle:                      {rss_kib(agent.proc.pid) / 1024:7.1f} MiB")
+        print(f"   idle:                      {rss_mib(agent.proc.pid):7.1f} MiB")
         names = [f"bulk/s{i:05d}" for i in range(count)]
 
         async def reader_task(chunk: list[str]) -> None:
@@ -257,10 +281,12 @@ async def bench_rss(work: Path, count: int) -> None:
             writer.close()
 
         await asyncio.gather(*(reader_task(names[i::32]) for i in range(32)))
-        print(f"   with {count} cached 1 KiB:   {rss_kib(agent.proc.pid) / 1024:7.1f} MiB")
+        cached = rss_mib(agent.proc.pid)
+        print(f"   with {count} cached 1 KiB:   {cached:7.1f} MiB")
     finally:
         agent.stop()
         subprocess.run(["rm", "-rf", str(directory)], check=False)
+    return {"cached": cached, "cached_count": count}
 
 
 async def start(
@@ -273,7 +299,10 @@ async def start(
     config.chmod(0o600)
     agent = AgentProcess(directory, config)
     agent.start()
+    assert agent.proc is not None
+    pin(agent.proc.pid)  # before it starts its threads: they inherit the CPU
     await agent.wait_ready()
+    pin(agent.proc.pid)
     return agent
 
 
@@ -285,21 +314,27 @@ async def main(args: argparse.Namespace) -> None:
     store.put("app/cold", b"cold")
     agent = await start(work, store, cache='idle_evict = "1h"\n', audit=not args.no_audit)
     print(f"audit log: {'off' if args.no_audit else 'on (every read is one JSON line)'}")
+    found: dict[str, Any] = {"requests_per_run": args.requests, "rounds": args.rounds}
     try:
-        await bench_throughput(agent, work, args.seconds)
-        await bench_cold(agent)
+        idle = await bench_idle(store, work)
+        found.update(await bench_throughput(agent, work, args))
+        found["rss_mib"].update(idle)
+        found.update(await bench_cold(agent))
         await bench_propagation(agent, store, args.rotations, via_cli=True)
-        await bench_propagation(agent, store, args.rotations, via_cli=False)
+        found.update(await bench_propagation(agent, store, args.rotations, via_cli=False))
     finally:
         agent.stop()
         subprocess.run(["rm", "-rf", str(work)], check=False)
     if args.secrets:
-        await bench_rss(work, args.secrets)
+        found["rss_mib"].update(await bench_rss(args.secrets))
+    if not args.no_audit:
+        record("api", found)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--requests", type=int, default=20_000, help="per run, after a warm-up")
+    parser.add_argument("--rounds", type=int, default=7, help="runs per server; the best counts")
     parser.add_argument("--secrets", type=int, default=10000)
     parser.add_argument("--rotations", type=int, default=30)
     parser.add_argument("--no-audit", action="store_true", help="run the agent without audit_log")

@@ -41,6 +41,7 @@ from secretd.config.schema import AwsBackendConfig
 from secretd.events import Hub
 from secretd.logs import configure_logging
 from secretd.model import SecretName
+from tests.bench.figures import record
 from tests.fakes.cache_rig import refresh_loops
 from tests.fakes.fake_clock import FakeClock
 from tests.servers.moto_server import REGION, TEST_ENV, MotoServer
@@ -117,6 +118,8 @@ async def engine_hour(moto: MotoServer, names: list[SecretName], rotations: int)
     seen = {info.name: info.version_id for info in cache.snapshot()}
     caught = sum(1 for name, vid in expected.items() if seen.get(name) == vid)
     report("engine (SecretCache + Refresher)", backend.api_calls, len(names), passes)
+    model = int(len(names) * AWS_AGENT_MODEL_PER_SECRET)
+    record("aws_calls", {"engine": sum(backend.api_calls.values()), "model": model})
     print(f"  rotations seen by the cache: {caught}/{len(expected)}")
     await cache.aclose()
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from secretd.model import SecretName
+from tests.bench.figures import record
 from tests.fakes.store_seeder import StoreSeeder, init_store
 
 SECRETD = str(Path(sys.executable).with_name("secretd"))
@@ -111,6 +112,7 @@ def measure(wait_line: str, rounds: int) -> list[float]:
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 100
     print(f"store put -> rendered file, {rounds} rotations each")
+    found = {}
     for label, wait_line in WAITS.items():
         ms = sorted(x * 1000 for x in measure(wait_line, rounds))
         p99 = ms[min(len(ms) - 1, round(len(ms) * 0.99) - 1)]
@@ -118,6 +120,8 @@ def main() -> None:
             f"  {label:20s} p50 {statistics.median(ms):7.1f} ms   p99 {p99:7.1f} ms"
             f"   max {ms[-1]:7.1f} ms"
         )
+        found[label] = {"p50": statistics.median(ms), "p99": p99, "max": ms[-1]}
+    record("render", {"put_to_file_ms": found, "rounds": rounds})
 
 
 if __name__ == "__main__":

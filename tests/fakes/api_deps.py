@@ -99,6 +99,16 @@ class MemoryCache:
             return CachedSecret(name, version, stale=name in self.stale, backend="local")
         raise NotFound(f"secret {name} not found")
 
+    def read_held(self, name: SecretName) -> CachedSecret | None:
+        if name not in self.cached:
+            return None
+        if name in self.failures:
+            raise self.failures[name]
+        for version in reversed(self.versions.get(name, [])):
+            if CURRENT in version.stages:
+                return CachedSecret(name, version, stale=name in self.stale, backend="local")
+        return None
+
     def is_cached(self, name: SecretName) -> bool:
         return name in self.cached
 

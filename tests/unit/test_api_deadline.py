@@ -119,3 +119,15 @@ def test_many_complete_heads_then_a_partial_one_start_its_clock() -> None:
     assert sched.live == 1
     sched.fire()
     assert fired == ["closed"]
+
+
+def test_whole_requests_in_one_read_start_no_clock() -> None:
+    deadline, sched, fired = make()
+    deadline.feed(b"GET /v1/secrets/a HTTP/1.1\r\nHost: x\r\n\r\n")
+    for _ in range(100):  # a keep-alive client: one whole request (or two) per read
+        deadline.feed(b"GET /v1/secrets/a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
+    assert len(sched.timers) == 1 and sched.live == 0  # only the connection's first
+    deadline.feed(b"GET /v1/secrets/a HTTP/1.1\r\n")  # a head left incomplete
+    assert sched.live == 1
+    sched.fire()
+    assert fired == ["closed"]

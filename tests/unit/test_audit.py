@@ -8,21 +8,24 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 
-from secretd.audit import AuditLog
+from secretd.audit import _MILLISECONDS, AuditLog, _Stamp
 from secretd.denials import DENY_BURST, DENY_REFILL_SECONDS, DenyLimiter
 from secretd.errors import ConfigError
-from secretd.model import Caller, SecretName, SecretValue
+from secretd.model import Caller, SecretName, SecretValue, rfc3339
 from tests.fakes.fake_clock import FakeClock
 
 CANARY = "canary-7f3a9c-value"
 CALLER = Caller(uid=1001, gid=1002, pid=4242, unit="app.service")
+BOB = Caller(uid=1002, gid=1002, pid=7)
 
 
 class FixedClock:
@@ -290,7 +293,7 @@ def _drain(fd: int) -> bytes:
 
 WRITER = """
 import sys
-from secretd.audit import AuditLog
+from secretd.audit import _MILLISECONDS, AuditLog, _Stamp
 from secretd.denials import DENY_BURST, DENY_REFILL_SECONDS, DenyLimiter
 from secretd.model import Caller
 log = AuditLog.open(sys.argv[1])
@@ -440,3 +443,56 @@ def test_refused_credential_peers_are_bounded_too_and_nothing_else_is(tmp_path: 
     assert sum(x["event"] == "read" for x in written) == DENY_BURST + 40
     assert sum(x["event"] == "render" for x in written) == DENY_BURST + 40
     assert [x["result"] for x in written if x["event"] == "deny"] == ["deny"]
+
+
+def test_lines_of_the_same_read_differ_only_in_their_time(audit_path: Path) -> None:
+    clock = FakeClock(wall=datetime(2026, 1, 2, 3, 4, 5, 999000, tzinfo=UTC))
+    log = AuditLog.open(str(audit_path), clock=clock)
+    for _ in range(3):
+        log.record("read", secret="db/app", version_id="v3", caller=CALLER, result="ok")
+        clock.advance(0.0011)  # across a second and millisecond boundaries
+    log.record("read", secret="db/app", version_id="v3", caller=BOB, result="ok")
+    log.close()
+    found = lines(audit_path)
+    assert [x["time"] for x in found] == [
+        "2026-01-02T03:04:05.999Z",
+        "2026-01-02T03:04:06.000Z",
+        "2026-01-02T03:04:06.001Z",
+        "2026-01-02T03:04:06.002Z",
+    ]
+    assert all({**x, "time": None} == {**found[0], "time": None} for x in found[:3])
+    assert found[3]["caller"] == {"uid": 1002, "gid": 1002, "pid": 7, "unit": None}
+
+
+def test_misuse_is_refused_even_after_an_equal_valid_line(audit: AuditLog) -> None:
+    audit.record("read", secret="db/app", version_id="v3", caller=CALLER, result="ok")
+    with pytest.raises(TypeError):
+        audit.record(
+            "read",
+            secret="db/app",
+            version_id=SecretValue(b"v3"),  # type: ignore[arg-type]
+            caller=CALLER,
+            result="ok",
+        )
+    with pytest.raises(ValueError, match="reserved"):
+        audit.record("read", secret="db/app", version_id="v3", caller=CALLER, result="ok", time="x")
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_the_time_prefix_is_rfc3339(moment: datetime) -> None:
+    stamp = _Stamp()
+    for shift in (timedelta(0), timedelta(microseconds=999), timedelta(seconds=1)):
+        at = moment + shift if moment.year < 9999 else moment
+        head = stamp.of(at) + _MILLISECONDS[at.microsecond // 1000]
+        assert head == b'{"time":"' + rfc3339(at).encode() + b'",'
+
+
+def test_other_time_zones_are_written_in_utc(audit_path: Path) -> None:
+    class Berlin(FixedClock):
+        def now(self) -> datetime:
+            return datetime(2026, 1, 2, 4, 4, 5, 678000, tzinfo=timezone(timedelta(hours=1)))
+
+    log = AuditLog.open(str(audit_path), clock=Berlin())
+    log.record("read", secret="db/app", version_id="v3", caller=CALLER, result="ok")
+    log.close()
+    assert lines(audit_path)[0]["time"] == "2026-01-02T03:04:05.678Z"

@@ -254,3 +254,37 @@ async def test_is_cached_says_whether_a_read_would_reach_the_backend() -> None:
     assert rig.cache.is_cached(missing)
     rig.clock.advance(5)
     assert not rig.cache.is_cached(missing)
+
+
+async def test_a_held_read_hands_out_one_view_until_what_it_shows_changes() -> None:
+    rig = make_rig(max_stale="1h")
+    rig.backend.put(DB, "v1")
+    assert rig.cache.read_held(DB) is None  # not loaded: only `read` can answer
+    loaded = await rig.cache.read(DB)
+    first, again = rig.cache.read_held(DB), await rig.cache.read(DB)
+    assert first is again is rig.cache.read_held(DB)  # memoised answers live on it
+    assert first is not None and first.version is loaded.version
+    rig.clock.advance(1)
+    await rig.cache.read(DB, refresh=True)  # confirmed: a new time, so a new view
+    confirmed = rig.cache.read_held(DB)
+    assert confirmed is not first and confirmed is not None
+    assert confirmed.fetched_at > first.fetched_at
+    rig.backend.put(DB, "v2")
+    await rig.cache.read(DB, refresh=True)
+    moved = rig.cache.read_held(DB)
+    assert moved is not None and moved.version.value.reveal() == b"v2"
+    rig.backend.fail = BackendUnavailable("down")
+    await rig.cache.read(DB, refresh=True)
+    stale = rig.cache.read_held(DB)
+    assert stale is not None and stale.stale and stale is not moved
+    assert rig.observer.lookups == {"miss": 1, "hit": 5, "stale": 1}  # held reads count
+
+
+async def test_a_held_read_of_a_remembered_miss_is_left_to_read() -> None:
+    rig = make_rig()
+    with pytest.raises(NotFound):
+        await rig.cache.read(SecretName("nope/none"))
+    assert rig.cache.read_held(SecretName("nope/none")) is None
+    with pytest.raises(NotFound):  # and `read` still says so, from the negative cache
+        await rig.cache.read(SecretName("nope/none"))
+    assert rig.backend.fetches["nope/none"] == 1

@@ -20,7 +20,7 @@ def test_the_committed_reference_is_up_to_date() -> None:
 
 def test_every_command_and_option_is_described() -> None:
     text = render()
-    for command in subcommands(build_parser()):
+    for command in subcommands(build_parser([])):
         assert f"## {command.prog}\n" in text
         for action in command._actions:
             for flag in action.option_strings:

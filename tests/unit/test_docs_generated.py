@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import orjson
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -16,3 +18,11 @@ def test_the_architecture_diagram_is_drawn_from_its_text() -> None:
     spec.loader.exec_module(module)
     committed = (REPO / "docs" / "architecture.svg").read_text()
     assert module.render() == committed, "run: python docs/diagrams/architecture.py"
+
+
+def test_the_figures_tables_are_generated_from_one_bench_run() -> None:
+    from tests.bench.figures import FIGURES, regenerate
+
+    assert regenerate(check=True) == [], "run: python -m tests.bench.figures"
+    published = orjson.loads(FIGURES.read_bytes())
+    assert {"run", "api", "vault", "cli", "render", "instructions"} <= set(published)

@@ -171,3 +171,26 @@ def test_audit_lost_lines_are_read_at_scrape_time() -> None:
     assert value(metrics, "secretd_audit_lost_lines") == 0
     lost[0] = 3
     assert value(metrics, "secretd_audit_lost_lines") == 3
+
+
+def test_request_counters_are_exposed_as_counters_are() -> None:
+    metrics = Metrics()
+    for result in ("ok", "ok", "forbidden"):
+        metrics.read(result)
+    metrics.cache_lookup("hit")
+    families = {
+        f.name: f for f in text_string_to_metric_families(metrics.exposition().decode("utf-8"))
+    }
+    assert families["secretd_reads"].type == "counter"
+    assert families["secretd_cache_lookups"].type == "counter"
+    created = {s.labels["result"] for s in families["secretd_reads_created"].samples}
+    assert created == {"ok", "forbidden"}  # as a labelled Counter has them
+    assert value(metrics, "secretd_reads_total", result="ok") == 2
+
+
+def test_a_label_that_is_not_text_is_refused_as_before() -> None:
+    metrics = Metrics()
+    with pytest.raises(TypeError):
+        metrics.read(SecretValue(CANARY.encode()))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        metrics.cache_lookup(5)  # type: ignore[arg-type]

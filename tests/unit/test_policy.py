@@ -343,3 +343,34 @@ def test_out_of_range_ids_are_config_errors(field: str, value: int) -> None:
 def test_large_valid_ids_match() -> None:
     policy = Policy([rule(["a"], uids=[3_000_000_000])])
     assert policy.allows(Caller(uid=3_000_000_000, gid=1, pid=1), SecretName("a"))
+
+
+ASKED = ["db/app", "db/x/y", "app/web", "app/web/deep", "other", "db", "app"]
+RULES = [rule(["db/**"], uids=[1001]), rule(["app/*"], uids=[1002], tcp=True)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([ALICE, BOB, TCP]), st.sampled_from(ASKED)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_remembered_decisions_are_the_rules_decisions(asks: list[tuple[Caller, str]]) -> None:
+    remembered = Policy(RULES)
+    for caller, name in asks:
+        # A new Policy remembers nothing: its answer is the rules' own.
+        assert remembered.allows(caller, SecretName(name)) is Policy(RULES).allows(
+            caller, SecretName(name)
+        )
+
+
+def test_remembered_decisions_are_bounded() -> None:
+    from secretd.access import policy as module
+
+    p = Policy([rule(["**"], uids=[1001])])
+    for i in range(module.DECISIONS_CACHE_SIZE + 10):
+        assert p.allows(ALICE, SecretName(f"probe/{i}"))
+        assert not p.allows(BOB, SecretName(f"probe/{i}"))
+    assert len(p._decided) <= module.DECISIONS_CACHE_SIZE

@@ -161,3 +161,29 @@ async def test_next_sleep_is_clamped() -> None:
     assert refresher.next_sleep() == 12
     target.due_at = clock.monotonic() + 1000
     assert refresher.next_sleep() == 30
+
+
+async def test_a_preload_and_the_refresher_load_each_pinned_secret_once() -> None:
+    # At a short refresh interval the refresher wakes while the start-up
+    # preload is still loading: the pins it finds due must not be loaded twice.
+    rig = make_rig(refresh_interval="100ms")
+    names = [SecretName(f"app/s{i}") for i in range(40)]
+    for name in names:
+        rig.backend.put(name, "v")
+    runner = asyncio.create_task(rig.run_loops())
+    try:
+        await rig.clock.settle()
+        rig.cache.pin(names)
+        rig.backend.hold()  # the preload's first loads wait at the backend
+        preload = asyncio.create_task(rig.cache.preload(names))
+        await rig.clock.settle()
+        await rig.clock.advance_settled(0.2)  # the refresher's pass comes meanwhile
+        rig.backend.release()
+        outcomes = await preload
+        await rig.clock.settle()
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert set(outcomes.values()) == {None}
+    assert {rig.backend.fetches[name] for name in names} == {1}
+    assert not rig.cache.failed_pins()

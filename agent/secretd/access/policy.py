@@ -41,6 +41,9 @@ from secretd.model import Caller, SecretName, name_problem
 
 # Callers (one per connection) whose admitting rules are remembered.
 ADMITTED_CACHE_SIZE = 4096
+# (caller, name) decisions remembered; names are at most 512 characters, so
+# this holds a few MiB at worst.
+DECISIONS_CACHE_SIZE = 8192
 _MAX_ID = 0xFFFFFFFE  # (uid_t)-1 means "no id"
 _GLOB_CHARS = re.compile(r"[A-Za-z0-9/_+=.@\-*]+")
 # Wildcards expand to name characters only, never '/', NUL or newline: the
@@ -225,20 +228,29 @@ class Policy:
     """Default-deny access rules, compiled once; decisions are pure and fast.
 
     Which rules admit a caller is found through an index and remembered per
-    `Caller` (a connection's identity does not change), so a request costs one
-    glob match per rule that admits the caller, however many rules there are.
+    `Caller` (a connection's identity does not change), so a new decision
+    costs one glob match per rule that admits the caller, however many rules
+    there are; and each decision is remembered per (caller, name), so a
+    caller reading the same secrets again costs one lookup. A reload builds
+    a new Policy, so nothing remembered outlives the rules it came from.
     """
 
     def __init__(self, rules: Sequence[AllowRule]) -> None:
         self._rules = tuple(CompiledRule.from_config(rule) for rule in rules)
         index = RuleIndex(self._rules)
         self._admitting = functools.lru_cache(maxsize=ADMITTED_CACHE_SIZE)(index.admitting)
+        self._decided: dict[tuple[Caller, str], bool] = {}
 
     def allows(self, caller: Caller, name: SecretName) -> bool:
         """Whether some rule lets `caller` read `name`."""
-        if not _valid(name):
-            return False
-        return any(rule.covers(name) for rule in self._admitting(caller))
+        key = (caller, name)
+        decided = self._decided.get(key)
+        if decided is None:
+            decided = _valid(name) and any(rule.covers(name) for rule in self._admitting(caller))
+            if len(self._decided) >= DECISIONS_CACHE_SIZE:
+                self._decided.clear()  # bounded: a caller probing names cannot grow it
+            self._decided[key] = decided
+        return decided
 
     def readable_filter(self, caller: Caller) -> Callable[[SecretName], bool]:
         """A fast predicate for listing: the caller's rules are picked once."""

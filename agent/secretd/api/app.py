@@ -22,15 +22,20 @@ root adds with `install_tcp_guard` when `[tcp]` is configured.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
-from secretd.api import aws_compat, rotation, usage, vault_compat
+from secretd.api import aws_compat, rotation, usage
 from secretd.api.errors import error_middleware
+from secretd.api.fastread import FAST_READS_KEY, FastReads
 from secretd.api.health import HealthRoutes
 from secretd.api.ports import ApiDeps
 from secretd.api.reads import ReadService
 from secretd.api.secrets import SecretRoutes
-from secretd.api.vault_compat import VaultSettings
+
+if TYPE_CHECKING:  # the Vault-compatible routes are imported only when configured
+    from secretd.api.vault_compat import VaultSettings
 
 __all__ = ["DEPS_KEY", "ApiDeps", "build_app"]
 
@@ -47,6 +52,8 @@ def build_app(deps: ApiDeps, *, vault: VaultSettings | None = None) -> web.Appli
     app[DEPS_KEY] = deps
     reads = ReadService(deps)  # one read path, so one coalescing account, for every API
     secrets = SecretRoutes(deps, reads)
+    # Plain reads of cached secrets on the Unix socket skip the router (api.fastread).
+    app[FAST_READS_KEY] = FastReads(deps, reads)
     health = HealthRoutes(deps)
     app.router.add_get("/v1/secrets", secrets.list, allow_head=False)
     app.router.add_get("/v1/secrets/{name:.+}", secrets.read, allow_head=False)
@@ -55,6 +62,8 @@ def build_app(deps: ApiDeps, *, vault: VaultSettings | None = None) -> web.Appli
     # The AWS Secrets Manager Agent compatible routes: /secretsmanager/get, /ping (docs/aws.md).
     aws_compat.add_routes(app, deps, reads)
     if vault is not None:  # Vault/OpenBao-compatible KV v2 reads (docs/vault-api.md)
+        from secretd.api import vault_compat
+
         vault_compat.add_routes(app, deps, reads, vault)
     rotation.add_routes(app, deps)
     usage.add_routes(app, deps)

@@ -52,9 +52,14 @@ class HeadDeadline:
         self._begin_head()
 
     def feed(self, data: bytes) -> None:
-        if not data:
-            return
         if not self._in_head:
+            if data.endswith(_HEAD_ENDS):
+                # The common case - whole requests in one read: every head in
+                # `data` is complete and nothing follows the last, so no clock
+                # starts (what the general case below finds too, at more cost).
+                return
+            if not data:
+                return
             self._begin_head()
         window = self._tail + data
         if not any(end in window for end in _HEAD_ENDS):

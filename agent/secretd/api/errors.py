@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 import structlog
@@ -161,18 +162,36 @@ def protocol_error_response(status: int, exc: BaseException | None) -> web.Respo
     return response
 
 
+def early_error_response(exc: web.HTTPException) -> web.Response:
+    """The answer to an HTTP error the application raised before the middleware
+    ran: aiohttp's handling of `Expect` answers 417 with text quoting the
+    header's value. Any body the client sends after it is not a request: the
+    connection closes, as for a parser error."""
+    response = from_http_exception(exc)
+    response.force_close()
+    return response
+
+
 class JsonErrorHandler(web.RequestHandler):
     """aiohttp's connection handler, answering its own errors in our JSON shape.
 
     aiohttp's `RequestHandler` calls `handle_error` for every request its
     parser rejects (and for exceptions escaping the app, which the middleware
-    above never lets happen), and `finish_response` with every answer,
-    including HTTP exceptions raised before the middleware runs (an unknown
-    `Expect` is answered 417, quoting it). Both methods are public but not
-    documented extension points, so tests/e2e/test_e2e_hostile.py (both of
-    aiohttp's parsers) and tests/fuzz send such requests with a token in them
-    and fail if anything but our answer comes back.
+    above never lets happen). The method is public but not a documented
+    extension point, so tests/e2e/test_e2e_hostile.py (both of aiohttp's
+    parsers) and tests/fuzz send such requests with a token in them and fail
+    if anything but our answer comes back. HTTP exceptions the application
+    raises before the middleware runs (an unknown `Expect` is answered 417,
+    quoting it) are answered by `early_error_response`, called from the
+    request handler in front of the application (api.fastread.front).
+
+    `fast_reads`: this connection's plain reads may take the fast route
+    (api.fastread): a Unix socket's, never the TCP listener's.
     """
+
+    def __init__(self, manager: web.Server, *, fast_reads: bool = False, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.fast_reads = fast_reads
 
     def handle_error(
         self,
@@ -190,14 +209,3 @@ class JsonErrorHandler(web.RequestHandler):
             # Part of an answer is on the wire already: aiohttp then drops the connection.
             raise ConnectionError("response already started")
         return protocol_error_response(status, exc)
-
-    async def finish_response(
-        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
-        if isinstance(resp, web.HTTPException) and resp.status >= 400:
-            # Raised before the middleware ran: aiohttp's handling of `Expect`
-            # answers 417 with text quoting the header's value. Any body the
-            # client sends after it is not a request: close, as for a parser error.
-            resp = from_http_exception(resp)
-            resp.force_close()
-        return await super().finish_response(request, resp, start_time)

@@ -37,6 +37,7 @@ from aiohttp import web
 from secretd.api.connections import ConnectionLimits, ConnectionTracker, Peer, peer_of
 from secretd.api.deadline import HeadDeadline
 from secretd.api.errors import JsonErrorHandler
+from secretd.api.fastread import FAST_READS_KEY, front
 from secretd.api.unixsock import MIN_BACKLOG, ListenerError, UnixListener
 
 log = structlog.get_logger(__name__)
@@ -67,78 +68,126 @@ _REFUSAL = (
 Divert = Callable[[asyncio.BaseTransport], asyncio.Protocol | None]
 
 
-class _Tracked(asyncio.Protocol):
-    """Admits a connection by its peer's share, then delegates to aiohttp's
-    RequestHandler (or a diverted protocol, or a refusal) and holds it to the
-    head and write deadlines."""
+class _Gate(asyncio.Protocol):
+    """A new connection's first protocol: admits it by its peer's share, then
+    hands the transport to the protocol that serves it - a `_Connection` (HTTP),
+    a refusal, or a diverted protocol (which the gate keeps wrapping, to give
+    the peer's slot back when it ends).
+
+    The HTTP connection takes the transport over (`set_protocol`), so its
+    requests are not passed through one more layer."""
 
     def __init__(
         self,
-        handler: web.RequestHandler,
+        connection: Callable[[Peer], _Connection],
         tracker: ConnectionTracker,
         divert: Divert | None,
-        head_timeout: float | None,
     ) -> None:
-        self._handler = handler
-        self._inner: asyncio.Protocol = handler
+        self._connection = connection
         self._tracker = tracker
         self._divert = divert
-        self._head_timeout = head_timeout
-        self._deadline: HeadDeadline | None = None
-        self._peer: Peer | None = None  # set once admitted
-        self._transport: asyncio.Transport | None = None
-        self._stall: asyncio.TimerHandle | None = None
-        self._holding_reads = False
+        self._inner: asyncio.Protocol | None = None  # the diverted protocol
+        self._peer: Peer | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not inherit from asyncio.Transport; same interface.
-        self._transport = cast(asyncio.Transport, transport)
         peer = peer_of(transport)
         if not self._tracker.admit(peer):
-            self._inner = _Refuse()
-            self._inner.connection_made(transport)
+            self._hand_over(transport, _Refuse())
             return
-        self._peer = peer
         diverted = self._divert(transport) if self._divert is not None else None
-        if diverted is not None:
-            self._inner = diverted
-            try:
-                diverted.connection_made(transport)
-            except Exception as exc:  # a bug there must not leave the peer hanging
-                log.error("connection.divert_failed", error=type(exc).__name__)
-                self._transport.abort()
+        if diverted is None:
+            self._hand_over(transport, self._connection(peer))
             return
-        self._tracker.opened(self._handler, transport)
-        # Every byte the kernel does not take at once pauses writing (pause_writing).
-        self._transport.set_write_buffer_limits(high=0)
-        if self._head_timeout is not None:
-            self._deadline = HeadDeadline(self._head_timeout, self._transport.abort)
-            self._deadline.start()
-        self._handler.connection_made(transport)
+        self._peer, self._inner = peer, diverted
+        try:
+            diverted.connection_made(transport)
+        except Exception as exc:  # a bug there must not leave the peer hanging
+            log.error("connection.divert_failed", error=type(exc).__name__)
+            cast(asyncio.Transport, transport).abort()
+
+    @staticmethod
+    def _hand_over(transport: asyncio.BaseTransport, protocol: asyncio.Protocol) -> None:
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+    # What follows is only ever called for a diverted connection.
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._deadline is not None:
-            self._deadline.stop()
-        self._end_stall()
         try:
-            self._inner.connection_lost(exc)
+            if self._inner is not None:
+                self._inner.connection_lost(exc)
         finally:
-            self._tracker.closed(self._handler)
             if self._peer is not None:
                 self._tracker.release(self._peer)
 
     def data_received(self, data: bytes) -> None:
-        if self._deadline is not None:
-            self._deadline.feed(data)
-        self._inner.data_received(data)
+        if self._inner is not None:
+            self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()  # True keeps a half-closed connection open
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+
+class _Connection(JsonErrorHandler):
+    """aiohttp's handler of one admitted HTTP connection, held to the head and
+    write deadlines, counted, and giving its peer's slot back when it ends."""
+
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        peer: Peer,
+        tracker: ConnectionTracker,
+        head_timeout: float | None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self._peer = peer
+        self._tracker = tracker
+        self._head_timeout = head_timeout
+        self._deadline: HeadDeadline | None = None
+        self._stall: asyncio.TimerHandle | None = None
+        self._holding_reads = False
+        self._guarded: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not inherit from asyncio.Transport; same interface.
+        self._guarded = cast(asyncio.Transport, transport)
+        self._tracker.opened(self, transport)
+        # Every byte the kernel does not take at once pauses writing (pause_writing).
+        self._guarded.set_write_buffer_limits(high=0)
+        if self._head_timeout is not None:
+            self._deadline = HeadDeadline(self._head_timeout, self._guarded.abort)
+            self._deadline.start()
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._deadline is not None:
+            self._deadline.stop()
+        self._end_stall()
+        try:
+            super().connection_lost(exc)
+        finally:
+            self._tracker.closed(self)
+            self._tracker.release(self._peer)
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is not None:
+            self._deadline.feed(data)
+        super().data_received(data)
 
     def pause_writing(self) -> None:
         """The peer is not taking our output: it must within `write_timeout`, and
         nothing more is read from it meanwhile (it cannot queue more requests)."""
-        transport = self._transport
+        transport = self._guarded
         if self._stall is None and transport is not None:
             timeout = self._tracker.limits.write_timeout
             self._stall = asyncio.get_running_loop().call_later(timeout, self._stalled)
@@ -147,17 +196,17 @@ class _Tracked(asyncio.Protocol):
             if transport.is_reading():
                 transport.pause_reading()
                 self._holding_reads = True
-        self._inner.pause_writing()
+        super().pause_writing()
 
     def resume_writing(self) -> None:
         self._end_stall()
-        self._inner.resume_writing()
+        super().resume_writing()
 
     def _end_stall(self) -> None:
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
-        transport = self._transport
+        transport = self._guarded
         if self._holding_reads and transport is not None and not transport.is_closing():
             transport.resume_reading()
         self._holding_reads = False
@@ -165,8 +214,8 @@ class _Tracked(asyncio.Protocol):
     def _stalled(self) -> None:
         self._stall = None
         log.info("connection.write_timed_out", timeout=self._tracker.limits.write_timeout)
-        if self._transport is not None:
-            self._transport.abort()  # close() would wait for the flush that is not coming
+        if self._guarded is not None:
+            self._guarded.abort()  # close() would wait for the flush that is not coming
 
 
 class DivertOnly(asyncio.Protocol):
@@ -262,12 +311,24 @@ class Serving:
         loop = asyncio.get_running_loop()
         args = dict(handler_args)
 
+        unix = sock.family == socket.AF_UNIX
+
+        def connection(peer: Peer) -> _Connection:
+            return _Connection(
+                server,
+                peer=peer,
+                tracker=tracker,
+                head_timeout=head_timeout,
+                fast_reads=unix,
+                loop=loop,
+                **args,
+            )
+
         def factory() -> asyncio.Protocol:
-            handler = JsonErrorHandler(server, loop=loop, **args)
-            return _Tracked(handler, tracker, divert, head_timeout)
+            return _Gate(connection, tracker, divert)
 
         backlog = max(MIN_BACKLOG, tracker.max_connections)
-        if sock.family == socket.AF_UNIX:
+        if unix:
             accepted = await loop.create_unix_server(factory, sock=sock, backlog=backlog)
         else:
             accepted = await loop.create_server(factory, sock=sock, backlog=backlog)
@@ -335,6 +396,9 @@ async def start_serving(
         **handler_args,
     )
     await runner.setup()
+    server = runner.server
+    assert server is not None, "set up"
+    server.request_handler = front(app.get(FAST_READS_KEY), server.request_handler)
     serving = Serving(runner)
     try:
         for sock in socks:

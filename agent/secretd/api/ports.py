@@ -14,16 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
 from secretd.audit import AuditSink
 from secretd.events import Hub
-from secretd.model import Caller, SecretName, SecretReader
-from secretd.rotation.model import Outcome
-from secretd.rotation.scheduler import RotationStatus
+from secretd.model import CachedSecret, Caller, SecretName, SecretReader
 from secretd.usage import ReadRecord, Usage
+
+if TYPE_CHECKING:  # the rotation machinery is imported only where rotations are configured
+    from secretd.rotation.model import Outcome
+    from secretd.rotation.scheduler import RotationStatus
 
 
 class EntryView(Protocol):
@@ -68,6 +70,12 @@ class BackendHealthView(Protocol):
 
 class CacheView(SecretReader, Protocol):
     """The cache as the API uses it (cache.loader.SecretCache implements it)."""
+
+    def read_held(self, name: SecretName) -> CachedSecret | None:
+        """The current version when held (counted as a hit), without suspending;
+        None when only `read` can answer. Raises as `read` does for a held one
+        (BackendUnavailable past `max_stale`)."""
+        ...
 
     def is_cached(self, name: SecretName) -> bool:
         """Whether a read of `name`'s current version is answered without a backend call."""

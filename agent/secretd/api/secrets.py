@@ -13,21 +13,31 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
-from secretd.api.params import SecretQuery, parse_list_query, parse_secret_query
+from secretd.api.params import PLAIN_READ, SecretQuery, parse_list_query, parse_secret_query
 from secretd.api.ports import ApiDeps, Served
 from secretd.api.reads import ReadService
 from secretd.errors import Forbidden
-from secretd.model import CURRENT, PENDING, PREVIOUS, CachedSecret, Caller, SecretName, rfc3339
+from secretd.model import (
+    CURRENT,
+    PENDING,
+    PREVIOUS,
+    CachedSecret,
+    Caller,
+    SecretName,
+    SecretValue,
+    rfc3339,
+)
 
 CALLER_KEY = web.RequestKey("secretd_caller", Caller)
 _STAGE_ORDER = {CURRENT: 0, PREVIOUS: 1, PENDING: 2}
 _NO_STORE = {"Cache-Control": "no-store"}
+_PLAIN = "v1/json"  # the key of a plain read's answer in CachedSecret.answers
 
 
 def request_caller(request: web.Request, deps: ApiDeps) -> Caller:
@@ -105,7 +115,26 @@ class SecretRoutes:
         return secret
 
 
+def plain_body(secret: CachedSecret) -> bytes:
+    """The JSON body answering a plain read (no query), serialised once per
+    cached view (`CachedSecret.answers`)."""
+    body = secret.answers.get(_PLAIN)
+    if body is None:
+        # Copied: orjson's bytes keep the room it reserved while writing (16 KiB
+        # for a 1 KiB value), harmless for an answer but not for one kept.
+        serialised = orjson.dumps(_document(secret, secret.version.value))
+        body = secret.answers[_PLAIN] = bytes(memoryview(serialised))
+    return body
+
+
+# A plain read's headers (api.fastread writes the same ones itself).
+PLAIN_HEADERS = {"Cache-Control": "no-store", "Content-Type": "application/json"}
+_PLAIN_HEADERS = CIMultiDict(PLAIN_HEADERS)
+
+
 def _serialize(secret: CachedSecret, *, query: SecretQuery) -> web.Response:
+    if query is PLAIN_READ:
+        return web.Response(body=plain_body(secret), headers=_PLAIN_HEADERS)
     value = secret.version.value
     if query.field is not None:
         value = value.field(query.field)
@@ -121,24 +150,23 @@ def _serialize(secret: CachedSecret, *, query: SecretQuery) -> web.Response:
         return web.Response(
             body=value.reveal(), headers=headers, content_type="application/octet-stream"
         )
+    return _json(_document(secret, value))
+
+
+def _document(secret: CachedSecret, value: SecretValue) -> dict[str, Any]:
     document: dict[str, Any] = {
         "name": secret.name,
         "version_id": secret.version.version_id,
         "stages": sorted(secret.version.stages, key=lambda s: (_STAGE_ORDER.get(s, 3), s)),
-        "created_at": _created_at(secret.version.created_at),
+        "created_at": rfc3339(secret.version.created_at),
     }
+    text = value.text()
     if text is not None:
         document["value"] = text
     else:
         document["value_b64"] = value.b64()
     document["stale"] = secret.stale
-    return _json(document)
-
-
-@functools.lru_cache(maxsize=4096)
-def _created_at(moment: datetime) -> str:
-    # Formatting a datetime costs as much as the rest of the body; versions repeat.
-    return rfc3339(moment)
+    return document
 
 
 def _header_safe(text: str) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from secretd.model import SecretName, Version
+from secretd.model import CachedSecret, SecretName, Version
 
 # Bookkeeping per entry beyond the value, so the byte bound is honest for tiny values.
 ENTRY_OVERHEAD_BYTES = 256
@@ -59,6 +59,7 @@ class Entry:
     failures: int = 0  # consecutive failed refreshes
     last_error: str | None = None  # set while refreshes fail: the entry is stale
     arn: str | None = None  # the backend's own identifier of the secret (AWS)
+    view: CachedSecret | None = None  # what the last read handed out (cache.secret_cache)
 
     @property
     def failing(self) -> bool:

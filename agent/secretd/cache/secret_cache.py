@@ -24,6 +24,7 @@ rules that change it; refreshing.py the hooks the refresher drives). Rules
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Iterable
 
@@ -137,6 +138,16 @@ class SecretCache:
         entry = self._core.table.get(name)
         if entry is not None:
             return self._serve(entry, observe=True)
+        return await self._read_missing(name)
+
+    def read_held(self, name: SecretName) -> CachedSecret | None:
+        """The current version when the cache holds it (a hit, or stale within
+        `max_stale`), without suspending; None when only `read` can answer (a
+        miss, a remembered "not found"). Counted as `read` counts a hit."""
+        entry = self._core.table.get(name)
+        return None if entry is None else self._serve(entry, observe=True)
+
+    async def _read_missing(self, name: SecretName) -> CachedSecret:
         if self._core.negative.contains(name, self._core.clock.monotonic()):
             self._core.observer.cache_lookup("negative")
             raise NotFound(f"secret {name!r} not found")
@@ -167,14 +178,7 @@ class SecretCache:
                 self._core.observer.cache_lookup("stale")
         elif observe:
             self._core.observer.cache_lookup("hit")
-        return CachedSecret(
-            name=entry.name,
-            version=entry.version,
-            stale=entry.failing,
-            fetched_at=entry.last_success,
-            backend=entry.backend,
-            arn=entry.arn,
-        )
+        return _view(entry)
 
     async def _read_other(
         self, name: SecretName, stage: str | None, version_id: str | None, *, refresh: bool
@@ -248,6 +252,32 @@ class SecretCache:
     async def preload(self, names: Iterable[SecretName]) -> dict[SecretName, Exception | None]:
         """Load each name now; the outcome per name (None = loaded)."""
         unique = list(dict.fromkeys(names))
+        held = self._hold_pins(unique)
+        try:
+            return await self._load_each(unique)
+        finally:
+            self._release_pins(held)
+
+    def _hold_pins(self, names: list[SecretName]) -> list[PendingPin]:
+        """Pinned names are due for the refresher from the moment they are pinned;
+        while a preload loads them, the refresher must not load them too (with
+        a short refresh interval it would, each a second time). A load's
+        outcome reschedules its pin (a failure: with backoff)."""
+        held = []
+        for name in names:
+            pending = self._core.pending.get(name)
+            if pending is not None:
+                pending.next_check = math.inf
+                held.append(pending)
+        return held
+
+    def _release_pins(self, held: list[PendingPin]) -> None:
+        now = self._core.clock.monotonic()
+        for pending in held:
+            if pending.next_check == math.inf:  # its load never ended (cancelled)
+                pending.next_check = now
+
+    async def _load_each(self, unique: list[SecretName]) -> dict[SecretName, Exception | None]:
         gate = asyncio.Semaphore(PRELOAD_CONCURRENCY)
 
         async def one(name: SecretName) -> Exception | None:
@@ -353,6 +383,29 @@ class SecretCache:
     async def aclose(self) -> None:
         """Cancel in-flight loads. The backends belong to whoever opened them."""
         await self._core.aclose()
+
+
+def _view(entry: Entry) -> CachedSecret:
+    """The entry as readers see it: the same object while nothing it shows has
+    changed, so the answers the API memoises on it are built once."""
+    view = entry.view
+    if (
+        view is None
+        or view.version is not entry.version
+        or view.stale != entry.failing
+        or view.fetched_at != entry.last_success
+        or view.backend != entry.backend
+        or view.arn != entry.arn
+    ):
+        view = entry.view = CachedSecret(
+            name=entry.name,
+            version=entry.version,
+            stale=entry.failing,
+            fetched_at=entry.last_success,
+            backend=entry.backend,
+            arn=entry.arn,
+        )
+    return view
 
 
 def _describe(stage: str | None, version_id: str | None) -> str:

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_completion(args: argparse.Namespace) -> int:
     from secretd.cli.main import build_parser
 
-    tree = command_tree(build_parser())
+    tree = command_tree(build_parser([]))
     sys.stdout.write(bash_script(tree) if args.shell == "bash" else zsh_script(tree))
     return 0
 

@@ -8,10 +8,12 @@ Each command module exposes `register(subparsers)`, adding its subcommands with
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from secretd import __version__
 from secretd.cli.options import debug_option
@@ -27,7 +29,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"secretd: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`: with only the module of the command it names
+    registered (all of them when it names none, or one we do not know)."""
     parser = Parser(
         prog="secretd",
         description="A per-host secrets agent.",
@@ -38,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     debug_option(parser, default=False)
     sub: argparse._SubParsersAction[argparse.ArgumentParser]
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for register in _registrars():
+    for register in _registrars(sys.argv[1:] if argv is None else argv):
         register(sub)
     for command in subcommands(parser):
         debug_option(command)  # `secretd get NAME --debug` works as well
@@ -56,31 +60,49 @@ def subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser
     return found
 
 
-def _registrars() -> list[Registrar]:
+# The module that registers each command. A run imports only its command's
+# module: the CLI's start-up is most of what `secretd get` costs, and the agent
+# has no use for the clients' HTTP stack.
+COMMAND_MODULES = {
+    "agent": "agent_cmds",
+    "check": "agent_cmds",
+    "store": "store_cmds",
+    "get": "client_cmds",
+    "status": "client_cmds",
+    "exec": "client_cmds",
+    "render": "render_cmds",
+    "rotate": "rotate_cmds",
+    "completion": "completion",
+    "unused": "usage_cmds",
+    "cache": "cache_cmds",
+}
+_MODULE_ORDER = (
+    "agent_cmds",
+    "store_cmds",
+    "client_cmds",
+    "render_cmds",
+    "rotate_cmds",
+    "completion",
+    "usage_cmds",
+    "cache_cmds",
+)
+
+
+def _registrars(words: Sequence[str]) -> list[Registrar]:
+    """The `register` functions the command `words` names needs (the top-level
+    options take no value, so the first word that is not one is the command)."""
+    command = next((word for word in words if not word.startswith("-")), None)
+    if command is None and "--version" in words:
+        return []  # argparse prints the version before it looks for a command
+    wanted = COMMAND_MODULES.get(command or "")
+    names = (wanted,) if wanted is not None else _MODULE_ORDER
     # Each module imports only argparse-level things at the top; what a command
     # needs (the schema, the store, the SDK) is imported when it runs, so
     # `secretd get` never loads pydantic (tests/unit/test_cli_imports.py).
-    from secretd.cli import (
-        agent_cmds,
-        cache_cmds,
-        client_cmds,
-        completion,
-        render_cmds,
-        rotate_cmds,
-        store_cmds,
-        usage_cmds,
-    )
-
-    return [
-        agent_cmds.register,
-        store_cmds.register,
-        client_cmds.register,
-        render_cmds.register,
-        rotate_cmds.register,
-        completion.register,
-        usage_cmds.register,
-        cache_cmds.register,
-    ]
+    # Imported here so `secretd --help` stays fast and a broken optional module
+    # cannot take the whole CLI down at import time.
+    modules = [importlib.import_module(f"secretd.cli.{name}") for name in names]
+    return [cast(Registrar, module.register) for module in modules]
 
 
 # Exit 2: the command line or the configuration is wrong; 1: it failed at run time.
@@ -92,7 +114,7 @@ def exit_code_of(exc: SecretdError) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)

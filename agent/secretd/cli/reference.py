@@ -78,7 +78,7 @@ def _table(header: tuple[str, ...], rows: tuple[tuple[str, ...], ...]) -> str:
 
 
 def render() -> str:
-    parser = build_parser()
+    parser = build_parser([])
     tables = (
         _table(("exit status", "meaning"), EXIT_STATUS)
         + "\n\n"

@@ -48,6 +48,7 @@ from secretd.errors import ConfigError, SecretdError
 from secretd.model import CURRENT, PENDING, PREVIOUS, SecretName, SecretValue
 from secretd.render.errors import TemplateError
 from secretd.render.formats import quote_env_value
+from secretd.render.literal import LiteralRead
 
 # Reads one secret version for a render (the runner's per-cycle memo).
 Fetch = Callable[[SecretName, str], Awaitable[SecretValue]]
@@ -75,18 +76,6 @@ class SecretSandbox(SandboxedEnvironment):
                     raise SecurityError("repeated sequence too large")
             return left * right
         return super().call_binop(context, operator, left, right)
-
-
-@dataclass(frozen=True, slots=True)
-class LiteralRead:
-    """A `secret()` / `secret_json()` call whose arguments the template writes as
-    strings: what `secretd check` can resolve without rendering."""
-
-    secret: str
-    field: str | None
-    stage: str
-    line: int
-    json_object: bool = False  # secret_json(): the value must be a JSON object
 
 
 @dataclass(frozen=True, slots=True)

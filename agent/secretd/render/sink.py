@@ -17,6 +17,7 @@ import pwd
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from secretd.config.schema import TemplateConfig
 from secretd.errors import ConfigError, SecretdError
@@ -24,16 +25,11 @@ from secretd.fileperm import read_private_file
 from secretd.model import CURRENT, SecretName, SecretValue
 from secretd.render.errors import TemplateError
 from secretd.render.formats import VarRef, parse_vars, render_env, render_json
-from secretd.render.jinja import (
-    CompiledTemplate,
-    Fetch,
-    LiteralRead,
-    SecretSandbox,
-    build_environment,
-    compile_template,
-    render_text,
-)
+from secretd.render.literal import LiteralRead
 from secretd.render.writer import FileSpec, write_atomic
+
+if TYPE_CHECKING:  # Jinja2 is imported only when a text template is configured
+    from secretd.render.jinja import CompiledTemplate, Fetch, SecretSandbox
 
 MAX_SOURCE_BYTES = 1024 * 1024
 
@@ -91,6 +87,8 @@ class TemplateSink:
             return await fetch(name, stage)
 
         if self._compiled is not None:
+            from secretd.render.jinja import render_text
+
             return await render_text(self._compiled, recording_fetch)
         values: dict[str, SecretValue] = {}
         sources: dict[str, str] = {}
@@ -120,11 +118,14 @@ def load_sinks(
     templates: Sequence[TemplateConfig], env: SecretSandbox | None = None
 ) -> list[TemplateSink]:
     """Build (and so validate) every template. Raises ConfigError naming the file and line."""
-    env = env or build_environment()
+    if env is None and any(config.format == "text" for config in templates):
+        from secretd.render.jinja import build_environment
+
+        env = build_environment()
     return [load_sink(config, env) for config in templates]
 
 
-def load_sink(config: TemplateConfig, env: SecretSandbox) -> TemplateSink:
+def load_sink(config: TemplateConfig, env: SecretSandbox | None) -> TemplateSink:
     where = f"template {config.destination}"
     spec = FileSpec(
         path=config.destination,
@@ -139,9 +140,10 @@ def load_sink(config: TemplateConfig, env: SecretSandbox) -> TemplateSink:
         origin, source = str(config.source), _read_source(config.source)
     else:
         origin, source = f"{where} (contents)", config.contents or ""
-    return TemplateSink(
-        config, spec, compiled=compile_template(env, source, origin=origin), refs=()
-    )
+    from secretd.render.jinja import build_environment, compile_template
+
+    compiled = compile_template(env or build_environment(), source, origin=origin)
+    return TemplateSink(config, spec, compiled=compiled, refs=())
 
 
 def _read_source(path: Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from secretd.audit import AuditSink
 from secretd.backends.rotatable import stager_for
@@ -30,11 +31,13 @@ from secretd.rotation.engine import Checkpoint, Rotation
 from secretd.rotation.journal import Journal, RotationMetrics
 from secretd.rotation.model import Rotator
 from secretd.rotation.rotators.command import CommandRotator
-from secretd.rotation.rotators.postgresql import Connect, PostgresRotator
 from secretd.rotation.rotators.random_value import RandomRotator
 from secretd.rotation.scheduler import Refresh, Scheduler
 from secretd.rotation.state import StateDir
 from secretd.rotation.target import BackendTarget
+
+if TYPE_CHECKING:  # the PostgreSQL rotator is imported only when one is configured
+    from secretd.rotation.rotators.postgresql import Connect
 
 Entry = RandomRotation | CommandRotation | PostgresqlRotation
 
@@ -112,6 +115,8 @@ def _rotator(entry: Entry, parts: Parts) -> Rotator:
         parts.router.locate(admin_name)
     except NotFound:
         raise ConfigError(f"admin_secret {admin_name!r}: no backend mount serves it") from None
+    from secretd.rotation.rotators.postgresql import PostgresRotator
+
     return PostgresRotator(entry, admin, parts.connect)
 
 

@@ -39,7 +39,6 @@ from secretd.errors import StoreError
 from secretd.model import SecretName, rfc3339
 from secretd.rotation.errors import RotationBusy
 from secretd.rotation.model import Step
-from secretd.store.layout import read_bounded
 
 _MAX_STATE_BYTES = 64 * 1024
 
@@ -127,6 +126,10 @@ class StateDir:
 
     def load(self, name: SecretName) -> RotationState:
         """The recorded state (a fresh one when none, or when it is unreadable)."""
+        # Imported here: the store module loads cryptography, which a config
+        # without a file backend never needs.
+        from secretd.store.layout import read_bounded
+
         path = self._path(name, ".json")
         try:
             data = read_bounded(path, _MAX_STATE_BYTES, what="rotation state")
