@@ -31,7 +31,7 @@ AGENT_STEPS = [
 GET_STEPS = [
     ("the CLI entry point", "import secretd.cli.main"),
     ("asyncio", "import asyncio"),
-    ("the duration parser (secretd.config.types)", "import secretd.config.types"),
+    ("the duration parser (secretd.durations)", "import secretd.durations"),
     ("httpx and the SDK", "import secretd_client"),
     ("the client commands", "import secretd.cli.client_cmds"),
 ]

@@ -174,7 +174,7 @@ async def test_a_refused_client_that_writes_late_still_reads_the_503(
     closed a refused connection 0.5 s after accepting it)."""
     store.put("app/k", b"v")
     agent = await start_agent(limits="max_connections = 1\n")
-    holder, holder_writer = await _half_open(agent)  # takes the only place
+    _, holder_writer = await _half_open(agent)  # takes the only place
     try:
         reader, writer = await asyncio.open_unix_connection(str(agent.socket))
         await asyncio.sleep(1.0)  # a client slow to send its request

@@ -187,16 +187,21 @@ async def test_a_denied_read_is_refused_audited_once_and_asks_no_backend() -> No
     async with serve_real() as real:
         real.rig.backend.put("root/key", "root-only")
         await real.rig.cache.read("root/key")  # cached, so only the rules refuse it
-        (answer,) = await exchange(real, [get("/v1/secrets/root/key")])
+        (answer, absent) = await exchange(
+            real, [get("/v1/secrets/root/key"), get("/v1/secrets/root/nothing")]
+        )
         assert status(answer) == 403
-        assert document(answer)["error"] == {  # the same answer as for a name that does not exist
-            "code": "forbidden",
-            "message": "not allowed to read root/key",
-        }
+        error = document(answer)["error"]
+        assert error["code"] == "forbidden"
+        assert error["message"].startswith("not allowed to read root/key: no [[allow]] rule")
+        # the same answer as for a name that does not exist
+        assert document(absent)["error"]["message"] == error["message"].replace(
+            "root/key", "root/nothing"
+        )
         assert b"root-only" not in answer
         lines = real.audit_lines()
-        assert [(x["event"], x["result"]) for x in lines] == [("deny", "deny")]
-        assert real.metric('secretd_reads_total{result="forbidden"}') == 1
+        assert [(x["event"], x["result"]) for x in lines] == [("deny", "deny")] * 2
+        assert real.metric('secretd_reads_total{result="forbidden"}') == 2
         assert real.rig.backend.fetches["root/key"] == 1  # our own load above, nothing more
 
 

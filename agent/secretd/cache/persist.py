@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -46,7 +46,9 @@ from secretd.config import CacheSection
 from secretd.errors import ConfigError, IntegrityError, KeyFileError, UnknownKeyId
 from secretd.model import SecretName
 from secretd.state import StateDir
-from secretd.store.keyfile import StoreKey, fsync_dir, load_key_file
+
+if TYPE_CHECKING:  # cryptography is imported only when a persisted cache is configured
+    from secretd.store.keyfile import StoreKey
 
 log = structlog.get_logger(__name__)
 
@@ -159,6 +161,8 @@ class DiskPersister:
                 except OSError as exc:
                     log.warning("cache.entry_unsaved", secret=name, error=exc.strerror)
             if changed:
+                from secretd.store.keyfile import fsync_dir
+
                 with contextlib.suppress(OSError):
                     fsync_dir(self.directory)
             self._marks.flush()
@@ -307,6 +311,8 @@ def check_persist_settings(settings: CacheSection) -> None:
 
 
 def load_persist_key(path: Path) -> StoreKey:
+    from secretd.store.keyfile import load_key_file
+
     try:
         return load_key_file(path)
     except KeyFileError as exc:

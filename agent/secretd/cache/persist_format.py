@@ -30,14 +30,15 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from secretd.errors import IntegrityError, UnknownKeyId
 from secretd.model import SecretName, SecretValue, Version, name_problem, rfc3339
-from secretd.store.envelope import Envelope, open_envelope, seal
-from secretd.store.keyfile import Keyring, StoreKey
+
+if TYPE_CHECKING:  # the sealing (cryptography) is imported when an entry is sealed or opened
+    from secretd.store.keyfile import StoreKey
 
 KIND = "secretd-cache"
 FORMAT = 1
@@ -87,6 +88,8 @@ def sealed_name(name: str) -> str:
 
 def encode(key: StoreKey, item: Persisted) -> bytes:
     """The file's bytes for `item`, sealed and authenticated with `key`."""
+    from secretd.store.envelope import seal
+
     version = item.version
     envelope = seal(key, sealed_name(item.name), version.version_id, version.value.reveal())
     header: dict[str, Any] = {
@@ -113,6 +116,9 @@ def decode(key: StoreKey, raw: bytes, *, stored_as: str) -> Persisted:
     """The entry in `raw` (read from the file `stored_as`). Raises UnknownKeyId for an
     entry sealed with another key (foreign), IntegrityError for anything that does not
     verify (tampered, truncated, moved to another file); never partial plaintext."""
+    from secretd.store.envelope import Envelope, open_envelope
+    from secretd.store.keyfile import Keyring
+
     header = _object(raw)
     if header.get("kind") != KIND or header.get("format") != FORMAT:
         raise IntegrityError("not a secretd cache entry of a known format")

@@ -11,7 +11,7 @@ line on stderr; values go only to stdout (`get`) or the child's environment
 Only argparse is imported to build the parser; the SDK and the exec
 supervisor are imported when a command runs, and nothing here loads the
 config schema (pydantic), so `secretd get` starts fast
-(tests/unit/test_cli_imports.py).
+(tests/integration/test_cli_habits.py).
 """
 
 from __future__ import annotations

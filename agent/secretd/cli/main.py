@@ -98,7 +98,7 @@ def _registrars(words: Sequence[str]) -> list[Registrar]:
     names = (wanted,) if wanted is not None else _MODULE_ORDER
     # Each module imports only argparse-level things at the top; what a command
     # needs (the schema, the store, the SDK) is imported when it runs, so
-    # `secretd get` never loads pydantic (tests/unit/test_cli_imports.py).
+    # `secretd get` never loads pydantic (tests/integration/test_cli_habits.py).
     # Imported here so `secretd --help` stays fast and a broken optional module
     # cannot take the whole CLI down at import time.
     modules = [importlib.import_module(f"secretd.cli.{name}") for name in names]
