@@ -15,18 +15,14 @@ from tests.servers.canary_agent import AgentProcess, running_agent
 from tests.servers.second_user import (
     OTHER_USER,
     TEST_GROUP,
-    can_switch_users,
     ensure_group,
     ensure_test_user,
-    systemd_cgroup_root,
+    needs_cgroup,
     unit_cgroup,
 )
 
 pytestmark = [
-    pytest.mark.skipif(
-        not can_switch_users() or systemd_cgroup_root() is None,
-        reason="needs root, setpriv and a writable systemd cgroup hierarchy",
-    ),
+    needs_cgroup,
     pytest.mark.timeout(120),  # the first test also starts the agent
 ]
 

@@ -33,7 +33,7 @@ from secretd.logs import configure_logging
 from secretd.metrics import Metrics
 from secretd.model import Caller, SecretName, SecretValue
 from tests.servers.canary_agent import AgentProcess, running_agent
-from tests.servers.second_user import can_switch_users, ensure_test_user
+from tests.servers.second_user import ensure_test_user, needs_root
 
 CANARY = "CANARY-d41f6c0e-9b7a-4e1b-a2f3-5c8d7e6f0a1b"
 CANARY_JSON = orjson.dumps({"password": CANARY, "user": "app"}).decode()
@@ -305,7 +305,7 @@ def process_outputs(agent: AgentProcess) -> list[tuple[str, bytes]]:
 
 @needs_agent
 @pytest.mark.timeout(180)  # a dozen CLI processes and an agent, on a shared machine
-@pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+@needs_root
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_no_value_reaches_logs_audit_metrics_errors_health_or_status(log_format: str) -> None:
     values = [
@@ -376,7 +376,7 @@ uids = [0]
 
 @needs_agent
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+@needs_root
 def test_render_errors_never_carry_a_value_from_a_name_field_or_stage() -> None:
     values = [
         ("private/x", CANARY.encode()),

@@ -13,7 +13,7 @@ import pytest
 
 from secretd.hardening import HardeningReport
 from tests.servers.canary_agent import running_agent
-from tests.servers.second_user import as_user, can_switch_users, ensure_test_user, run_python_as
+from tests.servers.second_user import as_user, ensure_test_user, needs_root, run_python_as
 
 # Waits for a line, hardens, prints the report, waits again (so the parent can
 # look at /proc while it lives), then allocates to show nothing broke.
@@ -78,9 +78,6 @@ def core_limit(pid: int) -> list[str]:
         if line.startswith("Max core file size"):
             return line.split()[4:6]
     raise AssertionError("no core limit line")
-
-
-needs_root = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
 
 
 @needs_root

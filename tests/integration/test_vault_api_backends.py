@@ -21,7 +21,7 @@ from tests.e2e.agent_proc import AgentProcess
 from tests.e2e.vault_api_clients import bao_kv
 from tests.servers.bao_server import BaoServer, bao_server, write_private
 from tests.servers.moto_server import REGION, TEST_ENV, MotoServer, admin, moto
-from tests.servers.second_user import can_switch_users, ensure_test_user
+from tests.servers.second_user import ensure_test_user, needs_root
 
 pytestmark = [pytest.mark.vault, pytest.mark.aws, pytest.mark.timeout(120)]
 
@@ -131,7 +131,7 @@ async def test_an_aws_backed_secret_is_numbered_by_creation_time(
     assert (code, out) == (0, "a-one"), err
 
 
-@pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+@needs_root
 async def test_a_second_uid_is_refused_for_every_backend(
     running: Running, bao_server: BaoServer, admin: Any
 ) -> None:
