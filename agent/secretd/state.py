@@ -12,7 +12,6 @@ and read as empty, never trusted in part.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import stat
@@ -22,6 +21,7 @@ from typing import Any
 import orjson
 import structlog
 
+from secretd.durable import fsync_dir, replace_file
 from secretd.errors import ConfigError
 
 log = structlog.get_logger(__name__)
@@ -90,23 +90,5 @@ class StateDir:
         """Replace `name` with `document` atomically. Raises OSError on failure."""
         data = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
         tmp = self.path / f"{_TMP_PREFIX}{secrets.token_hex(8)}-{name}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o600)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            tmp.rename(self.path / name)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(tmp, self.path / name, data)
+        fsync_dir(self.path)

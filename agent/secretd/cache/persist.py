@@ -43,10 +43,11 @@ from secretd.backends.file_marks import GenerationMarks
 from secretd.cache.entries import Entry
 from secretd.cache.persist_format import SUFFIX, Persisted, decode, encode, file_name
 from secretd.config import CacheSection
+from secretd.durable import fsync_dir, replace_file
 from secretd.errors import ConfigError, IntegrityError, KeyFileError, UnknownKeyId
 from secretd.model import SecretName
 from secretd.state import StateDir
-from secretd.store.keyfile import StoreKey, fsync_dir, load_key_file
+from secretd.store.keyfile import StoreKey, load_key_file
 
 log = structlog.get_logger(__name__)
 
@@ -168,21 +169,7 @@ class DiskPersister:
         data = encode(self._key, dataclasses.replace(item, generation=generation))
         target = file_name(item.name)
         tmp = self.directory / f"{_TMP}{secrets.token_hex(8)}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o600)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            tmp.rename(self.directory / target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        replace_file(tmp, self.directory / target, data)
         self._marks.note(item.name, generation)
         self._refused.pop(target, None)
         return True
