@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from secretd.rotation.journal import Journal
 from secretd.rotation.state import StateDir
 from secretd.rotation.target import BackendTarget
 from secretd_client import AsyncClient
-from tests.e2e.agent_proc import AgentProcess, secretd
+from tests.e2e.agent_proc import running_agent, secretd, short_tmp
 from tests.fakes.rotation_target import (
     CountingMetrics,
     FakeService,
@@ -198,30 +196,23 @@ async def test_the_agent_rotates_an_aws_secret_and_serves_it_at_once(
     """Through the agent: refresh_interval is an hour, yet the new value is
     served as soon as `secretd rotate` returns."""
     admin.create_secret(Name="svc/hmac", SecretString='{"key": "old", "alg": "sha256"}')
-    directory = Path(tempfile.mkdtemp(prefix="sdawr", dir="/tmp"))
-    config = directory / "secretd.toml"
-    config.write_text(
-        f'[agent]\nsocket = "{directory}/s.sock"\nstate_dir = "{directory}/state"\n\n'
-        '[cache]\nrefresh_interval = "1h"\n\n'
-        f'[backends.aws]\ntype = "aws"\nregion = "{REGION}"\nendpoint_url = "{moto.url}"\n\n'
-        '[[secret]]\nname = "svc/hmac"\n\n'
-        '[[allow]]\nsecrets = ["svc/*"]\nuids = [0]\n\n'
-        '[[rotation]]\nsecret = "svc/hmac"\nrotator = "random"\nevery = "30d"\nfield = "key"\n'
-    )
-    config.chmod(0o600)
-    agent = AgentProcess(directory, config, env=dict(TEST_ENV))
-    agent.start()
-    try:
-        await agent.wait_ready()
-        async with AsyncClient(str(agent.socket)) as client:
-            before = await client.get("svc/hmac")
-            out = await asyncio.to_thread(
-                secretd, "rotate", "svc/hmac", "--socket", str(agent.socket), "--json"
-            )
-            after = await client.get("svc/hmac")
-    finally:
-        agent.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    with short_tmp("sdawr") as directory:
+        config = (
+            f'[agent]\nsocket = "{directory}/s.sock"\nstate_dir = "{directory}/state"\n\n'
+            '[cache]\nrefresh_interval = "1h"\n\n'
+            f'[backends.aws]\ntype = "aws"\nregion = "{REGION}"\nendpoint_url = "{moto.url}"\n\n'
+            '[[secret]]\nname = "svc/hmac"\n\n'
+            '[[allow]]\nsecrets = ["svc/*"]\nuids = [0]\n\n'
+            '[[rotation]]\nsecret = "svc/hmac"\nrotator = "random"\nevery = "30d"\nfield = "key"\n'
+        )
+        async with running_agent(directory, config, env=TEST_ENV) as agent:
+            async with AsyncClient(str(agent.socket)) as client:
+                before = await client.get("svc/hmac")
+                out = await asyncio.to_thread(
+                    secretd, "rotate", "svc/hmac", "--socket", str(agent.socket), "--json"
+                )
+                after = await client.get("svc/hmac")
+            agent.stop()
     outcome = json.loads(out)
     assert after.version_id == outcome["version_id"] != before.version_id
     document = json.loads(after.as_text())
