@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import orjson
 import structlog
 
 from secretd.durable import fsync_dir, replace_file
-from secretd.errors import ConfigError
+from secretd.fileperm import check_private_dir
 
 log = structlog.get_logger(__name__)
 
@@ -47,22 +46,7 @@ class StateDir:
     @classmethod
     def open(cls, path: Path) -> StateDir:
         """Create `path` (0700) if missing and check it. Raises ConfigError saying what to fix."""
-        try:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            st = os.lstat(path)
-        except OSError as exc:
-            raise ConfigError(f"agent.state_dir {path}: cannot create ({exc.strerror})") from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise ConfigError(f"agent.state_dir {path}: not a directory")
-        if st.st_uid not in (0, os.geteuid()):
-            raise ConfigError(
-                f"agent.state_dir {path}: owned by uid {st.st_uid}; chown it to this user"
-            )
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o022:
-            raise ConfigError(
-                f"agent.state_dir {path}: mode {mode:04o} lets others write it; chmod 0700 {path}"
-            )
+        check_private_dir(path, f"agent.state_dir {path}")
         return cls(path)
 
     def read(self, name: str) -> dict[str, Any]:
