@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from secretd.backends.vault import VaultBackend, open_backend
 from secretd.config.schema import VaultBackendConfig
 from secretd.errors import BackendAuthError, ConfigError
 from secretd.model import SecretName
+from tests.integration.waits import until
 from tests.servers.bao_server import (
     BaoServer,
     approle_config,
@@ -31,15 +32,6 @@ from tests.servers.bao_server import (
 __all__ = ["bao_server"]
 
 pytestmark = pytest.mark.vault
-
-
-async def eventually(check: Callable[[], bool], within: float, what: str) -> None:
-    """Poll `check` every 50 ms for at most `within` seconds."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def replace_file(path: Path, text: str) -> None:
@@ -208,7 +200,7 @@ async def test_approle_token_is_renewed_before_its_ttl_runs_out(
     async with renewing(opened) as vault:
         await vault.fetch(SecretName("auth-a/x"))
         started = time.monotonic()
-        await eventually(
+        await until(
             lambda: len(policies.audit_requests("auth/token/renew-self")) > renewals + 1,
             within=10.0,
             what="two renew-self calls",
@@ -224,7 +216,7 @@ async def test_approle_logs_in_again_near_the_max_ttl(policies: BaoServer, tmp_p
     logins = len(policies.audit_requests("auth/approle/login"))
     opened = await open_approle(policies, tmp_path, "capped", token_ttl="2s", token_max_ttl="3s")
     async with renewing(opened) as vault:
-        await eventually(
+        await until(
             lambda: len(policies.audit_requests("auth/approle/login")) >= logins + 3,
             within=12.0,
             what="repeated logins as the max TTL caps renewal",
@@ -259,7 +251,7 @@ async def test_a_renewable_token_from_a_file_is_renewed(
     )
     async with renewing(opened) as vault:
         await vault.fetch(SecretName("auth-a/x"))
-        await eventually(
+        await until(
             lambda: len(policies.audit_requests("auth/token/renew-self")) > renewals + 1,
             within=10.0,
             what="two renew-self calls",
