@@ -205,12 +205,11 @@ wait = {{ min = "0ms", max = "10ms" }}
     return write_private(work / "secretd.toml", text)
 
 
-def bao_agent_config(work: Path, server: BaoServer, template_names: list[str]) -> Path:
+def bao_agent_config(work: Path, server: BaoServer, *, use_token: str, more: str) -> Path:
+    """bao agent's config: auto-auth with the root token from a file, `cache {}`,
+    the API proxy (`use_auto_auth_token = USE_TOKEN`), a Unix listener at
+    work/bao.sock, then `more` (HCL)."""
     token = write_private(work / "bao.token", server.token)
-    body = "".join(
-        f'{{{{ with secret \\"secret/data/{n}\\" }}}}{{{{ .Data.data.password }}}}{{{{ end }}}}\\n'
-        for n in template_names
-    )
     text = f"""
 log_level = "warn"
 vault {{ address = "{server.address}" }}
@@ -220,18 +219,28 @@ auto_auth {{
   }}
 }}
 cache {{}}
-api_proxy {{ use_auto_auth_token = true }}
+api_proxy {{ use_auto_auth_token = {use_token} }}
 listener "unix" {{
   address = "{work}/bao.sock"
   tls_disable = true
 }}
-template_config {{ static_secret_render_interval = "1s" }}
+{more}"""
+    return write_private(work / "bao-agent.hcl", text)
+
+
+def bao_template_config(work: Path, server: BaoServer, template_names: list[str]) -> Path:
+    """bao agent rendering `template_names`' passwords to work/bao-rendered."""
+    body = "".join(
+        f'{{{{ with secret \\"secret/data/{n}\\" }}}}{{{{ .Data.data.password }}}}{{{{ end }}}}\\n'
+        for n in template_names
+    )
+    template = f"""template_config {{ static_secret_render_interval = "1s" }}
 template {{
   contents = "{body}"
   destination = "{work}/bao-rendered"
 }}
 """
-    return write_private(work / "bao-agent.hcl", text)
+    return bao_agent_config(work, server, use_token="true", more=template)
 
 
 def seed(server: BaoServer, names: list[str]) -> None:
@@ -281,7 +290,7 @@ def bench_reads_and_propagation(work: Path, server: BaoServer, seconds: float) -
         )
         print(propagation(server, work / "sd-rendered", 10, "secretd"))
 
-    ba_conf = bao_agent_config(work, server, ["bench/prop"])
+    ba_conf = bao_template_config(work, server, ["bench/prop"])
     with bao_agent(ba_conf, work / "bao-agent.log"):
         wait_for(lambda: (work / "bao.sock").exists(), READY_WITHIN, "bao agent socket")
         wait_for(lambda: (work / "bao-rendered").exists(), READY_WITHIN, "bao agent render")
@@ -313,7 +322,7 @@ def bench_startup(work: Path, server: BaoServer, count: int) -> None:
     figures = f"health ok {ready * 1000:7.0f} ms   file rendered {rendered * 1000:7.0f} ms"
     print(f"{'secretd':<34} {figures}")
 
-    ba_conf = bao_agent_config(work, server, names)
+    ba_conf = bao_template_config(work, server, names)
     with bao_agent(ba_conf, work / "bao-agent-start.log"):
         started = time.perf_counter()
         wait_for(lambda: (work / "bao-rendered").exists(), READY_WITHIN, "bao agent render")

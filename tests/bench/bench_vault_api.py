@@ -36,6 +36,7 @@ from tests.bench.bench_vault import (
     READY_WITHIN,
     ReadFigures,
     bao_agent,
+    bao_agent_config,
     bao_bench,
     health_ok,
     read_load,
@@ -88,28 +89,10 @@ tcp = true
     return write_private(work / "secretd.toml", text)
 
 
-def bao_agent_config(work: Path, server: BaoServer, port: int) -> Path:
-    token = write_private(work / "bao.token", server.token)
-    text = f"""
-log_level = "warn"
-vault {{ address = "{server.address}" }}
-auto_auth {{
-  method "token_file" {{
-    config = {{ token_file_path = "{token}" }}
-  }}
-}}
-cache {{}}
-api_proxy {{ use_auto_auth_token = "force" }}
-listener "unix" {{
-  address = "{work}/bao.sock"
-  tls_disable = true
-}}
-listener "tcp" {{
-  address = "127.0.0.1:{port}"
-  tls_disable = true
-}}
-"""
-    return write_private(work / "bao-agent.hcl", text)
+def bao_proxy_config(work: Path, server: BaoServer, port: int) -> Path:
+    """bao agent proxying with its own token (forced), on work/bao.sock and `port`."""
+    tcp = f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n'
+    return bao_agent_config(work, server, use_token='"force"', more=tcp)
 
 
 def cli_reads(address: str, home: Path, runs: int, token: str | None) -> ReadFigures:
@@ -196,7 +179,7 @@ def main() -> int:
             wait_for(lambda: health_ok(work / "sd.sock"), READY_WITHIN, "secretd ready")
             url = f"http://127.0.0.1:{sd_port}"
             run_all("secretd", work / "sd.sock", url, TCP_TOKEN, work, args.seconds, args.cli_runs)
-        with bao_agent(bao_agent_config(work, server, ba_port), work / "bao-agent.log"):
+        with bao_agent(bao_proxy_config(work, server, ba_port), work / "bao-agent.log"):
             wait_for(lambda: (work / "bao.sock").exists(), READY_WITHIN, "bao agent socket")
             url = f"http://127.0.0.1:{ba_port}"
             run_all("bao agent", work / "bao.sock", url, "", work, args.seconds, args.cli_runs)
