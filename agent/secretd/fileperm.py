@@ -119,6 +119,26 @@ def check_private_file(
         os.close(fd)
 
 
+def check_private_dir(path: Path, where: str, *, create: bool = True) -> None:
+    """Create directory `path` (0700) if missing when `create`, then require that it
+    is a directory, owned by root or us, that group and others cannot write (the
+    agent keeps state there that others must not rewrite). Raises ConfigError
+    starting with `where` and saying what to fix."""
+    try:
+        if create:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot create or open ({exc.strerror})") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{where}: not a directory")
+    if st.st_uid not in (0, os.geteuid()):
+        raise ConfigError(f"{where}: owned by uid {st.st_uid}; chown it to this user")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        raise ConfigError(f"{where}: mode {mode:04o} lets others write it; chmod 0700 {path}")
+
+
 def judge(
     st: os.stat_result,
     path: Path,

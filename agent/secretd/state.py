@@ -12,17 +12,16 @@ and read as empty, never trusted in part.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import stat
 from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
 
-from secretd.errors import ConfigError
+from secretd.durable import fsync_dir, replace_file
+from secretd.fileperm import check_private_dir
 
 log = structlog.get_logger(__name__)
 
@@ -47,22 +46,7 @@ class StateDir:
     @classmethod
     def open(cls, path: Path) -> StateDir:
         """Create `path` (0700) if missing and check it. Raises ConfigError saying what to fix."""
-        try:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            st = os.lstat(path)
-        except OSError as exc:
-            raise ConfigError(f"agent.state_dir {path}: cannot create ({exc.strerror})") from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise ConfigError(f"agent.state_dir {path}: not a directory")
-        if st.st_uid not in (0, os.geteuid()):
-            raise ConfigError(
-                f"agent.state_dir {path}: owned by uid {st.st_uid}; chown it to this user"
-            )
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o022:
-            raise ConfigError(
-                f"agent.state_dir {path}: mode {mode:04o} lets others write it; chmod 0700 {path}"
-            )
+        check_private_dir(path, f"agent.state_dir {path}")
         return cls(path)
 
     def read(self, name: str) -> dict[str, Any]:
@@ -90,23 +74,5 @@ class StateDir:
         """Replace `name` with `document` atomically. Raises OSError on failure."""
         data = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
         tmp = self.path / f"{_TMP_PREFIX}{secrets.token_hex(8)}-{name}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o600)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            tmp.rename(self.path / name)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(tmp, self.path / name, data)
+        fsync_dir(self.path)

@@ -1,5 +1,6 @@
 """`Client` (blocking) and `AsyncClient` (asyncio): the agent's API over its
-Unix socket. Both share request building and parsing in `_wire`.
+Unix socket. Both share request building, answer parsing and the watch loop's
+decisions (`_wire`) and each call's limits (`_Agent`); each only does the I/O.
 
     with Client() as client:
         password = client.get("db/app", field="password").value
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-import random
 import time
 from collections.abc import AsyncGenerator, Callable, Generator
 from types import TracebackType
@@ -40,13 +40,25 @@ __all__ = ["AsyncClient", "Client"]
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_WAIT = 30.0
-ErrorHook = Callable[[SecretdClientError], None]
 
 
-def _early(elapsed: float, wait: float) -> bool:
-    """A long-poll that returned the same version well before `wait` is a peer
-    answering too eagerly: back off instead of spinning."""
-    return elapsed < min(wait / 2, 1.0)
+class _Agent:
+    """What both clients share: where the agent is, and each call's limits."""
+
+    def __init__(
+        self, socket: str | os.PathLike[str] | None, timeout: float, max_response_bytes: int
+    ) -> None:
+        self.socket = resolve_socket(socket)
+        self._tried = socket_candidates(socket)  # named when none answers
+        self._timeout = timeout
+        self._max_bytes = max_response_bytes
+
+    def _limits(self, wait: float | None, listing: bool) -> tuple[float, int, httpx.Timeout]:
+        """(seconds the whole call may take: a long-poll's `wait` + `timeout`; bytes
+        it may return; httpx's own timeouts)."""
+        total = self._timeout + (wait or 0)
+        limit = max(self._max_bytes, MAX_LISTING_BYTES) if listing else self._max_bytes
+        return total, limit, httpx.Timeout(self._timeout, read=total)
 
 
 def _settled(response: httpx.Response, body: bytearray) -> httpx.Response:
@@ -57,7 +69,7 @@ def _settled(response: httpx.Response, body: bytearray) -> httpx.Response:
     )
 
 
-class Client:
+class Client(_Agent):
     """A blocking client. `cache=True` keeps every current-version `get` in
     memory, refreshed by a background watch (a thread with its own loop)."""
 
@@ -72,10 +84,7 @@ class Client:
     ) -> None:
         if cache and transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError("cache=True needs a transport that also serves asyncio")
-        self.socket = resolve_socket(socket)
-        self._tried = socket_candidates(socket)  # named when none answers
-        self._timeout = timeout
-        self._max_bytes = max_response_bytes
+        super().__init__(socket, timeout, max_response_bytes)
         self._http = httpx.Client(
             transport=transport or unix_transport(self.socket),
             base_url=BASE_URL,
@@ -126,7 +135,7 @@ class Client:
         wait: float = DEFAULT_WAIT,
         index: str | None = None,
         backoff: _wire.Backoff | None = None,
-        on_error: ErrorHook | None = None,
+        on_error: _wire.ErrorHook | None = None,
     ) -> Generator[Secret, None, None]:
         """Yield the current version, then each new one as it becomes current.
 
@@ -136,42 +145,23 @@ class Client:
         the first yield is the first version different from it. `on_error`
         hears each failure that the watch retries.
         """
-        _wire.check_name(name)
-        _wire.secret_params(field=field, wait=wait)
-        return self._watch(name, field, wait, index, backoff or _wire.Backoff(), on_error)
+        loop = _wire.WatchLoop(name, field, wait, index, backoff or _wire.Backoff(), on_error)
+        return self._watch(loop)
 
-    def _watch(
-        self,
-        name: str,
-        field: str | None,
-        wait: float,
-        index: str | None,
-        backoff: _wire.Backoff,
-        on_error: ErrorHook | None,
-    ) -> Generator[Secret, None, None]:
-        rng, attempt = random.Random(), 0  # noqa: S311 - jitter, not secrecy
+    def _watch(self, loop: _wire.WatchLoop) -> Generator[Secret, None, None]:
         while True:
             started = time.monotonic()
+            params, wait = loop.request()
             try:
-                if index is None:
-                    secret = self._fetch(name, _wire.secret_params(field=field), None)
-                else:
-                    params = _wire.secret_params(field=field, wait=wait, index=index)
-                    secret = self._fetch(name, params, wait)
+                secret = self._fetch(loop.name, params, wait)
             except SecretdClientError as exc:
-                if not exc.retryable:
-                    raise
-                if on_error is not None:
-                    on_error(exc)
-                time.sleep(backoff.delay(attempt, rng))
-                attempt += 1
+                time.sleep(loop.failed(exc))
                 continue
-            if secret.version_id != index:
-                attempt, index = 0, secret.version_id
-                yield secret
-            elif _early(time.monotonic() - started, wait):
-                time.sleep(backoff.delay(attempt, rng))
-                attempt += 1
+            new, pause = loop.answered(secret, time.monotonic() - started)
+            if new is not None:
+                yield new
+            elif pause:
+                time.sleep(pause)
 
     def _fetch(self, name: str, params: dict[str, str], wait: float | None) -> Secret:
         response = self._send(_wire.secret_path(name), params, wait)
@@ -181,9 +171,7 @@ class Client:
         self, path: str, params: dict[str, str], wait: float | None, *, listing: bool = False
     ) -> httpx.Response:
         """One call, whole within `timeout` (a long-poll: `wait` + `timeout`)."""
-        total = self._timeout + (wait or 0)
-        limit = max(self._max_bytes, MAX_LISTING_BYTES) if listing else self._max_bytes
-        timeout = httpx.Timeout(self._timeout, read=total)
+        total, limit, timeout = self._limits(wait, listing)
         with mapped_errors(self.socket, self._tried), deadline(total) as end:
             request = self._http.build_request("GET", path, params=params, timeout=timeout)
             response = self._http.send(request, stream=True)
@@ -211,7 +199,7 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Agent):
     """The asyncio client; the same methods as `Client`, awaited. `cache=True`
     keeps current-version reads in memory, refreshed by watch tasks."""
 
@@ -224,10 +212,7 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
-        self.socket = resolve_socket(socket)
-        self._tried = socket_candidates(socket)  # named when none answers
-        self._timeout = timeout
-        self._max_bytes = max_response_bytes
+        super().__init__(socket, timeout, max_response_bytes)
         self._http = httpx.AsyncClient(
             transport=transport or httpx.AsyncHTTPTransport(uds=self.socket),
             base_url=BASE_URL,
@@ -268,47 +253,28 @@ class AsyncClient:
         wait: float = DEFAULT_WAIT,
         index: str | None = None,
         backoff: _wire.Backoff | None = None,
-        on_error: ErrorHook | None = None,
+        on_error: _wire.ErrorHook | None = None,
     ) -> AsyncGenerator[Secret, None]:
         """See `Client.watch`; iterate with `async for`."""
-        _wire.check_name(name)
-        _wire.secret_params(field=field, wait=wait)
-        return self._follow(name, field, wait, index, backoff or _wire.Backoff(), on_error)
+        loop = _wire.WatchLoop(name, field, wait, index, backoff or _wire.Backoff(), on_error)
+        return self._follow(loop)
 
-    async def _follow(
-        self,
-        name: str,
-        field: str | None,
-        wait: float,
-        index: str | None,
-        backoff: _wire.Backoff,
-        on_error: ErrorHook | None,
-    ) -> AsyncGenerator[Secret, None]:
+    async def _follow(self, loop: _wire.WatchLoop) -> AsyncGenerator[Secret, None]:
         """The watch loop; `on_error` hears each retried failure (the cache
         marks its entry stale)."""
-        rng, attempt = random.Random(), 0  # noqa: S311 - jitter, not secrecy
         while True:
             started = time.monotonic()
+            params, wait = loop.request()
             try:
-                if index is None:
-                    secret = await self._fetch(name, _wire.secret_params(field=field), None)
-                else:
-                    params = _wire.secret_params(field=field, wait=wait, index=index)
-                    secret = await self._fetch(name, params, wait)
+                secret = await self._fetch(loop.name, params, wait)
             except SecretdClientError as exc:
-                if not exc.retryable:
-                    raise
-                if on_error is not None:
-                    on_error(exc)
-                await asyncio.sleep(backoff.delay(attempt, rng))
-                attempt += 1
+                await asyncio.sleep(loop.failed(exc))
                 continue
-            if secret.version_id != index:
-                attempt, index = 0, secret.version_id
-                yield secret
-            elif _early(time.monotonic() - started, wait):
-                await asyncio.sleep(backoff.delay(attempt, rng))
-                attempt += 1
+            new, pause = loop.answered(secret, time.monotonic() - started)
+            if new is not None:
+                yield new
+            elif pause:
+                await asyncio.sleep(pause)
 
     async def _fetch(self, name: str, params: dict[str, str], wait: float | None) -> Secret:
         response = await self._send(_wire.secret_path(name), params, wait)
@@ -318,9 +284,7 @@ class AsyncClient:
         self, path: str, params: dict[str, str], wait: float | None, *, listing: bool = False
     ) -> httpx.Response:
         """One call, whole within `timeout` (a long-poll: `wait` + `timeout`)."""
-        total = self._timeout + (wait or 0)
-        limit = max(self._max_bytes, MAX_LISTING_BYTES) if listing else self._max_bytes
-        timeout = httpx.Timeout(self._timeout, read=total)
+        total, limit, timeout = self._limits(wait, listing)
         with mapped_errors(self.socket, self._tried):
             async with asyncio.timeout(total):
                 request = self._http.build_request("GET", path, params=params, timeout=timeout)

@@ -1,6 +1,6 @@
 """The secretd API on the wire, without I/O: request paths and parameters,
-answer parsing and validation, and the watch backoff. `Client` and
-`AsyncClient` share this so both speak exactly the same protocol.
+answer parsing and validation, and the watch loop's decisions and backoff.
+`Client` and `AsyncClient` share this so both speak exactly the same protocol.
 
 Parsing never puts a body or a value into an exception message.
 """
@@ -12,6 +12,7 @@ import binascii
 import json
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,12 +20,19 @@ from urllib.parse import quote
 
 import httpx
 
-from secretd_client._errors import InvalidName, InvalidRequest, ProtocolError, error_for
+from secretd_client._errors import (
+    InvalidName,
+    InvalidRequest,
+    ProtocolError,
+    SecretdClientError,
+    error_for,
+)
 from secretd_client._models import BackendHealth, Health, Secret, SecretInfo, TemplateHealth
 
 MAX_NAME_LENGTH = 512
 _NAME_CHARS = re.compile(r"[A-Za-z0-9/_+=.@\-]+")
 _MAX_MESSAGE = 300
+ErrorHook = Callable[[SecretdClientError], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,58 @@ class Backoff:
         """Seconds to wait before retry number `attempt` (0-based)."""
         ceiling = min(self.maximum, self.initial * self.multiplier ** min(attempt, 32))
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+class WatchLoop:
+    """One watch's decisions, without I/O: what to ask next, and how long to pause
+    after a failure or after an answer that brought no new version too early.
+    `Client` drives it with time.sleep, `AsyncClient` with asyncio.sleep."""
+
+    def __init__(
+        self,
+        name: str,
+        field: str | None,
+        wait: float,
+        index: str | None,
+        backoff: Backoff,
+        on_error: ErrorHook | None,
+    ) -> None:
+        check_name(name)
+        secret_params(field=field, wait=wait)  # bad arguments fail now, not at the first call
+        self.name, self.field, self.wait, self.index = name, field, wait, index
+        self._backoff, self._on_error = backoff, on_error
+        self._rng, self._attempt = random.Random(), 0  # noqa: S311 - jitter, not secrecy
+
+    def request(self) -> tuple[dict[str, str], float | None]:
+        """The next call's parameters and long-poll wait (none until a version is known)."""
+        if self.index is None:
+            return secret_params(field=self.field), None
+        return secret_params(field=self.field, wait=self.wait, index=self.index), self.wait
+
+    def failed(self, exc: SecretdClientError) -> float:
+        """The pause before retrying after `exc`; raises it when retrying cannot help."""
+        if not exc.retryable:
+            raise exc
+        if self._on_error is not None:
+            self._on_error(exc)
+        return self._pause()
+
+    def answered(self, secret: Secret, elapsed: float) -> tuple[Secret | None, float]:
+        """(`secret` when it is a new version, else None; the pause before the next call).
+
+        A long-poll that returned the same version well before `wait` is a peer
+        answering too eagerly: back off instead of spinning."""
+        if secret.version_id != self.index:
+            self._attempt, self.index = 0, secret.version_id
+            return secret, 0.0
+        if elapsed < min(self.wait / 2, 1.0):
+            return None, self._pause()
+        return None, 0.0
+
+    def _pause(self) -> float:
+        delay = self._backoff.delay(self._attempt, self._rng)
+        self._attempt += 1
+        return delay
 
 
 def check_name(name: object) -> str:

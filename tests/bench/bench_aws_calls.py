@@ -32,17 +32,12 @@ from collections import Counter
 from typing import Any
 
 from secretd.backends.aws import AwsBackend, open_backend
-from secretd.backends.base import Backend
-from secretd.backends.router import Router
-from secretd.cache.observer import NullObserver
-from secretd.cache.secret_cache import build_cache
 from secretd.config import CacheSection
 from secretd.config.schema import AwsBackendConfig
-from secretd.events import Hub
 from secretd.logs import configure_logging
 from secretd.model import SecretName
 from tests.bench.figures import record
-from tests.fakes.cache_rig import refresh_loops
+from tests.fakes.cache_rig import cache_over, refresh_loops
 from tests.fakes.fake_clock import FakeClock
 from tests.servers.moto_server import REGION, TEST_ENV, MotoServer
 
@@ -78,16 +73,7 @@ async def engine_hour(moto: MotoServer, names: list[SecretName], rotations: int)
     admin = moto.admin_client()
     clock = FakeClock()
     backend = await open_aws(moto, clock)
-    backends: dict[str, Backend] = {"aws": backend}
-    cache = build_cache(
-        router=Router(backends, {"aws": ""}),
-        hub=Hub(),
-        settings=CacheSection(refresh_interval="5m"),
-        max_secret_bytes=65536,
-        observer=NullObserver(),
-        clock=clock,
-        rng=random.Random(7),
-    )
+    cache = cache_over(backend, CacheSection(refresh_interval="5m"), seed=7, clock=clock)
     rng = random.Random(11)
     schedule = sorted(
         (rng.uniform(60, HOUR - 2 * INTERVAL), rng.choice(names)) for _ in range(rotations)

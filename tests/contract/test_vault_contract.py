@@ -9,7 +9,6 @@ object; one extra test checks its `value` field is exactly the bytes put.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,7 +16,7 @@ import orjson
 import pytest
 
 from secretd.backends.base import Backend
-from secretd.backends.vault import open_backend
+from secretd.config import BackendConfig
 from secretd.model import SecretName
 from tests.contract.contract import BackendContract, Seeder
 from tests.servers.bao_server import BaoServer, bao_server, vault_config
@@ -62,11 +61,8 @@ class KvSeeder:
 
 class TestVaultContract(BackendContract):
     @pytest.fixture
-    async def backend(self, bao_server: BaoServer, tmp_path: Path) -> AsyncIterator[Backend]:
-        config = vault_config(bao_server, tmp_path)
-        opened = await open_backend("vault", config, max_secret_bytes=self.max_secret_bytes)
-        yield opened
-        await opened.aclose()
+    def backend_config(self, bao_server: BaoServer, tmp_path: Path) -> BackendConfig:
+        return vault_config(bao_server, tmp_path)
 
     @pytest.fixture
     def seeder(self, bao_server: BaoServer) -> Seeder:

@@ -8,11 +8,15 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +35,24 @@ def secretd(*args: str, stdin: bytes | None = None, check: bool = True) -> str:
     if check and done.returncode != 0:
         raise AssertionError(f"secretd {args[0]} failed: {done.stderr.decode()}")
     return done.stdout.decode()
+
+
+@contextmanager
+def short_tmp(prefix: str) -> Iterator[Path]:
+    """A new directory under /tmp, removed after: short, since Unix socket paths
+    are capped at 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def write_config(path: Path, text: str) -> Path:
+    """`text` as a config file at `path`, mode 0600 (the agent refuses one others can read)."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
 
 
 @dataclass
@@ -227,3 +249,18 @@ class AgentProcess:
         finally:
             writer.close()
         return b"".join(chunks)
+
+
+@asynccontextmanager
+async def running_agent(
+    directory: Path, config: str, *, env: Mapping[str, str] | None = None
+) -> AsyncIterator[AgentProcess]:
+    """A ready `secretd agent` with `config` written to directory/secretd.toml; killed after."""
+    agent = AgentProcess(directory, write_config(directory / "secretd.toml", config))
+    agent.env.update(env or {})
+    agent.start()
+    try:
+        await agent.wait_ready()
+        yield agent
+    finally:
+        agent.kill()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.agent_proc import AgentProcess, Store, config_text
+from tests.e2e.agent_proc import AgentProcess, Store, config_text, short_tmp, write_config
 
 StartAgent = Callable[..., Awaitable[AgentProcess]]
 
@@ -18,10 +16,9 @@ StartAgent = Callable[..., Awaitable[AgentProcess]]
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     # Short (Unix socket paths are capped at 108 bytes) and traversable by a second uid.
-    path = Path(tempfile.mkdtemp(prefix="sde", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with short_tmp("sde") as path:
+        path.chmod(0o755)
+        yield path
 
 
 @pytest.fixture
@@ -36,9 +33,9 @@ async def start_agent(workdir: Path, store: Store) -> AsyncIterator[StartAgent]:
 
     async def start(*, env: dict[str, str] | None = None, **config: Any) -> AgentProcess:
         config.setdefault("allow", ALLOW_ROOT)
-        path = workdir / f"secretd{len(started)}.toml"
-        path.write_text(config_text(workdir, store, **config))
-        path.chmod(0o600)
+        path = write_config(
+            workdir / f"secretd{len(started)}.toml", config_text(workdir, store, **config)
+        )
         agent = AgentProcess(workdir, path, env=env or {})
         started.append(agent)
         agent.start()

@@ -9,15 +9,9 @@ import pytest
 
 from tests.e2e.agent_proc import BIN, Store
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
-from tests.servers.second_user import (
-    TestUser,
-    can_switch_users,
-    ensure_test_user,
-    run_as,
-    run_python_as,
-)
+from tests.servers.second_user import TestUser, ensure_test_user, needs_root, run_as, run_python_as
 
-pytestmark = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+pytestmark = needs_root
 
 # Runs as the second user: one GET over the Unix socket, prints the raw answer.
 CLIENT = """

@@ -9,8 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ import pytest
 import secretd_client as sc
 from tests.e2e.agent_proc import BIN, AgentProcess, Store
 from tests.e2e.conftest import StartAgent
+from tests.integration.waits import until
 
 CANARY = "e2e-client-canary-3kP"
 DB = json.dumps({"user": "app", "password": CANARY}).encode()
@@ -26,15 +25,6 @@ DB = json.dumps({"user": "app", "password": CANARY}).encode()
 def cli(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess[bytes]:
     env = dict(os.environ, SECRETD_SOCKET=str(agent.socket))
     return subprocess.run([str(BIN), *args], env=env, capture_output=True, timeout=30, check=False)
-
-
-async def eventually(check: Callable[[], bool], seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition never held")
 
 
 async def test_sdk_reads_lists_and_health(store: Store, start_agent: StartAgent) -> None:
@@ -125,13 +115,13 @@ async def test_exec_restarts_on_store_put(
         return [line.split(" ", 1) for line in text.splitlines()]
 
     try:
-        await eventually(lambda: len(starts()) == 1)
+        await until(lambda: len(starts()) == 1)
         pid = int(starts()[0][0])
         assert starts()[0][1] == CANARY
         assert CANARY.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
         assert f"PW={CANARY}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         await asyncio.to_thread(store.put, "app/db", b'{"password": "rotated"}')
-        await eventually(lambda: len(starts()) == 2)
+        await until(lambda: len(starts()) == 2)
         assert starts()[1][1] == "rotated" and starts()[1][0] != starts()[0][0]
     finally:
         proc.send_signal(signal.SIGTERM)

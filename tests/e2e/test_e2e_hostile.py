@@ -30,15 +30,14 @@ from tests.integration.hostile_requests import (
 from tests.servers.second_user import (
     OTHER_USER,
     TestUser,
-    can_switch_users,
     ensure_test_user,
+    needs_root,
     run_python_as,
     spawn_as,
 )
 
 CANARY = b"hostile-e2e-canary-value"
 PARSERS = {"c-parser": {}, "py-parser": {"AIOHTTP_NO_EXTENSIONS": "1"}}
-needs_users = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
 
 
 @pytest.mark.parametrize("parser", sorted(PARSERS))
@@ -260,7 +259,7 @@ async def open_connections(agent: AgentProcess) -> int:
     raise AssertionError("no secretd_connections_open in /metrics")
 
 
-@needs_users
+@needs_root
 async def test_slow_readers_are_aborted_and_others_are_served(
     store: Store, start_agent: StartAgent
 ) -> None:
@@ -398,7 +397,7 @@ async def _flood_then_check(
         attack.kill()
 
 
-@needs_users
+@needs_root
 async def test_idle_unix_connections_of_one_uid_leave_room_for_others(
     store: Store, start_hostile: StartHostile
 ) -> None:
@@ -408,7 +407,7 @@ async def test_idle_unix_connections_of_one_uid_leave_room_for_others(
     await _flood_then_check(hostile, str(hostile.agent.socket), b"", expect_held=SHARE)
 
 
-@needs_users
+@needs_root
 async def test_long_polls_of_one_uid_leave_room_for_others(
     store: Store, start_hostile: StartHostile
 ) -> None:
@@ -419,7 +418,7 @@ async def test_long_polls_of_one_uid_leave_room_for_others(
     await _flood_then_check(hostile, str(hostile.agent.socket), poll.encode(), expect_held=SHARE)
 
 
-@needs_users
+@needs_root
 async def test_token_less_tcp_connections_cannot_starve_unix_clients(
     store: Store, start_hostile: StartHostile
 ) -> None:
@@ -432,7 +431,7 @@ async def test_token_less_tcp_connections_cannot_starve_unix_clients(
     await _flood_then_check(hostile, hostile.tcp, b"", expect_held=SHARE)
 
 
-@needs_users
+@needs_root
 async def test_root_keeps_headroom_when_others_fill_their_room(
     store: Store, start_hostile: StartHostile
 ) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.agent_proc import BIN, AgentProcess, Store, config_text
+from tests.e2e.agent_proc import BIN, AgentProcess, Store, config_text, write_config
 from tests.e2e.conftest import ALLOW_ROOT
 from tests.e2e.test_e2e_credentials import CREDENTIAL
 from tests.fakes.credential_client import load_credential
@@ -30,9 +30,7 @@ async def test_ready_watchdog_and_stopping(workdir: Path, store: Store) -> None:
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(workdir / "notify.sock"))
     notify.setblocking(False)
-    config = workdir / "secretd.toml"
-    config.write_text(config_text(workdir, store, allow=ALLOW_ROOT))
-    config.chmod(0o600)
+    config = write_config(workdir / "secretd.toml", config_text(workdir, store, allow=ALLOW_ROOT))
     agent = AgentProcess(
         workdir,
         config,
@@ -59,6 +57,28 @@ async def test_ready_watchdog_and_stopping(workdir: Path, store: Store) -> None:
         notify.close()
 
 
+def _listening(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(16)
+    return sock
+
+
+def start_activated(
+    config: Path, wrapper: str, sockets: list[socket.socket], socket_name: str
+) -> AgentProcess:
+    """The agent exec'd by `wrapper` (python -c, argv: the sockets' fds, then the
+    agent's argv), which hands `sockets` over as LISTEN_FDS; ours are closed."""
+    directory = config.parent
+    fds = [sock.fileno() for sock in sockets]
+    argv = [sys.executable, "-c", wrapper, *map(str, fds), str(BIN), "agent", "-c", str(config)]
+    with (directory / "agent.log").open("wb") as log:
+        proc = subprocess.Popen(argv, pass_fds=fds, stdout=log, stderr=log)
+    for sock in sockets:
+        sock.close()
+    return AgentProcess(directory, config, proc=proc, socket_name=socket_name)
+
+
 WRAPPER = """
 import os, sys
 os.dup2(int(sys.argv[1]), 3)
@@ -70,23 +90,9 @@ os.execv(sys.argv[2], sys.argv[2:])
 async def test_socket_activation_serves_the_passed_socket(workdir: Path, store: Store) -> None:
     store.put("app/k", b"activated")
     path = workdir / "activated.sock"
-    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listening.bind(str(path))
-    listening.listen(16)
-    config = workdir / "secretd.toml"
     # agent.socket names another path: with LISTEN_FDS it must not be created
-    config.write_text(config_text(workdir, store, allow=ALLOW_ROOT))
-    config.chmod(0o600)
-    agent_argv = [str(BIN), "agent", "-c", str(config)]
-    with (workdir / "agent.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", WRAPPER, str(listening.fileno()), *agent_argv],
-            pass_fds=(listening.fileno(),),
-            stdout=log,
-            stderr=log,
-        )
-    listening.close()
-    agent = AgentProcess(workdir, config, proc=proc, socket_name="activated.sock")
+    config = write_config(workdir / "secretd.toml", config_text(workdir, store, allow=ALLOW_ROOT))
+    agent = start_activated(config, WRAPPER, [_listening(path)], "activated.sock")
     try:
         await agent.wait_ready()
         async with agent.session() as http:
@@ -108,20 +114,8 @@ async def test_a_slow_starting_activated_agent_is_waited_for(workdir: Path, stor
     """Regression: a probe that timed out on the backlog left its writer unclosed
     (a ResourceWarning, an error here) - the flake of the two-socket test below."""
     store.put("app/k", b"slow")
-    listening = _listening(workdir / "slow.sock")
-    config = workdir / "secretd.toml"
-    config.write_text(config_text(workdir, store, allow=ALLOW_ROOT))
-    config.chmod(0o600)
-    argv = [str(BIN), "agent", "-c", str(config)]
-    with (workdir / "agent.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", SLOW_START, str(listening.fileno()), *argv],
-            pass_fds=(listening.fileno(),),
-            stdout=log,
-            stderr=log,
-        )
-    listening.close()
-    agent = AgentProcess(workdir, config, proc=proc, socket_name="slow.sock")
+    config = write_config(workdir / "secretd.toml", config_text(workdir, store, allow=ALLOW_ROOT))
+    agent = start_activated(config, SLOW_START, [_listening(workdir / "slow.sock")], "slow.sock")
     try:
         await agent.wait_ready()
         async with agent.session() as http:
@@ -141,31 +135,13 @@ os.execv(sys.argv[3], sys.argv[3:])
 """
 
 
-def _listening(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(str(path))
-    sock.listen(16)
-    return sock
-
-
 async def test_two_activated_sockets_are_told_apart_by_name(workdir: Path, store: Store) -> None:
     """secretd.socket and secretd-credentials.socket may arrive in any order."""
     store.put("app/db", b'{"password": "by-name-7"}')
-    creds, api = _listening(workdir / "creds.sock"), _listening(workdir / "api.sock")
-    config = workdir / "secretd.toml"
-    config.write_text(config_text(workdir, store, allow=ALLOW_ROOT + CREDENTIAL))
-    config.chmod(0o600)
-    argv = [str(BIN), "agent", "-c", str(config)]
-    with (workdir / "agent.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", TWO_SOCKETS, str(creds.fileno()), str(api.fileno()), *argv],
-            pass_fds=(creds.fileno(), api.fileno()),
-            stdout=log,
-            stderr=log,
-        )
-    creds.close()
-    api.close()
-    agent = AgentProcess(workdir, config, proc=proc, socket_name="api.sock")
+    text = config_text(workdir, store, allow=ALLOW_ROOT + CREDENTIAL)
+    config = write_config(workdir / "secretd.toml", text)
+    sockets = [_listening(workdir / "creds.sock"), _listening(workdir / "api.sock")]
+    agent = start_activated(config, TWO_SOCKETS, sockets, "api.sock")
     try:
         await agent.wait_ready()
         async with agent.session() as http:

@@ -20,9 +20,9 @@ import pytest
 
 from tests.e2e.agent_proc import BIN, Store, config_text
 from tests.e2e.conftest import ALLOW_ROOT
-from tests.servers.second_user import TestUser, can_switch_users, ensure_test_user
+from tests.servers.second_user import TestUser, ensure_test_user, needs_root
 
-pytestmark = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+pytestmark = needs_root
 
 TOKEN = "t" * 32
 

@@ -22,6 +22,7 @@ import pytest
 from secretd.model import SecretName
 from tests.fakes.store_seeder import StoreSeeder, init_store
 from tests.fakes.systemd_envfile import parse_environment_file
+from tests.integration.waits import until
 
 SECRETD = str(Path(sys.executable).with_name("secretd"))
 CANARY = "canary-e2e-4d7b"
@@ -115,14 +116,6 @@ key_file = "{root}/store.key"
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
-
-
-async def until(check: object, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 THREE_FORMATS = """

@@ -11,14 +11,13 @@ import stat
 from pathlib import Path
 
 import orjson
-import pytest
 
 from secretd_client import AsyncClient
 from tests.e2e.agent_proc import BIN, AgentProcess, Store, secretd
 from tests.e2e.conftest import StartAgent
 from tests.servers.moto_server import free_port
 from tests.servers.pg_app import store_values
-from tests.servers.second_user import TestUser, can_switch_users, ensure_test_user, run_python_as
+from tests.servers.second_user import TestUser, ensure_test_user, needs_root, run_python_as
 
 ALLOW = '[[allow]]\nsecrets = ["app/**", "svc/*"]\nuids = [0]\n\n'
 
@@ -141,7 +140,7 @@ async def test_a_failing_test_command_keeps_current(
         assert (await client.get("svc/token", refresh=True)).version_id == first
 
 
-@pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+@needs_root
 async def test_only_root_or_the_agents_user_may_rotate(
     workdir: Path, store: Store, start_agent: StartAgent
 ) -> None:

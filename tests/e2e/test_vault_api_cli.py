@@ -16,7 +16,7 @@ from tests.e2e.agent_proc import AgentProcess, Store, config_text
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
 from tests.e2e.vault_api_clients import bao_kv
 from tests.servers.bao_server import bao_binary
-from tests.servers.second_user import can_switch_users, ensure_test_user
+from tests.servers.second_user import ensure_test_user, needs_root
 
 pytestmark = [
     pytest.mark.vault,
@@ -95,7 +95,7 @@ async def test_metadata_list_and_writes(store: Store, start_agent: StartAgent) -
     assert out == "second-pw"
 
 
-@pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+@needs_root
 async def test_a_second_uid_denied_by_the_rules_gets_403_and_never_the_value(
     store: Store, start_agent: StartAgent, workdir: Path
 ) -> None:

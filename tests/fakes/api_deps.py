@@ -134,12 +134,16 @@ class MemoryCache:
 
 @dataclass
 class UidPolicy:
-    """Allows names starting with one of `prefixes` to the listed uids."""
+    """Allows names starting with one of `prefixes` to the listed uids, and names
+    starting with one of `tcp` to TCP callers."""
 
     uids: set[int]
     prefixes: tuple[str, ...] = ("",)
+    tcp: tuple[str, ...] = ()
 
     def allows(self, caller: Caller, name: SecretName) -> bool:
+        if caller.tcp:
+            return name.startswith(self.tcp)
         return caller.uid in self.uids and name.startswith(self.prefixes)
 
     def readable_filter(self, caller: Caller) -> Callable[[SecretName], bool]:
@@ -148,7 +152,11 @@ class UidPolicy:
 
 @dataclass
 class ListAudit:
+    """Audit lines in memory: event, secret, version_id and result; with `extras`,
+    also whether the caller came over TCP and the extra fields (api=..., op=...)."""
+
     lines: list[dict[str, object]] = field(default_factory=list)
+    extras: bool = False
 
     def record(
         self,
@@ -160,9 +168,15 @@ class ListAudit:
         result: str,
         **extra: str,
     ) -> None:
-        self.lines.append(
-            {"event": event, "secret": secret, "version_id": version_id, "result": result}
-        )
+        line: dict[str, object] = {
+            "event": event,
+            "secret": secret,
+            "version_id": version_id,
+            "result": result,
+        }
+        if self.extras:
+            line.update(tcp=bool(caller and caller.tcp), **extra)
+        self.lines.append(line)
 
 
 @dataclass

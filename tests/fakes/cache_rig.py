@@ -1,5 +1,6 @@
 """A `SecretCache` wired to `MemoryBackend`s, a `FakeClock`, a seeded rng and a
-recording observer: the engine's test bench, reusable by other areas' tests."""
+recording observer: the engine's test bench, reusable by other areas' tests.
+`cache_over(backend)` is the plain cache over any one backend (real or fake)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any
 from secretd.backends.base import Backend, WatchableBackend
 from secretd.backends.registry import close_backends
 from secretd.backends.router import Router
+from secretd.cache.observer import CacheObserver, NullObserver
 from secretd.cache.secret_cache import SecretCache, build_cache
-from secretd.clock import Clock
+from secretd.clock import Clock, SystemClock
 from secretd.config import CacheSection
 from secretd.events import Hub
 from secretd.model import SecretName
@@ -87,6 +89,30 @@ async def refresh_loops(
         rng=random.Random(7),
     )
     await refresher.run(evict_every=min(max(settings.idle_evict / 4, 1.0), 60.0))
+
+
+def cache_over(
+    backend: Backend,
+    settings: CacheSection | None = None,
+    *,
+    seed: int,
+    clock: Clock | None = None,
+    observer: CacheObserver | None = None,
+    max_secret_bytes: int = 65536,
+    **more: Any,
+) -> SecretCache:
+    """A cache over `backend` alone, mounted at "" (secret names are its own), on a
+    fresh hub; `more`: build_cache's other options (call_timeout, persister)."""
+    return build_cache(
+        router=Router({backend.name: backend}, {backend.name: ""}),
+        hub=Hub(),
+        settings=settings or CacheSection(),
+        max_secret_bytes=max_secret_bytes,
+        observer=observer or NullObserver(),
+        clock=clock or SystemClock(),
+        rng=random.Random(seed),
+        **more,
+    )
 
 
 async def close_cache(cache: SecretCache) -> None:

@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tests.fakes.loopback_app import LoopbackServer
+
 MAX_HEAD = 64 * 1024
 
 
@@ -112,7 +114,7 @@ class Seen:
     action: str
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     """See the module docstring."""
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
@@ -121,11 +123,6 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self.seen: list[Seen] = []
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def add(self, rule: Fault) -> Fault:
         self._rules.append(rule)
@@ -155,13 +152,6 @@ class FaultProxy:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-
-    async def __aenter__(self) -> FaultProxy:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.ensure_future(self._serve(reader, writer))

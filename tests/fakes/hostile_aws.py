@@ -34,13 +34,12 @@ import collections
 import contextlib
 import json
 import secrets
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.hostile_vault import listening_socket
+from tests.fakes.loopback_app import LoopbackApp
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -91,10 +90,11 @@ class FakeSecret:
         return document
 
 
-class HostileAws:
+class HostileAws(LoopbackApp):
     """See the module docstring. `async with HostileAws() as aws:` serves on aws.url."""
 
     def __init__(self, *, region: str = REGION, account: str = ACCOUNT) -> None:
+        super().__init__()
         self.region = region
         self.account = account
         self.secrets: dict[str, FakeSecret] = {}
@@ -102,13 +102,6 @@ class HostileAws:
         self.only: str | None = None  # the one secret `case` applies to (None: all)
         self.oversize_bytes = 100 * 1024 * 1024
         self.hits: collections.Counter[str] = collections.Counter()
-        self._runner: web.AppRunner | None = None
-        self._sock: socket.socket | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def arn(self, name: str, *, region: str | None = None, account: str | None = None) -> str:
         suffix = secrets.token_hex(3)[:6]
@@ -134,30 +127,11 @@ class HostileAws:
     def _case_for(self, secret: FakeSecret) -> str | None:
         return self.case if self.only in (None, secret.name) else None
 
-    async def start(self) -> None:
+    def application(self) -> web.Application:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_post("/", self._handle)
         app.router.add_post("/elsewhere", self._elsewhere)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
-        await self._runner.setup()
-        self._sock = listening_socket()
-        self.port = self._sock.getsockname()[1]
-        await web.SockSite(self._runner, self._sock).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    async def __aenter__(self) -> HostileAws:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        return app
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         op = request.headers.get("X-Amz-Target", "").rpartition(".")[2]

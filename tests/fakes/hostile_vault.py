@@ -24,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import socket
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.loopback_app import LoopbackApp
 
 TOKEN = "hvs.fake-root-token"
 DRIP_INTERVAL = 0.1
@@ -47,10 +49,11 @@ CASES = (
 )
 
 
-class HostileVault:
+class HostileVault(LoopbackApp):
     """See the module docstring. `async with HostileVault() as vault:` serves on vault.url."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.kv: dict[str, list[dict[str, Any]]] = {}
         self.created: dict[str, list[str]] = {}
         self.token_ttl = 3600.0
@@ -58,13 +61,6 @@ class HostileVault:
         self.case: str | None = None
         self.oversize_bytes = 64 * 1024 * 1024
         self.hits: collections.Counter[str] = collections.Counter()
-        self._runner: web.AppRunner | None = None
-        self._sock: socket.socket | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def put(self, path: str, data: dict[str, Any]) -> int:
         """Write a new KV version (it becomes current); its number."""
@@ -80,33 +76,14 @@ class HostileVault:
             raise ValueError(f"unknown case {case!r}")
         self.case = case
 
-    async def start(self) -> None:
+    def application(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/v1/auth/token/lookup-self", self._lookup)
         app.router.add_post("/v1/auth/token/renew-self", self._renew)
         app.router.add_post("/v1/auth/{mount}/login", self._login)
         app.router.add_get("/v1/secret/metadata/{path:.+}", self._metadata)
         app.router.add_get("/v1/secret/data/{path:.+}", self._data)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
-        await self._runner.setup()
-        self._sock = listening_socket()
-        self.port = self._sock.getsockname()[1]
-        await web.SockSite(self._runner, self._sock).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    async def __aenter__(self) -> HostileVault:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        return app
 
     # -- auth -------------------------------------------------------------
 
@@ -138,13 +115,28 @@ class HostileVault:
     # -- KV v2 ------------------------------------------------------------
 
     async def _metadata(self, request: web.Request) -> web.StreamResponse:
-        self.hits["metadata"] += 1
-        path = request.match_info["path"]
+        return await self._kv_read(request, "metadata", self._honest_metadata)
+
+    async def _data(self, request: web.Request) -> web.StreamResponse:
+        return await self._kv_read(request, "data", self._honest_data)
+
+    async def _kv_read(
+        self,
+        request: web.Request,
+        kind: str,
+        honest: Callable[[web.Request, str], web.StreamResponse],
+    ) -> web.StreamResponse:
+        """Count the hit; the hostile answer when a case is set, else 404 or `honest`."""
+        self.hits[kind] += 1
         hostile = await self._hostile(request)
         if hostile is not None:
             return hostile
+        path = request.match_info["path"]
         if path not in self.kv:
             return web.json_response({"errors": []}, status=404)
+        return honest(request, path)
+
+    def _honest_metadata(self, request: web.Request, path: str) -> web.StreamResponse:
         stamps = self.created[path]
         current = len(stamps) - 1 if self.case == "rollback" and len(stamps) > 1 else len(stamps)
         versions = {
@@ -154,14 +146,7 @@ class HostileVault:
         body = {"data": {"current_version": current, "versions": versions}}
         return web.json_response(body)
 
-    async def _data(self, request: web.Request) -> web.StreamResponse:
-        self.hits["data"] += 1
-        path = request.match_info["path"]
-        hostile = await self._hostile(request)
-        if hostile is not None:
-            return hostile
-        if path not in self.kv:
-            return web.json_response({"errors": []}, status=404)
+    def _honest_data(self, request: web.Request, path: str) -> web.StreamResponse:
         versions, stamps = self.kv[path], self.created[path]
         asked = int(request.query.get("version", len(versions)))
         if not 1 <= asked <= len(versions):
@@ -221,11 +206,3 @@ async def drip_body(request: web.Request, prefix: bytes = b'{"data": ') -> web.S
             await asyncio.sleep(DRIP_INTERVAL)
             await response.write(b" ")
     return response
-
-
-def listening_socket() -> socket.socket:
-    """A TCP socket listening on a free port of 127.0.0.1."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    return sock

@@ -9,21 +9,13 @@ from pathlib import Path
 
 from secretd.model import SecretName
 from secretd.store.store import FileStore
+from tests.contract.contract import CapableSeeder
 
 SEEDER_MAX_SECRET_BYTES = 1024 * 1024
 
 
-class StoreSeeder:
+class StoreSeeder(CapableSeeder):
     """Seeds a store directory whose recorded key file is readable by us."""
-
-    supports_pending = True
-    supports_promote = True
-    supports_previous = True
-    supports_binary = True
-    supports_delete = True
-
-    def served(self, value: bytes) -> bytes:
-        return value  # served exactly as put
 
     def __init__(self, root: Path) -> None:
         self.store = FileStore(root, max_secret_bytes=SEEDER_MAX_SECRET_BYTES)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,14 +39,10 @@ import pytest
 import structlog
 
 from secretd.backends.base import Backend
-from secretd.backends.router import Router
-from secretd.cache.observer import NullObserver
-from secretd.cache.secret_cache import SecretCache, build_cache
-from secretd.clock import SystemClock
-from secretd.config import CacheSection
+from secretd.cache.secret_cache import SecretCache
 from secretd.errors import BackendError, SecretdError
-from secretd.events import Hub
 from secretd.model import CachedSecret, SecretName
+from tests.fakes.cache_rig import cache_over
 
 CASES = (
     "oversize",
@@ -105,19 +100,6 @@ def reset_peak() -> int:
     return peak_kb()
 
 
-def cache_over(backend: Backend, timeout: float) -> SecretCache:
-    return build_cache(
-        router=Router({backend.name: backend}, {backend.name: ""}),
-        hub=Hub(),
-        settings=CacheSection(),
-        max_secret_bytes=MAX_SECRET_BYTES,
-        observer=NullObserver(),
-        clock=SystemClock(),
-        rng=random.Random(5),
-        call_timeout=timeout + SLACK,
-    )
-
-
 class HostileBackendCases:
     """Subclass me and provide the `rig` fixture."""
 
@@ -129,7 +111,8 @@ class HostileBackendCases:
     async def test_a_hostile_answer_loses_nothing(self, rig: HostileRig, case: str) -> None:
         if not rig.supports(case):
             pytest.skip(f"{type(rig).__name__} cannot be made to show {case!r}")
-        cache = cache_over(rig.backend, rig.timeout)
+        limit, timeout = MAX_SECRET_BYTES, rig.timeout + SLACK
+        cache = cache_over(rig.backend, seed=5, max_secret_bytes=limit, call_timeout=timeout)
         first = await cache.read(rig.name)
         assert first.version.value.reveal() == rig.good
         await rig.misbehave(case)

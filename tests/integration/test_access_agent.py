@@ -11,39 +11,26 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from tests.servers.canary_agent import AgentProcess, running_agent
+from tests.servers.canary_agent import AgentProcess, file_store_config, running_agent
 from tests.servers.second_user import (
     OTHER_USER,
     TEST_GROUP,
-    can_switch_users,
     ensure_group,
     ensure_test_user,
-    systemd_cgroup_root,
+    needs_cgroup,
     unit_cgroup,
 )
 
 pytestmark = [
-    pytest.mark.skipif(
-        not can_switch_users() or systemd_cgroup_root() is None,
-        reason="needs root, setpriv and a writable systemd cgroup hierarchy",
-    ),
+    needs_cgroup,
     pytest.mark.timeout(120),  # the first test also starts the agent
 ]
 
 UNIT = f"secretd-acl-{os.getpid()}.service"
-CONFIG = f"""
-[agent]
-socket = "$root/s.sock"
-state_dir = "$root/state"
-socket_mode = "0666"
-audit_log = "$root/audit.jsonl"
-
-[backends.local]
-type = "file"
-path = "$store"
-key_file = "$key"
-
-[[allow]]
+AGENT_KEYS = 'socket_mode = "0666"\naudit_log = "$root/audit.jsonl"\n'
+CONFIG = file_store_config(
+    agent=AGENT_KEYS,
+    rest=f"""[[allow]]
 secrets = ["db/*"]
 units = ["{UNIT}"]
 
@@ -54,7 +41,8 @@ groups = ["{TEST_GROUP}"]
 [[allow]]
 secrets = ["user/*"]
 users = ["secretd-test"]
-"""
+""",
+)
 VALUES = [("db/app", b"db-value"), ("shared/a/b", b"shared-value"), ("user/x", b"user-value")]
 
 

@@ -3,24 +3,15 @@ real moto_server -> AwsBackend -> SecretCache -> the real API app on a Unix sock
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
-import shutil
-import socket
-import struct
-import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from secretd.api.app import build_app
-from secretd.api.listener import ConnectionTracker, UnixListener, start_serving
-from secretd.api.ports import ApiDeps, ServingState
 from secretd.backends.aws import open_backend
 from secretd.backends.base import Backend
 from secretd.backends.router import Router
@@ -30,9 +21,9 @@ from secretd.clock import SystemClock
 from secretd.config import CacheSection
 from secretd.config.schema import AwsBackendConfig
 from secretd.events import Hub
-from secretd.model import Caller, SecretName
-from tests.fakes.api_deps import CountingLimiter, CountingMetrics, ListAudit
+from tests.fakes.api_deps import CountingMetrics, ListAudit, UidPolicy
 from tests.fakes.cache_rig import close_cache
+from tests.integration.api_harness import Listening, Parts, serve_parts
 from tests.servers.moto_server import REGION, TEST_ENV, MotoServer, moto
 
 pytestmark = pytest.mark.aws
@@ -40,34 +31,14 @@ pytestmark = pytest.mark.aws
 __all__ = ["moto"]  # shared fixtures
 
 
-class RootOnly:
-    def allows(self, caller: Caller, name: SecretName) -> bool:
-        return caller.uid == 0
-
-    def readable_filter(self, caller: Caller) -> Callable[[SecretName], bool]:
-        return lambda name: self.allows(caller, name)
-
-
-def _peer(sock: Any) -> Caller:
-    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    return Caller(uid=uid, gid=gid, pid=pid)
-
-
 @dataclass
-class Agent:
-    path: Path
+class Agent(Listening):
     admin: Any
 
     async def get(self, target: str) -> tuple[int, bytes]:
-        async with asyncio.timeout(15):
-            reader, writer = await asyncio.open_unix_connection(str(self.path))
-            writer.write(
-                f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
-            )
-            data = await reader.read(-1)
-            writer.close()
-        head, _, body = data.partition(b"\r\n\r\n")
-        return int(head.split(b" ", 2)[1]), body
+        request = f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        status, _, body = await self.raw(request.encode(), timeout=15)
+        return status, body
 
 
 @pytest.fixture
@@ -89,29 +60,14 @@ async def agent(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         clock=SystemClock(),
         rng=random.Random(3),
     )
-    metrics = CountingMetrics()
-    tracker = ConnectionTracker(identify=_peer, observer=metrics, max_connections=64)
-    deps = ApiDeps.fixed(
-        cache=cache,
-        hub=hub,
-        policy=RootOnly(),
-        audit=ListAudit(),
-        metrics=metrics,
-        limiter=CountingLimiter(),
-        identify=lambda request: tracker.caller(request.protocol),
-        state=ServingState(ready=True),
-        arn_names=router.name_for_arn,
+    parts = Parts(
+        cache, hub, UidPolicy({0}), ListAudit(), CountingMetrics(), arn_names=router.name_for_arn
     )
-    tmp = Path(tempfile.mkdtemp(prefix="sdagt", dir="/tmp"))
-    listener = UnixListener.create(tmp / "s.sock", mode=0o600, group=None)
-    runner = await start_serving(build_app(deps), [listener.sock], tracker=tracker, idle_timeout=5)
     try:
-        yield Agent(tmp / "s.sock", moto.admin_client())
+        async with serve_parts(parts, socket_mode=0o600) as at:
+            yield Agent(at.unix, at.port, at.tracker, moto.admin_client())
     finally:
-        await runner.cleanup()
-        listener.close()
         await close_cache(cache)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def test_reads_answer_like_the_aws_agent(agent: Agent) -> None:

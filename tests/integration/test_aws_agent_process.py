@@ -5,8 +5,6 @@ Agent sees when only the port changes."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.e2e.agent_proc import AgentProcess
+from tests.e2e.agent_proc import AgentProcess, running_agent, short_tmp
 from tests.servers.moto_server import REGION, TEST_ENV, MotoServer, free_port, moto
 
 pytestmark = pytest.mark.aws
@@ -46,12 +44,11 @@ class Running:
         return int(status.split(b" ", 2)[1]), body
 
 
-def write_config(directory: Path, moto: MotoServer, port: int) -> Path:
+def config_text(directory: Path, moto: MotoServer, port: int) -> str:
     token = directory / "token"
     token.write_bytes(TOKEN + b"\n")
     token.chmod(0o600)
-    config = directory / "secretd.toml"
-    config.write_text(
+    return (
         f'[agent]\nsocket = "{directory}/s.sock"\nstate_dir = "{directory}/state"\n'
         f'log_format = "json"\n\n'
         f'[tcp]\nlisten = "127.0.0.1:{port}"\ntoken_file = "{token}"\n\n'
@@ -61,8 +58,6 @@ def write_config(directory: Path, moto: MotoServer, port: int) -> Path:
         '[[allow]]\nsecrets = ["db/*"]\ntcp = true\n\n'
         '[[allow]]\nsecrets = ["**"]\nuids = [0]\n'
     )
-    config.chmod(0o600)
-    return config
 
 
 @pytest.fixture
@@ -71,19 +66,12 @@ async def running(moto: MotoServer) -> AsyncIterator[Running]:
     admin = moto.admin_client()
     admin.create_secret(Name="db/app", SecretString='{"password":"first"}')
     admin.create_secret(Name="ops/root", SecretString="not over tcp")
-    directory = Path(tempfile.mkdtemp(prefix="sdawsp", dir="/tmp"))
     port = free_port()
-    agent = AgentProcess(directory, write_config(directory, moto, port), env=dict(TEST_ENV))
-    agent.start()
-    try:
-        await agent.wait_ready()
-        yield Running(agent, port, admin)
-    finally:
-        try:
-            agent.stop()
-        finally:
-            agent.kill()
-            shutil.rmtree(directory, ignore_errors=True)
+    with short_tmp("sdawsp") as directory:
+        config = config_text(directory, moto, port)
+        async with running_agent(directory, config, env=TEST_ENV) as agent:
+            yield Running(agent, port, admin)
+            agent.stop()  # SIGTERM: it must stop cleanly within STOP_WITHIN
 
 
 async def test_the_aws_agent_api_over_tcp(running: Running) -> None:

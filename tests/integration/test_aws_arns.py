@@ -4,10 +4,7 @@ truncated answer is reported as truncated, not as "another secret"."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,7 +14,7 @@ from secretd.backends.aws import AwsBackend, open_backend
 from secretd.config.schema import AwsBackendConfig
 from secretd.errors import BadBackendAnswer
 from secretd.model import Fetched, SecretName
-from tests.e2e.agent_proc import AgentProcess
+from tests.e2e.agent_proc import AgentProcess, running_agent, short_tmp
 from tests.fakes.hostile_aws import ACCOUNT, REGION, HostileAws
 from tests.servers.moto_server import TEST_ENV
 
@@ -102,25 +99,17 @@ async def test_a_truncated_answer_says_so(aws: HostileAws, backend: AwsBackend) 
 @pytest.fixture
 async def mounted(aws: HostileAws) -> AsyncIterator[AgentProcess]:
     """The real agent: the fake AWS mounted at `aws/`; root may read aws/app/* only."""
-    directory = Path(tempfile.mkdtemp(prefix="sdarn", dir="/tmp"))
     aws.put("private/x", "not for you")
-    config = directory / "secretd.toml"
-    config.write_text(
-        f'[agent]\nsocket = "{directory}/s.sock"\nstate_dir = "{directory}/state"\n'
-        'log_format = "json"\n\n'
-        f'[backends.aws]\ntype = "aws"\nmount = "aws/"\nregion = "{REGION}"\n'
-        f'endpoint_url = "{aws.url}"\n\n'
-        '[[allow]]\nsecrets = ["aws/app/*"]\nuids = [0]\n'
-    )
-    config.chmod(0o600)
-    process = AgentProcess(directory, config, env=dict(TEST_ENV))
-    process.start()
-    try:
-        await process.wait_ready()
-        yield process
-    finally:
-        process.kill()
-        shutil.rmtree(directory, ignore_errors=True)
+    with short_tmp("sdarn") as directory:
+        config = (
+            f'[agent]\nsocket = "{directory}/s.sock"\nstate_dir = "{directory}/state"\n'
+            'log_format = "json"\n\n'
+            f'[backends.aws]\ntype = "aws"\nmount = "aws/"\nregion = "{REGION}"\n'
+            f'endpoint_url = "{aws.url}"\n\n'
+            '[[allow]]\nsecrets = ["aws/app/*"]\nuids = [0]\n'
+        )
+        async with running_agent(directory, config, env=TEST_ENV) as agent:
+            yield agent
 
 
 async def aws_get(agent: AgentProcess, secret_id: str) -> tuple[int, dict[str, Any]]:

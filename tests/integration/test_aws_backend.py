@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,11 +16,11 @@ from secretd.config.schema import AwsBackendConfig
 from secretd.errors import BackendAuthError, BadBackendAnswer, ConfigError, NotFound
 from secretd.model import Fetched, SecretName
 from tests.fakes.fake_clock import FakeClock
-from tests.servers.moto_server import REGION, MotoServer, admin, moto
+from tests.servers.moto_server import REGION, MotoServer, admin, aws_backend, moto
 
 pytestmark = pytest.mark.aws
 
-__all__ = ["admin", "moto"]  # shared fixtures
+__all__ = ["admin", "aws_backend", "moto"]  # shared fixtures
 
 
 def config(url: str, **extra: Any) -> AwsBackendConfig:
@@ -30,51 +29,42 @@ def config(url: str, **extra: Any) -> AwsBackendConfig:
     return AwsBackendConfig(type="aws", region=REGION, endpoint_url=url, **extra)
 
 
-@pytest.fixture
-async def backend(moto: MotoServer, admin: Any) -> AsyncIterator[AwsBackend]:
-    opened = await open_backend("aws", config(moto.url), max_secret_bytes=4096)
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
-
-
 def N(name: str) -> SecretName:
     return SecretName(name)
 
 
-async def test_reads_the_current_text_value(backend: AwsBackend, admin: Any) -> None:
+async def test_reads_the_current_text_value(aws_backend: AwsBackend, admin: Any) -> None:
     made = admin.create_secret(Name="db/app", SecretString='{"password":"pw"}')
-    fetched = await backend.fetch(N("db/app"))
+    fetched = await aws_backend.fetch(N("db/app"))
     assert fetched.name == "db/app"
     assert fetched.version.version_id == made["VersionId"]
     assert fetched.version.stages == {"current"}
     assert fetched.version.value.reveal() == b'{"password":"pw"}'
     assert fetched.version.created_at.utcoffset() is not None
-    assert backend.arn_for(N("db/app")) == made["ARN"]
+    assert aws_backend.arn_for(N("db/app")) == made["ARN"]
 
 
-async def test_reads_binary_values_as_bytes(backend: AwsBackend, admin: Any) -> None:
+async def test_reads_binary_values_as_bytes(aws_backend: AwsBackend, admin: Any) -> None:
     admin.create_secret(Name="tls/key", SecretBinary=b"\x00\xff\x10binary")
-    fetched = await backend.fetch(N("tls/key"))
+    fetched = await aws_backend.fetch(N("tls/key"))
     assert fetched.version.value.reveal() == b"\x00\xff\x10binary"
     assert fetched.version.value.text() is None
 
 
-async def test_stages_and_versions(backend: AwsBackend, admin: Any) -> None:
+async def test_stages_and_versions(aws_backend: AwsBackend, admin: Any) -> None:
     old = admin.create_secret(Name="api/key", SecretString="one")["VersionId"]
     new = admin.put_secret_value(SecretId="api/key", SecretString="two")["VersionId"]
-    assert (await backend.fetch(N("api/key"))).version.value.reveal() == b"two"
-    previous = await backend.fetch(N("api/key"), stage="previous")
+    assert (await aws_backend.fetch(N("api/key"))).version.value.reveal() == b"two"
+    previous = await aws_backend.fetch(N("api/key"), stage="previous")
     assert (previous.version.version_id, previous.version.stages) == (old, {"previous"})
-    by_id = await backend.fetch(N("api/key"), version_id=new)
+    by_id = await aws_backend.fetch(N("api/key"), version_id=new)
     assert by_id.version.stages == {"current"}
     admin.put_secret_value(SecretId="api/key", SecretString="blue", VersionStages=["blue"])
-    custom = await backend.fetch(N("api/key"), stage="blue")
+    custom = await aws_backend.fetch(N("api/key"), stage="blue")
     assert (custom.version.value.reveal(), custom.version.stages) == (b"blue", {"blue"})
 
 
-async def test_rotation_via_pending_then_stage_move(backend: AwsBackend, admin: Any) -> None:
+async def test_rotation_via_pending_then_stage_move(aws_backend: AwsBackend, admin: Any) -> None:
     old = admin.create_secret(Name="db/rot", SecretString="old")["VersionId"]
     token = "0123456789abcdef0123456789abcdef"
     admin.put_secret_value(
@@ -83,35 +73,35 @@ async def test_rotation_via_pending_then_stage_move(backend: AwsBackend, admin: 
         SecretString="new",
         VersionStages=["AWSPENDING"],
     )
-    pending = await backend.fetch(N("db/rot"), stage="pending")
+    pending = await aws_backend.fetch(N("db/rot"), stage="pending")
     assert (pending.version.version_id, pending.version.value.reveal()) == (token, b"new")
-    assert await backend.current_versions([N("db/rot")]) == {"db/rot": old}
+    assert await aws_backend.current_versions([N("db/rot")]) == {"db/rot": old}
     admin.update_secret_version_stage(
         SecretId="db/rot", VersionStage="AWSCURRENT", MoveToVersionId=token, RemoveFromVersionId=old
     )
-    assert await backend.current_versions([N("db/rot")]) == {"db/rot": token}
-    current = await backend.fetch(N("db/rot"))
+    assert await aws_backend.current_versions([N("db/rot")]) == {"db/rot": token}
+    current = await aws_backend.fetch(N("db/rot"))
     assert current.version.value.reveal() == b"new" and "current" in current.version.stages
-    assert (await backend.fetch(N("db/rot"), stage="previous")).version.version_id == old
+    assert (await aws_backend.fetch(N("db/rot"), stage="previous")).version.version_id == old
 
 
 async def test_missing_secrets_versions_and_stages_are_not_found(
-    backend: AwsBackend, admin: Any
+    aws_backend: AwsBackend, admin: Any
 ) -> None:
     admin.create_secret(Name="x", SecretString="v")
     with pytest.raises(NotFound, match="'nope'"):
-        await backend.fetch(N("nope"))
+        await aws_backend.fetch(N("nope"))
     with pytest.raises(NotFound):
-        await backend.fetch(N("x"), version_id="00000000-0000-0000-0000-000000000000")
+        await aws_backend.fetch(N("x"), version_id="00000000-0000-0000-0000-000000000000")
     with pytest.raises(NotFound):
-        await backend.fetch(N("x"), version_id="not-a-uuid")
+        await aws_backend.fetch(N("x"), version_id="not-a-uuid")
     with pytest.raises(NotFound):
-        await backend.fetch(N("x"), stage="previous")
+        await aws_backend.fetch(N("x"), stage="previous")
 
 
 @pytest.mark.parametrize("force", [False, True])
 async def test_deleted_secrets_are_not_found_everywhere(
-    backend: AwsBackend, admin: Any, force: bool
+    aws_backend: AwsBackend, admin: Any, force: bool
 ) -> None:
     admin.create_secret(Name="gone", SecretString="v")
     admin.create_secret(Name="kept", SecretString="v")
@@ -120,23 +110,23 @@ async def test_deleted_secrets_are_not_found_everywhere(
     else:
         admin.delete_secret(SecretId="gone", RecoveryWindowInDays=7)
     with pytest.raises(NotFound):
-        await backend.fetch(N("gone"))
-    assert set(await backend.current_versions([N("gone"), N("kept")])) == {"kept"}
-    results = await backend.fetch_many([N("gone"), N("kept")])
+        await aws_backend.fetch(N("gone"))
+    assert set(await aws_backend.current_versions([N("gone"), N("kept")])) == {"kept"}
+    results = await aws_backend.fetch_many([N("gone"), N("kept")])
     assert isinstance(results[N("gone")], NotFound)
     assert isinstance(results[N("kept")], Fetched)
 
 
-async def test_fetch_many_batches_twenty_names_a_call(backend: AwsBackend, admin: Any) -> None:
+async def test_fetch_many_batches_twenty_names_a_call(aws_backend: AwsBackend, admin: Any) -> None:
     names = [N(f"svc/{i:02d}") for i in range(45)]
     for i, name in enumerate(names):
         if i % 2:
             admin.create_secret(Name=name, SecretBinary=bytes([i]) * 3)
         else:
             admin.create_secret(Name=name, SecretString=f"value-{i}")
-    backend.api_calls.clear()
-    results = await backend.fetch_many([*names, N("svc/missing"), names[0]])
-    assert backend.api_calls == {"BatchGetSecretValue": 3}
+    aws_backend.api_calls.clear()
+    results = await aws_backend.fetch_many([*names, N("svc/missing"), names[0]])
+    assert aws_backend.api_calls == {"BatchGetSecretValue": 3}
     assert isinstance(results.pop(N("svc/missing")), NotFound)
     assert len(results) == 45
     for i, name in enumerate(names):
@@ -147,25 +137,29 @@ async def test_fetch_many_batches_twenty_names_a_call(backend: AwsBackend, admin
         assert fetched.version.stages == {"current"}
 
 
-async def test_concurrent_current_reads_share_batch_calls(backend: AwsBackend, admin: Any) -> None:
+async def test_concurrent_current_reads_share_batch_calls(
+    aws_backend: AwsBackend, admin: Any
+) -> None:
     names = [N(f"c/{i:02d}") for i in range(30)]
     for name in names:
         admin.create_secret(Name=name, SecretString=f"v-{name}")
-    backend.api_calls.clear()
+    aws_backend.api_calls.clear()
     results = await asyncio.gather(
-        *(backend.fetch(name) for name in [*names, N("c/none")]), return_exceptions=True
+        *(aws_backend.fetch(name) for name in [*names, N("c/none")]), return_exceptions=True
     )
     assert isinstance(results[-1], NotFound)
     assert [r.version.value.reveal() for r in results[:-1]] == [  # type: ignore[union-attr]
         f"v-{name}".encode() for name in names
     ]
-    assert backend.api_calls == {"BatchGetSecretValue": 2}  # 31 names: 20 + 11
+    assert aws_backend.api_calls == {"BatchGetSecretValue": 2}  # 31 names: 20 + 11
 
 
-async def test_a_cancelled_reader_does_not_hurt_the_batch(backend: AwsBackend, admin: Any) -> None:
+async def test_a_cancelled_reader_does_not_hurt_the_batch(
+    aws_backend: AwsBackend, admin: Any
+) -> None:
     for name in ("k/a", "k/b", "k/c"):
         admin.create_secret(Name=name, SecretString=name)
-    tasks = [asyncio.ensure_future(backend.fetch(N(n))) for n in ("k/a", "k/b", "k/c")]
+    tasks = [asyncio.ensure_future(aws_backend.fetch(N(n))) for n in ("k/a", "k/b", "k/c")]
     await asyncio.sleep(0)
     tasks[1].cancel()
     done = await asyncio.gather(*tasks, return_exceptions=True)
@@ -174,29 +168,29 @@ async def test_a_cancelled_reader_does_not_hurt_the_batch(backend: AwsBackend, a
 
 
 async def test_current_versions_lists_small_accounts_in_one_call(
-    backend: AwsBackend, admin: Any
+    aws_backend: AwsBackend, admin: Any
 ) -> None:
     made = {f"n/{i}": admin.create_secret(Name=f"n/{i}", SecretString="v") for i in range(60)}
-    backend.api_calls.clear()
+    aws_backend.api_calls.clear()
     names = [N(f"n/{i}") for i in range(0, 60, 2)] + [N("n/absent")]
-    versions = await backend.current_versions(names)
+    versions = await aws_backend.current_versions(names)
     assert versions == {name: made[name]["VersionId"] for name in names if name != "n/absent"}
-    assert backend.api_calls == {"ListSecrets": 1}
+    assert aws_backend.api_calls == {"ListSecrets": 1}
 
 
 async def test_current_versions_switches_to_filters_in_large_accounts(
-    backend: AwsBackend, admin: Any
+    aws_backend: AwsBackend, admin: Any
 ) -> None:
     for i in range(230):
         admin.create_secret(Name=f"bulk/{i:03d}", SecretString="v")
     wanted = [N(f"bulk/{i:03d}") for i in (200, 210, 220, 229)] + [N("bulk/absent")]
-    backend.api_calls.clear()
-    first = await backend.current_versions(wanted)
+    aws_backend.api_calls.clear()
+    first = await aws_backend.current_versions(wanted)
     assert set(first) == set(wanted) - {"bulk/absent"}
-    assert backend.api_calls["ListSecrets"] == 2  # one account page (budget), then one filter
-    backend.api_calls.clear()
-    assert await backend.current_versions(wanted) == first
-    assert backend.api_calls == {"ListSecrets": 1}  # the account is known to be larger
+    assert aws_backend.api_calls["ListSecrets"] == 2  # one account page (budget), then one filter
+    aws_backend.api_calls.clear()
+    assert await aws_backend.current_versions(wanted) == first
+    assert aws_backend.api_calls == {"ListSecrets": 1}  # the account is known to be larger
 
 
 async def test_one_listing_answers_checks_within_max_age(moto: MotoServer, admin: Any) -> None:
@@ -243,31 +237,31 @@ async def test_concurrent_checks_share_one_listing(moto: MotoServer, admin: Any)
 
 
 async def test_name_filters_pick_exact_names_among_prefix_matches(
-    backend: AwsBackend, admin: Any
+    aws_backend: AwsBackend, admin: Any
 ) -> None:
     for i in range(30):
         admin.create_secret(Name=f"p/{i}", SecretString="v")
     for i in range(150):
         admin.create_secret(Name=f"p/1{i}x", SecretString="v")  # all match the filter "p/1"
     wanted = [N("p/1"), N("p/2")]
-    versions = await backend.current_versions(wanted)
+    versions = await aws_backend.current_versions(wanted)
     assert set(versions) == {"p/1", "p/2"}
 
 
-async def test_values_over_the_size_cap_are_refused(backend: AwsBackend, admin: Any) -> None:
+async def test_values_over_the_size_cap_are_refused(aws_backend: AwsBackend, admin: Any) -> None:
     admin.create_secret(Name="big", SecretString="A" * 5000)
     with pytest.raises(BadBackendAnswer, match="max_secret_bytes") as caught:
-        await backend.fetch(N("big"))
+        await aws_backend.fetch(N("big"))
     assert "AAAA" not in str(caught.value)
-    assert isinstance((await backend.fetch_many([N("big")]))[N("big")], BadBackendAnswer)
+    assert isinstance((await aws_backend.fetch_many([N("big")]))[N("big")], BadBackendAnswer)
 
 
 async def test_the_arn_comes_with_the_answer_and_maps_back_through_the_router(
-    backend: AwsBackend, admin: Any
+    aws_backend: AwsBackend, admin: Any
 ) -> None:
     made = admin.create_secret(Name="db/app", SecretString="v")
-    router = Router({"aws": backend}, {"aws": "aws/"})
-    fetched = await backend.fetch(N("db/app"))
+    router = Router({"aws": aws_backend}, {"aws": "aws/"})
+    fetched = await aws_backend.fetch(N("db/app"))
     assert fetched.arn == made["ARN"]
     assert router.name_for_arn(made["ARN"]) == "aws/db/app"  # the mount added
     assert router.name_for_arn(made["ARN"].replace(REGION, "us-west-2")) is None

@@ -6,8 +6,6 @@ still served."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from secretd.backends.aws_http import read_capped
-from tests.e2e.agent_proc import AgentProcess
+from tests.e2e.agent_proc import AgentProcess, running_agent, short_tmp
 from tests.fakes.hostile_aws import HostileAws
 from tests.servers.moto_server import TEST_ENV
 
@@ -41,24 +39,16 @@ async def aws() -> AsyncIterator[HostileAws]:
 
 @pytest.fixture
 async def agent(aws: HostileAws) -> AsyncIterator[AgentProcess]:
-    directory = Path(tempfile.mkdtemp(prefix="sdawsb", dir="/tmp"))
-    config = directory / "secretd.toml"
-    config.write_text(
-        f'[agent]\nsocket = "{directory}/s.sock"\nstate_dir = "{directory}/state"\n'
-        'log_format = "json"\n\n'
-        f'[backends.aws]\ntype = "aws"\nmount = ""\nregion = "us-east-1"\n'
-        f'endpoint_url = "{aws.url}"\ntimeout = "20s"\n\n'
-        '[[secret]]\nname = "app/small"\n\n[[allow]]\nsecrets = ["**"]\nuids = [0]\n'
-    )
-    config.chmod(0o600)
-    process = AgentProcess(directory, config, env=dict(TEST_ENV))
-    process.start()
-    try:
-        await process.wait_ready()
-        yield process
-    finally:
-        process.kill()
-        shutil.rmtree(directory, ignore_errors=True)
+    with short_tmp("sdawsb") as directory:
+        config = (
+            f'[agent]\nsocket = "{directory}/s.sock"\nstate_dir = "{directory}/state"\n'
+            'log_format = "json"\n\n'
+            f'[backends.aws]\ntype = "aws"\nmount = ""\nregion = "us-east-1"\n'
+            f'endpoint_url = "{aws.url}"\ntimeout = "20s"\n\n'
+            '[[secret]]\nname = "app/small"\n\n[[allow]]\nsecrets = ["**"]\nuids = [0]\n'
+        )
+        async with running_agent(directory, config, env=TEST_ENV) as agent:
+            yield agent
 
 
 async def test_a_100_mib_answer_does_not_blow_up_the_agent(

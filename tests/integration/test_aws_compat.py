@@ -3,30 +3,26 @@ the guarded loopback TCP socket, reading through the in-memory cache fake."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import shutil
-import socket
-import struct
-import tempfile
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 
-from secretd.api.app import build_app
 from secretd.api.aws_compat import LOCAL_ARN_PREFIX, epoch_millis
-from secretd.api.listener import ConnectionTracker, UnixListener, start_serving
-from secretd.api.ports import ApiDeps, ServingState
+from secretd.api.ports import ApiDeps
 from secretd.api.reads import ReadService
-from secretd.api.tcp import bind_tcp, install_tcp_guard
 from secretd.errors import BackendTimeout, BackendUnavailable
 from secretd.events import Hub
-from secretd.model import Caller, SecretName
-from tests.fakes.api_deps import CountingLimiter, CountingMetrics, ListAudit, MemoryCache
+from secretd.model import SecretName
+from tests.fakes.api_deps import (
+    CountingLimiter,
+    CountingMetrics,
+    ListAudit,
+    MemoryCache,
+    UidPolicy,
+)
+from tests.integration.api_harness import FakeServed, serve_fakes
 
 TOKEN = b"compat-token-0123456789"
 CANARY = b"canary-value-7f3a9"
@@ -36,83 +32,17 @@ NOT_FOUND = (
 )
 
 
-@dataclass
-class PrefixPolicy:
-    """uid 0 may read `app/`, `blob`, `json`; TCP callers only `tcp/`."""
-
-    def allows(self, caller: Caller, name: SecretName) -> bool:
-        if caller.tcp:
-            return name.startswith("tcp/")
-        return caller.uid == 0 and name.startswith(("app/", "blob", "json"))
-
-    def readable_filter(self, caller: Caller) -> Callable[[SecretName], bool]:
-        return lambda name: self.allows(caller, name)
+# uid 0 may read `app/`, `blob`, `json`; TCP callers only `tcp/`.
+POLICY = UidPolicy({0}, ("app/", "blob", "json"), tcp=("tcp/",))
 
 
-@dataclass
-class Served:
-    unix: Path
-    port: int
-    cache: MemoryCache
-    audit: ListAudit
-    metrics: CountingMetrics
-    limiter: CountingLimiter
-
-    async def raw(self, request: bytes, *, tcp: bool = False) -> tuple[int, bytes, bytes]:
-        async with asyncio.timeout(10):
-            if tcp:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            else:
-                reader, writer = await asyncio.open_unix_connection(str(self.unix))
-            writer.write(request)
-            data = await reader.read(-1)
-            writer.close()
-        head, _, body = data.partition(b"\r\n\r\n")
-        return int(head.split(b" ", 2)[1]), head, body
-
-    async def get(
-        self, target: str, *, tcp: bool = False, headers: bytes = b""
-    ) -> tuple[int, bytes, bytes]:
-        host = f"127.0.0.1:{self.port}".encode()
-        request = b"GET " + target.encode() + b" HTTP/1.1\r\nHost: " + host + b"\r\n"
-        return await self.raw(request + headers + b"Connection: close\r\n\r\n", tcp=tcp)
-
-
-def _peer(sock: Any) -> Caller:
-    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    return Caller(uid=uid, gid=gid, pid=pid)
+Served = FakeServed
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
-    tmp = Path(tempfile.mkdtemp(prefix="sdaws", dir="/tmp"))
-    hub = Hub()
-    cache = MemoryCache(hub)
-    audit, metrics, limiter = ListAudit(), CountingMetrics(), CountingLimiter()
-    tracker = ConnectionTracker(identify=_peer, observer=metrics, max_connections=64)
-    deps = ApiDeps.fixed(
-        cache=cache,
-        hub=hub,
-        policy=PrefixPolicy(),
-        audit=audit,
-        metrics=metrics,
-        limiter=limiter,
-        identify=lambda request: tracker.caller(request.protocol),
-        state=ServingState(ready=True),
-    )
-    tcp_sock = bind_tcp("127.0.0.1:0")
-    port = tcp_sock.getsockname()[1]
-    app = build_app(deps)
-    install_tcp_guard(app, f"127.0.0.1:{port}", TOKEN)
-    listener = UnixListener.create(tmp / "s.sock", mode=0o660, group=None)
-    runner = await start_serving(app, [listener.sock, tcp_sock], tracker=tracker, idle_timeout=5)
-    try:
-        yield Served(tmp / "s.sock", port, cache, audit, metrics, limiter)
-    finally:
-        await runner.cleanup()
-        listener.close()
-        tcp_sock.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+    async with serve_fakes(POLICY, Served, tcp_token=TOKEN) as served:
+        yield served
 
 
 async def test_current_version_in_the_aws_agent_shape(served: Served) -> None:
@@ -317,7 +247,7 @@ async def test_a_caller_without_identity_is_refused_the_aws_way() -> None:
     deps = ApiDeps.fixed(
         cache=cache,
         hub=hub,
-        policy=PrefixPolicy(),
+        policy=POLICY,
         audit=ListAudit(),
         metrics=CountingMetrics(),
         limiter=CountingLimiter(),

@@ -7,23 +7,18 @@ the primary is taken back once it answers again."""
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from secretd.backends.aws import AwsBackend, open_backend
-from secretd.backends.base import Backend
-from secretd.backends.router import Router
-from secretd.cache.observer import NullObserver
-from secretd.cache.secret_cache import SecretCache, build_cache
-from secretd.clock import SystemClock
+from secretd.cache.secret_cache import SecretCache
 from secretd.config import CacheSection
 from secretd.config.schema import AwsBackendConfig
 from secretd.errors import BackendAuthError, BackendUnavailable
-from secretd.events import Hub
 from secretd.model import SecretName
+from tests.fakes.cache_rig import cache_over
 from tests.fakes.fault_proxy import Fault, FaultProxy
 from tests.servers.moto_server import TEST_ENV, MotoServer
 
@@ -87,16 +82,7 @@ async def open_rig(
         }
     )
     backend = await open_backend("aws", config, max_secret_bytes=65536)
-    backends: dict[str, Backend] = {"aws": backend}
-    cache = build_cache(
-        router=Router(backends, {"aws": ""}),
-        hub=Hub(),
-        settings=CacheSection(refresh_interval="1m"),
-        max_secret_bytes=65536,
-        observer=NullObserver(),
-        clock=SystemClock(),
-        rng=random.Random(9),
-    )
+    cache = cache_over(backend, CacheSection(refresh_interval="1m"), seed=9)
     opened.append((backend, cache, asyncio.create_task(backend.run())))
     return backend, cache
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -39,26 +40,26 @@ async def proxy(moto: MotoServer) -> AsyncIterator[FaultProxy]:
         yield running
 
 
+@asynccontextmanager
+async def behind(proxy: FaultProxy, *, timeout: str) -> AsyncIterator[AwsBackend]:
+    """An AWS backend whose endpoint is `proxy`."""
+    config = AwsBackendConfig(type="aws", region=REGION, endpoint_url=proxy.url, timeout=timeout)
+    async with aclosing(await open_backend("aws", config, max_secret_bytes=4096)) as backend:
+        yield backend
+
+
 @pytest.fixture
 async def backend(proxy: FaultProxy, admin: Any) -> AsyncIterator[AwsBackend]:
     # Generous: a loaded machine must not turn a slow answer into a timeout here.
-    config = AwsBackendConfig(type="aws", region=REGION, endpoint_url=proxy.url, timeout="10s")
-    opened = await open_backend("aws", config, max_secret_bytes=4096)
-    try:
+    async with behind(proxy, timeout="10s") as opened:
         yield opened
-    finally:
-        await opened.aclose()
 
 
 @pytest.fixture
 async def hasty(proxy: FaultProxy, admin: Any) -> AsyncIterator[AwsBackend]:
     """A backend with a short timeout, for a server that never answers."""
-    config = AwsBackendConfig(type="aws", region=REGION, endpoint_url=proxy.url, timeout="2s")
-    opened = await open_backend("aws", config, max_secret_bytes=4096)
-    try:
+    async with behind(proxy, timeout="2s") as opened:
         yield opened
-    finally:
-        await opened.aclose()
 
 
 def N(name: str) -> SecretName:

@@ -6,26 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from secretd.backends.base import Backend
 from secretd.backends.file_marks import GenerationMarks
-from secretd.backends.router import Router
-from secretd.cache.observer import NullObserver
 from secretd.cache.persist import DiskPersister, open_persister
 from secretd.cache.persist_format import file_name
-from secretd.cache.secret_cache import SecretCache, build_cache
+from secretd.cache.secret_cache import SecretCache
 from secretd.config import CacheSection
 from secretd.errors import BackendUnavailable, ConfigError
-from secretd.events import Hub
 from secretd.model import SecretName
 from secretd.state import StateDir
 from secretd.store.keyfile import StoreKey, create_key_file, load_key_file
+from tests.fakes.cache_rig import cache_over
 from tests.fakes.fake_clock import FakeClock
 from tests.fakes.memory_backend import MemoryBackend
 
@@ -69,17 +65,7 @@ def start(
     persister = DiskPersister(
         directory, key, marks, max_secret_bytes=65536, wall=lambda: clock.now().timestamp()
     )
-    backends: dict[str, Backend] = {backend.name: backend}
-    cache = build_cache(
-        router=Router(backends, {backend.name: ""}),
-        hub=Hub(),
-        settings=CacheSection(**SETTINGS),
-        max_secret_bytes=65536,
-        observer=NullObserver(),
-        clock=clock,
-        rng=random.Random(3),
-        persister=persister,
-    )
+    cache = cache_over(backend, CacheSection(**SETTINGS), seed=3, clock=clock, persister=persister)
     return Host(cache, backend, persister)
 
 

@@ -32,8 +32,8 @@ from secretd.errors import InvalidName, InvalidRequest, SecretdError
 from secretd.logs import configure_logging
 from secretd.metrics import Metrics
 from secretd.model import Caller, SecretName, SecretValue
-from tests.servers.canary_agent import AgentProcess, running_agent
-from tests.servers.second_user import can_switch_users, ensure_test_user
+from tests.servers.canary_agent import AgentProcess, file_store_config, running_agent
+from tests.servers.second_user import ensure_test_user, needs_root
 
 CANARY = "CANARY-d41f6c0e-9b7a-4e1b-a2f3-5c8d7e6f0a1b"
 CANARY_JSON = orjson.dumps({"password": CANARY, "user": "app"}).decode()
@@ -148,21 +148,14 @@ PASTED = "PASTED-0c7b5e2a-not-a-name"
 CANARY_PLAIN_B64 = base64.b64encode(b"\xff\xfe" + CANARY.encode()).decode()
 ROTATED_JSON = orjson.dumps({"password": CANARY2, "user": "app"}).decode()
 
-AGENT_CONFIG = """
-[agent]
-socket = "$root/s.sock"
-state_dir = "$root/state"
-socket_mode = "0666"
+AGENT_KEYS = """socket_mode = "0666"
 log_level = "debug"
 log_format = "$log_format"
 audit_log = "$root/audit.jsonl"
-
-[backends.local]
-type = "file"
-path = "$store"
-key_file = "$key"
-
-[[secret]]
+"""
+AGENT_CONFIG = file_store_config(
+    agent=AGENT_KEYS,
+    rest="""[[secret]]
 name = "db/app"
 
 [[allow]]
@@ -176,7 +169,8 @@ destination = "$root/app.conf"
 [[template]]
 contents = "{{ secret('db/app', field='no-such-field') }}"
 destination = "$root/broken.conf"
-"""
+""",
+)
 
 needs_agent = pytest.mark.skipif(
     importlib.util.find_spec("secretd.app") is None, reason="the agent is not built yet"
@@ -305,7 +299,7 @@ def process_outputs(agent: AgentProcess) -> list[tuple[str, bytes]]:
 
 @needs_agent
 @pytest.mark.timeout(180)  # a dozen CLI processes and an agent, on a shared machine
-@pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+@needs_root
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_no_value_reaches_logs_audit_metrics_errors_health_or_status(log_format: str) -> None:
     values = [
@@ -340,24 +334,10 @@ def test_no_value_reaches_logs_audit_metrics_errors_health_or_status(log_format:
 
 # Each template makes a value (private/x holds the canary) flow into an argument
 # that an error message might quote: a field, a name, a stage, a key.
-RENDER_CONFIG = """
-[agent]
-socket = "$root/s.sock"
-state_dir = "$root/state"
-socket_mode = "0666"
-log_level = "debug"
-log_format = "json"
-audit_log = "$root/audit.jsonl"
-
-[backends.local]
-type = "file"
-path = "$store"
-key_file = "$key"
-
-[[allow]]
-secrets = ["app/*"]
-uids = [0]
-""" + "".join(
+RENDER_CONFIG = file_store_config(
+    agent=AGENT_KEYS.replace("$log_format", "json"),
+    rest='[[allow]]\nsecrets = ["app/*"]\nuids = [0]\n',
+) + "".join(
     f'\n[[template]]\ncontents = "{source}"\ndestination = "$root/t{index}.conf"\n'
     for index, source in enumerate(
         [
@@ -376,7 +356,7 @@ uids = [0]
 
 @needs_agent
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+@needs_root
 def test_render_errors_never_carry_a_value_from_a_name_field_or_stage() -> None:
     values = [
         ("private/x", CANARY.encode()),

@@ -18,7 +18,7 @@ import pytest
 
 from secretd_client._socket import SYSTEM_SOCKET
 from tests.fakes.api_server import FakeAgent
-from tests.servers.second_user import can_switch_users, ensure_test_user, run_as
+from tests.servers.second_user import ensure_test_user, needs_root, run_as
 
 SECRETD = Path(sys.executable).parent / "secretd"
 # Never loaded by get/status/exec: the config schema, templates, the AWS SDK,
@@ -266,7 +266,7 @@ def test_zsh_completion_follows_the_command_tree(tmp_path: Path) -> None:
     assert complete("secretd exec --signal H") == ""
 
 
-@pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+@needs_root
 def test_a_user_without_an_agent_is_told_every_socket_tried() -> None:
     if Path(SYSTEM_SOCKET).exists():
         pytest.skip("a system agent runs on this machine")

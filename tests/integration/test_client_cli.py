@@ -10,12 +10,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.api_server import FakeAgent
+from tests.integration.waits import eventually
 
 CANARY = "canary-7Hq2-pw"
 CLI = [sys.executable, "-m", "secretd.cli.main"]
@@ -73,15 +74,6 @@ def one_line(stderr: bytes) -> str:
     text = stderr.decode()
     assert text.count("\n") == 1 and "Traceback" not in text, text
     return text
-
-
-def eventually(check: Callable[[], bool], seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition never held")
 
 
 # -- get --------------------------------------------------------------------

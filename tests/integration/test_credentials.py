@@ -43,7 +43,7 @@ from secretd.model import SecretName
 from tests.fakes.api_deps import CountingMetrics, ListAudit
 from tests.fakes.credential_client import SCRIPT, load_credential
 from tests.fakes.dict_reader import DictReader
-from tests.servers.second_user import can_switch_users, ensure_test_user, run_python_as
+from tests.servers.second_user import ensure_test_user, needs_root, run_python_as
 
 CANARY = "CANARY-cred-5b2f"
 
@@ -118,7 +118,7 @@ async def test_no_match_gets_nothing(server: tuple[str, Path], unit: str, cred_i
     assert _audit_lines(audit)[-1]["result"] in {"no_match", "not_found"}
 
 
-@pytest.mark.skipif(not can_switch_users(), reason="needs root to switch users")
+@needs_root
 async def test_non_root_with_spoofed_address_gets_nothing(server: tuple[str, Path]) -> None:
     path, audit = server
     user = ensure_test_user()

@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.api_server import FakeAgent
+from tests.integration.waits import eventually
 
 CLI = [sys.executable, "-m", "secretd.cli.main"]
 # The shell writes its pid, then waits on a background sleep that carries the
@@ -72,15 +72,6 @@ def descendants(pid: int) -> set[int]:
         frontier = {child for child, parent in parents.items() if parent in frontier} - below
         below |= frontier
     return below
-
-
-def eventually(check: Callable[[], bool], seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition never held")
 
 
 def shells(log: Path) -> list[int]:
@@ -171,7 +162,7 @@ def test_stopping_the_supervisor_ends_the_whole_tree(agent: FakeAgent, tmp: Path
         seen(proc)
         proc.send_signal(signal.SIGTERM)
         finish(proc)
-        eventually(lambda: all(stat_of(pid) is None for pid in tree), seconds=5)
+        eventually(lambda: all(stat_of(pid) is None for pid in tree), within=5)
     finally:
         cleanup(child)
 
@@ -190,7 +181,7 @@ def test_a_child_ignoring_sigterm_is_killed_after_grace_on_stop(
         proc.send_signal(signal.SIGTERM)
         code = finish(proc, timeout=15)  # before: waited for the child forever
         assert code == 128 + signal.SIGKILL
-        eventually(lambda: all(stat_of(pid) is None for pid in tree), seconds=5)
+        eventually(lambda: all(stat_of(pid) is None for pid in tree), within=5)
     finally:
         cleanup(child)
 
@@ -205,6 +196,6 @@ def test_what_the_child_leaves_behind_when_it_dies_is_ended(agent: FakeAgent, tm
         sleeper = max(descendants(proc.pid))
         os.kill(child, signal.SIGKILL)  # the shell dies; its background sleep lives on
         assert finish(proc) == 128 + signal.SIGKILL
-        eventually(lambda: stat_of(sleeper) is None, seconds=5)
+        eventually(lambda: stat_of(sleeper) is None, within=5)
     finally:
         cleanup(child)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from secretd.hardening import HardeningReport
-from tests.servers.canary_agent import running_agent
-from tests.servers.second_user import as_user, can_switch_users, ensure_test_user, run_python_as
+from tests.servers.canary_agent import file_store_config, running_agent
+from tests.servers.second_user import as_user, ensure_test_user, needs_root, run_python_as
 
 # Waits for a line, hardens, prints the report, waits again (so the parent can
 # look at /proc while it lives), then allocates to show nothing broke.
@@ -80,9 +80,6 @@ def core_limit(pid: int) -> list[str]:
     raise AssertionError("no core limit line")
 
 
-needs_root = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
-
-
 @needs_root
 def test_non_dumpable_and_no_core_as_seen_from_outside() -> None:
     user = ensure_test_user()
@@ -135,21 +132,9 @@ def test_report_features_and_dict() -> None:
     assert report.as_dict()["problems"] == {"no_core": "setrlimit failed"}
 
 
-AGENT_CONFIG = """
-[agent]
-socket = "$root/s.sock"
-state_dir = "$root/state"
-log_level = "debug"
-
-[backends.local]
-type = "file"
-path = "$store"
-key_file = "$key"
-
-[[allow]]
-secrets = ["**"]
-uids = [0]
-"""
+AGENT_CONFIG = file_store_config(
+    agent='log_level = "debug"\n', rest='[[allow]]\nsecrets = ["**"]\nuids = [0]\n'
+)
 
 
 @needs_root

@@ -29,15 +29,13 @@ from secretd.model import Caller
 from tests.servers.second_user import (
     TestUser,
     as_user,
-    can_switch_users,
     ensure_group,
     ensure_test_user,
+    needs_cgroup,
+    needs_root,
     spawn_as,
-    systemd_cgroup_root,
     unit_cgroup,
 )
-
-needs_root = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
 
 # A client that connects, says nothing, and stays alive until told to go.
 CLIENT = """
@@ -71,6 +69,18 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=10)
 
 
+def _caller_of(listener: socket.socket, proc: subprocess.Popen[bytes]) -> Caller:
+    """The caller the server sees for `proc`'s connection; `proc` is stopped after."""
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            caller = peer_caller(conn)
+            conn.sendall(b"x")
+    finally:
+        _stop(proc)
+    return caller
+
+
 # --- real sockets -----------------------------------------------------------
 
 
@@ -91,13 +101,7 @@ def test_a_client_running_as_another_uid_is_seen_as_that_uid(
     listener, path = server
     user = ensure_test_user()
     proc = spawn_as(user, [sys.executable, "-c", CLIENT, path])
-    try:
-        conn, _ = listener.accept()
-        with conn:
-            caller = peer_caller(conn)
-            conn.sendall(b"x")
-    finally:
-        _stop(proc)
+    caller = _caller_of(listener, proc)
     assert caller.uid == user.uid
     assert caller.gid == user.gid
     assert caller.pid == proc.pid  # setpriv execs: the Popen pid is the client's
@@ -111,13 +115,7 @@ def test_ids_above_two_to_the_31_are_kept_unsigned(server: tuple[socket.socket, 
     listener, path = server
     big = TestUser(name="big", uid=3_000_000_000, gid=3_000_000_001)
     proc = spawn_as(big, [sys.executable, "-c", CLIENT, path])
-    try:
-        conn, _ = listener.accept()
-        with conn:
-            caller = peer_caller(conn)
-            conn.sendall(b"x")
-    finally:
-        _stop(proc)
+    caller = _caller_of(listener, proc)
     assert (caller.uid, caller.gid) == (3_000_000_000, 3_000_000_001)
 
 
@@ -127,13 +125,7 @@ def test_supplementary_groups_come_from_the_kernel(server: tuple[socket.socket, 
     user = ensure_test_user()
     extra = ensure_group()
     proc = spawn_as(user, [sys.executable, "-c", CLIENT, path], groups=[extra])
-    try:
-        conn, _ = listener.accept()
-        with conn:
-            caller = peer_caller(conn)
-            conn.sendall(b"x")
-    finally:
-        _stop(proc)
+    caller = _caller_of(listener, proc)
     assert caller.uid == user.uid
     assert extra in caller.extra_gids
 
@@ -146,13 +138,7 @@ def test_thousands_of_groups_are_read_whole_from_proc(server: tuple[socket.socke
     user = ensure_test_user()
     many = [1_000_000 + i for i in range(12_000)]
     proc = spawn_as(user, [sys.executable, "-c", CLIENT, path], groups=many)
-    try:
-        conn, _ = listener.accept()
-        with conn:
-            caller = peer_caller(conn)
-            conn.sendall(b"x")
-    finally:
-        _stop(proc)
+    caller = _caller_of(listener, proc)
     assert caller.extra_gids == frozenset(many)
 
 
@@ -223,12 +209,6 @@ def test_identity_through_uvloops_transport_socket() -> None:
     assert caller.pid is not None and caller.pid > 0
 
 
-needs_cgroup = pytest.mark.skipif(
-    not can_switch_users() or systemd_cgroup_root() is None,
-    reason="needs root, setpriv and a writable systemd cgroup hierarchy",
-)
-
-
 @needs_cgroup
 @pytest.mark.parametrize(
     ("cgroup", "expected"),
@@ -250,13 +230,7 @@ def test_unit_of_a_real_process_in_a_unit_cgroup(
     with unit_cgroup(cgroup.format(**names)) as enter:
         argv = [*enter, *as_user(user, [sys.executable, "-c", CLIENT, path])]
         proc = subprocess.Popen(argv, env={"PATH": os.environ["PATH"]})
-        try:
-            conn, _ = listener.accept()
-            with conn:
-                caller = peer_caller(conn)
-                conn.sendall(b"x")
-        finally:
-            _stop(proc)
+        caller = _caller_of(listener, proc)
     assert caller.unit == expected.format(**names)
     assert (caller.uid, caller.pid) == (user.uid, proc.pid)
 

@@ -23,9 +23,9 @@ from secretd.errors import RenderError
 from secretd.render.runner import TemplateRunner, TemplateStatus
 from secretd.render.writer import FileSpec, write_atomic
 from tests.fakes.dict_reader import DictReader
-from tests.servers.second_user import TestUser, can_switch_users, ensure_test_user, run_as
+from tests.servers.second_user import TestUser, ensure_test_user, needs_root, run_as
 
-pytestmark = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+pytestmark = needs_root
 
 SECRET = b"root-rendered-secret-4d1c"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from secretd.model import SecretName
 from secretd.render.command import command_environment
 from secretd.render.runner import TemplateRunner
 from tests.fakes.dict_reader import DictReader
+from tests.integration.waits import until
 
 CANARY = "canary-5b1d-rotating-value"
 
@@ -67,15 +67,6 @@ async def running(runner: TemplateRunner) -> AsyncIterator[None]:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-
-
-async def until(check: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll `check` (bounded in time) until it holds."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def lines(path: Path) -> list[str]:

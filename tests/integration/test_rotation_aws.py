@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from secretd.backends.aws import AwsBackend, open_backend
+from secretd.backends.aws import AwsBackend
 from secretd.backends.aws_write import AwsStager
 from secretd.clock import SystemClock
-from secretd.config.schema import AwsBackendConfig
 from secretd.model import SecretName
 from secretd.rotation.engine import Rotation
 from secretd.rotation.errors import RotationError
@@ -27,7 +24,7 @@ from secretd.rotation.journal import Journal
 from secretd.rotation.state import StateDir
 from secretd.rotation.target import BackendTarget
 from secretd_client import AsyncClient
-from tests.e2e.agent_proc import AgentProcess, secretd
+from tests.e2e.agent_proc import running_agent, secretd, short_tmp
 from tests.fakes.rotation_target import (
     CountingMetrics,
     FakeService,
@@ -35,23 +32,11 @@ from tests.fakes.rotation_target import (
     RecordingRotator,
     backend_rotation,
 )
-from tests.servers.moto_server import REGION, TEST_ENV, MotoServer, admin, moto
+from tests.servers.moto_server import REGION, TEST_ENV, MotoServer, admin, aws_backend, moto
 
 pytestmark = pytest.mark.aws
 
-__all__ = ["admin", "moto"]
-
-
-@pytest.fixture
-async def backend(moto: MotoServer, admin: Any) -> AsyncIterator[AwsBackend]:
-    config = AwsBackendConfig(
-        type="aws", region=REGION, endpoint_url=moto.url, versions_max_age="0s"
-    )
-    opened = await open_backend("aws", config, max_secret_bytes=4096)
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
+__all__ = ["admin", "aws_backend", "moto"]
 
 
 def labels(admin: Any, name: str) -> dict[str, list[str]]:
@@ -70,20 +55,20 @@ def holder(admin: Any, name: str, label: str) -> str | None:
 
 
 async def test_awspending_then_awscurrent_with_the_token_as_version(
-    backend: AwsBackend, admin: Any, tmp_path: Path
+    aws_backend: AwsBackend, admin: Any, tmp_path: Path
 ) -> None:
     first = admin.create_secret(Name="rot/a", SecretString="v0")["VersionId"]
     rotator = RecordingRotator(FakeService(b"v0"))
     rotator.block_at = "test"
-    rotation, _ = backend_rotation(backend, "rot/a", rotator, tmp_path / "host")
+    rotation, _ = backend_rotation(aws_backend, "rot/a", rotator, tmp_path / "host")
     running = asyncio.create_task(rotation.run())
     await asyncio.wait_for(rotator.blocked.wait(), 15)
 
     pending = holder(admin, "rot/a", "AWSPENDING")
     assert pending is not None and pending != first
     assert holder(admin, "rot/a", "AWSCURRENT") == first  # readers still get v0
-    assert (await backend.fetch(SecretName("rot/a"))).version.value.reveal() == b"v0"
-    served = await backend.fetch(SecretName("rot/a"), stage="pending")
+    assert (await aws_backend.fetch(SecretName("rot/a"))).version.value.reveal() == b"v0"
+    served = await aws_backend.fetch(SecretName("rot/a"), stage="pending")
     assert served.version.value.reveal() == b"v1"
 
     rotator.unblock.set()
@@ -95,15 +80,15 @@ async def test_awspending_then_awscurrent_with_the_token_as_version(
 
 
 async def test_two_hosts_cannot_both_rotate(
-    backend: AwsBackend, admin: Any, tmp_path: Path
+    aws_backend: AwsBackend, admin: Any, tmp_path: Path
 ) -> None:
     admin.create_secret(Name="rot/b", SecretString="v0")
     service = FakeService(b"v0")
     first = RecordingRotator(service, prefix="first-")
     second = RecordingRotator(service, prefix="second-")
     first.block_at = "set"
-    host_a, _ = backend_rotation(backend, "rot/b", first, tmp_path / "a")
-    host_b, _ = backend_rotation(backend, "rot/b", second, tmp_path / "b")
+    host_a, _ = backend_rotation(aws_backend, "rot/b", first, tmp_path / "a")
+    host_b, _ = backend_rotation(aws_backend, "rot/b", second, tmp_path / "b")
 
     running = asyncio.create_task(host_a.run())
     await asyncio.wait_for(first.blocked.wait(), 15)
@@ -135,7 +120,7 @@ class RacedStager(AwsStager):
 
 
 async def test_the_pending_label_is_claimed_by_check_and_set(
-    backend: AwsBackend, admin: Any, tmp_path: Path
+    aws_backend: AwsBackend, admin: Any, tmp_path: Path
 ) -> None:
     """Both hosts saw no rotation and both put a version: only the first move
     of AWSPENDING away from the version holding it succeeds; the loser resumes
@@ -161,7 +146,7 @@ async def test_the_pending_label_is_claimed_by_check_and_set(
     rotator = RecordingRotator(FakeService(b"v0"))
     rotation = Rotation(
         SecretName("rot/c"),
-        BackendTarget(backend, RacedStager(backend, other_host), SecretName("rot/c")),
+        BackendTarget(aws_backend, RacedStager(aws_backend, other_host), SecretName("rot/c")),
         rotator,
         state=StateDir(tmp_path / "host"),
         journal=Journal(ListAudit(), CountingMetrics()),
@@ -177,12 +162,12 @@ async def test_the_pending_label_is_claimed_by_check_and_set(
 
 
 async def test_a_new_current_during_the_rotation_is_not_overwritten(
-    backend: AwsBackend, admin: Any, tmp_path: Path
+    aws_backend: AwsBackend, admin: Any, tmp_path: Path
 ) -> None:
     admin.create_secret(Name="rot/d", SecretString="v0")
     rotator = RecordingRotator(FakeService(b"v0"))
     rotator.block_at = "test"
-    rotation, _ = backend_rotation(backend, "rot/d", rotator, tmp_path / "host")
+    rotation, _ = backend_rotation(aws_backend, "rot/d", rotator, tmp_path / "host")
     running = asyncio.create_task(rotation.run())
     await asyncio.wait_for(rotator.blocked.wait(), 15)
     admin.put_secret_value(SecretId="rot/d", SecretString="from-the-operator")
@@ -198,30 +183,23 @@ async def test_the_agent_rotates_an_aws_secret_and_serves_it_at_once(
     """Through the agent: refresh_interval is an hour, yet the new value is
     served as soon as `secretd rotate` returns."""
     admin.create_secret(Name="svc/hmac", SecretString='{"key": "old", "alg": "sha256"}')
-    directory = Path(tempfile.mkdtemp(prefix="sdawr", dir="/tmp"))
-    config = directory / "secretd.toml"
-    config.write_text(
-        f'[agent]\nsocket = "{directory}/s.sock"\nstate_dir = "{directory}/state"\n\n'
-        '[cache]\nrefresh_interval = "1h"\n\n'
-        f'[backends.aws]\ntype = "aws"\nregion = "{REGION}"\nendpoint_url = "{moto.url}"\n\n'
-        '[[secret]]\nname = "svc/hmac"\n\n'
-        '[[allow]]\nsecrets = ["svc/*"]\nuids = [0]\n\n'
-        '[[rotation]]\nsecret = "svc/hmac"\nrotator = "random"\nevery = "30d"\nfield = "key"\n'
-    )
-    config.chmod(0o600)
-    agent = AgentProcess(directory, config, env=dict(TEST_ENV))
-    agent.start()
-    try:
-        await agent.wait_ready()
-        async with AsyncClient(str(agent.socket)) as client:
-            before = await client.get("svc/hmac")
-            out = await asyncio.to_thread(
-                secretd, "rotate", "svc/hmac", "--socket", str(agent.socket), "--json"
-            )
-            after = await client.get("svc/hmac")
-    finally:
-        agent.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    with short_tmp("sdawr") as directory:
+        config = (
+            f'[agent]\nsocket = "{directory}/s.sock"\nstate_dir = "{directory}/state"\n\n'
+            '[cache]\nrefresh_interval = "1h"\n\n'
+            f'[backends.aws]\ntype = "aws"\nregion = "{REGION}"\nendpoint_url = "{moto.url}"\n\n'
+            '[[secret]]\nname = "svc/hmac"\n\n'
+            '[[allow]]\nsecrets = ["svc/*"]\nuids = [0]\n\n'
+            '[[rotation]]\nsecret = "svc/hmac"\nrotator = "random"\nevery = "30d"\nfield = "key"\n'
+        )
+        async with running_agent(directory, config, env=TEST_ENV) as agent:
+            async with AsyncClient(str(agent.socket)) as client:
+                before = await client.get("svc/hmac")
+                out = await asyncio.to_thread(
+                    secretd, "rotate", "svc/hmac", "--socket", str(agent.socket), "--json"
+                )
+                after = await client.get("svc/hmac")
+            agent.stop()
     outcome = json.loads(out)
     assert after.version_id == outcome["version_id"] != before.version_id
     document = json.loads(after.as_text())

@@ -14,9 +14,9 @@ import pytest
 from secretd.model import SecretName
 from secretd.rotation.state import RotationState, StateDir
 from tests.fakes.fake_clock import FakeClock
-from tests.servers.second_user import can_switch_users, ensure_test_user, run_python_as
+from tests.servers.second_user import ensure_test_user, needs_root, run_python_as
 
-pytestmark = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+pytestmark = needs_root
 
 # Runs as the agent's user: take the lock and record a rotation.
 AGENT = """

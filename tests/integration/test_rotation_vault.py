@@ -8,29 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from secretd.backends.vault import VaultBackend, open_backend
+from secretd.backends.vault import VaultBackend
 from secretd.model import SecretName
 from secretd.rotation.errors import RotationError
 from tests.fakes.rotation_target import FakeService, RecordingRotator, backend_rotation
-from tests.servers.bao_server import BaoServer, bao_server, vault_config
+from tests.servers.bao_server import BaoServer, bao_server, vault_backend
 
-__all__ = ["bao_server"]
+__all__ = ["bao_server", "vault_backend"]
 
 pytestmark = pytest.mark.vault
-
-
-@pytest.fixture
-async def backend(bao_server: BaoServer, tmp_path: Path) -> AsyncIterator[VaultBackend]:
-    vault = await open_backend("v", vault_config(bao_server, tmp_path), max_secret_bytes=4096)
-    try:
-        yield vault
-    finally:
-        await vault.aclose()
 
 
 def staged(bao_server: BaoServer, path: str) -> dict[str, object] | None:
@@ -45,16 +35,16 @@ def versions(bao_server: BaoServer, path: str) -> dict[str, object]:
 
 
 async def test_readers_see_pending_only_after_finish_and_previous_follows(
-    bao_server: BaoServer, backend: VaultBackend, tmp_path: Path
+    bao_server: BaoServer, vault_backend: VaultBackend, tmp_path: Path
 ) -> None:
     bao_server.kv_put("rot/a", {"key": "v0"})
     rotator = RecordingRotator(FakeService(), as_json=True)
     rotator.block_at = "test"
-    rotation, audit = backend_rotation(backend, "rot/a", rotator, tmp_path / "host")
+    rotation, audit = backend_rotation(vault_backend, "rot/a", rotator, tmp_path / "host")
     running = asyncio.create_task(rotation.run())
     await asyncio.wait_for(rotator.blocked.wait(), 15)
 
-    current = await backend.fetch(SecretName("rot/a"))
+    current = await vault_backend.fetch(SecretName("rot/a"))
     assert (current.version.version_id, json.loads(current.version.value.reveal())) == (
         "1",
         {"key": "v0"},
@@ -65,8 +55,8 @@ async def test_readers_see_pending_only_after_finish_and_previous_follows(
     rotator.unblock.set()
     outcome = await asyncio.wait_for(running, 15)
     assert outcome.version_id == "2"
-    current = await backend.fetch(SecretName("rot/a"))
-    previous = await backend.fetch(SecretName("rot/a"), stage="previous")
+    current = await vault_backend.fetch(SecretName("rot/a"))
+    previous = await vault_backend.fetch(SecretName("rot/a"), stage="previous")
     assert json.loads(current.version.value.reveal()) == {"key": "v1"}
     assert previous.version.version_id == "1"
     assert staged(bao_server, "rot/a") is None  # the staging path is gone
@@ -74,15 +64,15 @@ async def test_readers_see_pending_only_after_finish_and_previous_follows(
 
 
 async def test_two_hosts_cannot_both_rotate(
-    bao_server: BaoServer, backend: VaultBackend, tmp_path: Path
+    bao_server: BaoServer, vault_backend: VaultBackend, tmp_path: Path
 ) -> None:
     bao_server.kv_put("rot/b", {"key": "v0"})
     service = FakeService()
     first = RecordingRotator(service, prefix="first-", as_json=True)
     second = RecordingRotator(service, prefix="second-", as_json=True)
     first.block_at = "set"
-    host_a, _ = backend_rotation(backend, "rot/b", first, tmp_path / "a")
-    host_b, _ = backend_rotation(backend, "rot/b", second, tmp_path / "b")
+    host_a, _ = backend_rotation(vault_backend, "rot/b", first, tmp_path / "a")
+    host_b, _ = backend_rotation(vault_backend, "rot/b", second, tmp_path / "b")
 
     running = asyncio.create_task(host_a.run())
     await asyncio.wait_for(first.blocked.wait(), 15)
@@ -98,35 +88,35 @@ async def test_two_hosts_cannot_both_rotate(
     outcome_a = await asyncio.wait_for(running, 15)
     assert outcome_a.version_id == outcome_b.version_id == "2"
     assert versions(bao_server, "rot/b") == {"current": 2, "count": 2}  # one rotation, not two
-    current = await backend.fetch(SecretName("rot/b"))
+    current = await vault_backend.fetch(SecretName("rot/b"))
     assert json.loads(current.version.value.reveal()) == {"key": "first-1"}
     assert staged(bao_server, "rot/b") is None
 
 
 async def test_a_write_during_the_rotation_wins_over_finish(
-    bao_server: BaoServer, backend: VaultBackend, tmp_path: Path
+    bao_server: BaoServer, vault_backend: VaultBackend, tmp_path: Path
 ) -> None:
     bao_server.kv_put("rot/c", {"key": "v0"})
     rotator = RecordingRotator(FakeService(), as_json=True)
     rotator.block_at = "test"
-    rotation, _ = backend_rotation(backend, "rot/c", rotator, tmp_path / "host")
+    rotation, _ = backend_rotation(vault_backend, "rot/c", rotator, tmp_path / "host")
     running = asyncio.create_task(rotation.run())
     await asyncio.wait_for(rotator.blocked.wait(), 15)
     bao_server.kv_put("rot/c", {"key": "from-the-operator"})
     rotator.unblock.set()
     with pytest.raises(RotationError, match=r"at step finish: .*was written"):
         await asyncio.wait_for(running, 15)
-    current = await backend.fetch(SecretName("rot/c"))
+    current = await vault_backend.fetch(SecretName("rot/c"))
     assert json.loads(current.version.value.reveal()) == {"key": "from-the-operator"}
     assert versions(bao_server, "rot/c") == {"current": 2, "count": 2}
 
 
 async def test_a_value_that_is_no_kv_map_is_refused(
-    bao_server: BaoServer, backend: VaultBackend, tmp_path: Path
+    bao_server: BaoServer, vault_backend: VaultBackend, tmp_path: Path
 ) -> None:
     bao_server.kv_put("rot/d", {"key": "v0"})
     rotation, _ = backend_rotation(
-        backend, "rot/d", RecordingRotator(FakeService()), tmp_path / "host"
+        vault_backend, "rot/d", RecordingRotator(FakeService()), tmp_path / "host"
     )
     with pytest.raises(RotationError, match="a KV value is a JSON object"):
         await rotation.run()

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.agent_proc import BIN, AgentProcess
+from tests.e2e.agent_proc import BIN, AgentProcess, running_agent, short_tmp
 from tests.servers.bao_server import BaoServer, write_private
 
 pytestmark = pytest.mark.vault
@@ -27,9 +25,8 @@ WAIT = 15.0
 
 @pytest.fixture
 def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="sdv", dir="/tmp"))  # short: a socket lives here
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with short_tmp("sdv") as path:
+        yield path
 
 
 @pytest.fixture
@@ -41,9 +38,9 @@ def server(workdir: Path) -> Iterator[BaoServer]:
         bao.stop()
 
 
-def agent_config(workdir: Path, server: BaoServer) -> Path:
+def agent_config(workdir: Path, server: BaoServer) -> str:
     token = write_private(workdir / "vault.token", server.token)
-    text = f"""
+    return f"""
 [agent]
 socket = "{workdir}/s.sock"
 state_dir = "{workdir}/state"
@@ -73,21 +70,13 @@ contents = "password={{{{ secret('vault/app/db', field='password') }}}}\\n"
 destination = "{workdir}/app.conf"
 wait = {{ min = "10ms", max = "50ms" }}
 """
-    path = workdir / "secretd.toml"
-    write_private(path, text)
-    return path
 
 
 @pytest.fixture
 async def agent(workdir: Path, server: BaoServer) -> AsyncIterator[AgentProcess]:
     server.kv_put("app/db", {"password": "first"})
-    process = AgentProcess(workdir, agent_config(workdir, server))
-    process.start()
-    try:
-        await process.wait_ready()
+    async with running_agent(workdir, agent_config(workdir, server)) as process:
         yield process
-    finally:
-        process.kill()
 
 
 async def get_secret(agent: AgentProcess) -> dict[str, Any]:

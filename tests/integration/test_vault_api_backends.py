@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -17,11 +15,11 @@ from typing import Any
 import pytest
 
 from secretd.api.vault_shapes import created_millis
-from tests.e2e.agent_proc import AgentProcess
+from tests.e2e.agent_proc import AgentProcess, running_agent, short_tmp
 from tests.e2e.vault_api_clients import bao_kv
 from tests.servers.bao_server import BaoServer, bao_server, write_private
 from tests.servers.moto_server import REGION, TEST_ENV, MotoServer, admin, moto
-from tests.servers.second_user import can_switch_users, ensure_test_user
+from tests.servers.second_user import ensure_test_user, needs_root
 
 pytestmark = [pytest.mark.vault, pytest.mark.aws, pytest.mark.timeout(120)]
 
@@ -42,16 +40,14 @@ class Running:
 
 @pytest.fixture
 def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="sdvb", dir="/tmp"))  # short: a socket lives here
-    path.chmod(0o755)  # the second uid reaches the socket
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with short_tmp("sdvb") as path:
+        path.chmod(0o755)  # the second uid reaches the socket
+        yield path
 
 
-def write_config(workdir: Path, server: BaoServer, moto: MotoServer) -> Path:
+def config_text(workdir: Path, server: BaoServer, moto: MotoServer) -> str:
     token = write_private(workdir / "vault.token", server.token)
-    return write_private(
-        workdir / "secretd.toml",
+    return (
         f'[agent]\nsocket = "{workdir}/s.sock"\nstate_dir = "{workdir}/state"\n'
         'socket_mode = "0666"\n'
         f'audit_log = "{workdir}/audit.jsonl"\nlog_format = "json"\n\n'
@@ -60,7 +56,7 @@ def write_config(workdir: Path, server: BaoServer, moto: MotoServer) -> Path:
         f'auth = {{ method = "token", token_file = "{token}" }}\n\n'
         f'[backends.aws]\ntype = "aws"\nmount = "aws/"\nregion = "{REGION}"\n'
         f'endpoint_url = "{moto.url}"\n\n'
-        '[[allow]]\nsecrets = ["vault/**", "aws/**"]\nuids = [0]\n',
+        '[[allow]]\nsecrets = ["vault/**", "aws/**"]\nuids = [0]\n'
     )
 
 
@@ -69,15 +65,11 @@ async def running(
     workdir: Path, bao_server: BaoServer, moto: MotoServer, admin: Any
 ) -> AsyncIterator[Running]:
     del admin  # a freshly reset moto
-    agent = AgentProcess(workdir, write_config(workdir, bao_server, moto), env=dict(TEST_ENV))
-    agent.start()
-    try:
-        await agent.wait_ready()
+    config = config_text(workdir, bao_server, moto)
+    async with running_agent(workdir, config, env=TEST_ENV) as agent:
         home = workdir / "home"
         home.mkdir(mode=0o777)
         yield Running(agent, home)
-    finally:
-        agent.kill()
 
 
 async def test_a_vault_backed_secret_keeps_vaults_version_numbers(
@@ -131,7 +123,7 @@ async def test_an_aws_backed_secret_is_numbered_by_creation_time(
     assert (code, out) == (0, "a-one"), err
 
 
-@pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
+@needs_root
 async def test_a_second_uid_is_refused_for_every_backend(
     running: Running, bao_server: BaoServer, admin: Any
 ) -> None:

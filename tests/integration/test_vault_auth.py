@@ -9,14 +9,17 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 
 import pytest
 
 from secretd.backends.vault import VaultBackend, open_backend
+from secretd.config.schema import VaultBackendConfig
 from secretd.errors import BackendAuthError, ConfigError
 from secretd.model import SecretName
+from tests.integration.waits import until
 from tests.servers.bao_server import (
     BaoServer,
     approle_config,
@@ -31,20 +34,26 @@ __all__ = ["bao_server"]
 pytestmark = pytest.mark.vault
 
 
-async def eventually(check: Callable[[], bool], within: float, what: str) -> None:
-    """Poll `check` every 50 ms for at most `within` seconds."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.05)
-
-
 def replace_file(path: Path, text: str) -> None:
     """Atomically replace a credential file (a new inode, as provisioning tools do)."""
     fresh = path.with_suffix(".new")
     write_private(fresh, text)
     fresh.replace(path)
+
+
+async def refused_then_held_off(
+    server: BaoServer, config: VaultBackendConfig, refused: str, auth_path: str
+) -> None:
+    """The first read is refused (`refused`), the next 20 are held off by the
+    back-off: the server sees at most two requests to `auth_path` in all."""
+    before = len(server.audit_requests(auth_path))
+    async with aclosing(await open_backend("v", config, max_secret_bytes=4096)) as vault:
+        with pytest.raises(BackendAuthError, match=refused):
+            await vault.fetch(SecretName("auth-a/x"))
+        for _ in range(20):
+            with pytest.raises(BackendAuthError, match="next login attempt"):
+                await vault.fetch(SecretName("auth-a/x"))
+    assert len(server.audit_requests(auth_path)) - before <= 2
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +67,16 @@ def policies(bao_server: BaoServer) -> BaoServer:
 
 async def test_a_token_with_a_read_policy_reads(policies: BaoServer, tmp_path: Path) -> None:
     token = policies.create_token(policies=["read-a"])
-    vault = await open_backend(
-        "v", vault_config(policies, tmp_path, token=token), max_secret_bytes=4096, min_token_ttl=1.0
-    )
-    try:
+    async with aclosing(
+        await open_backend(
+            "v",
+            vault_config(policies, tmp_path, token=token),
+            max_secret_bytes=4096,
+            min_token_ttl=1.0,
+        )
+    ) as vault:
         got = await vault.fetch(SecretName("auth-a/x"))
         assert got.version.version_id == "1"
-    finally:
-        await vault.aclose()
 
 
 async def test_a_policy_denial_is_an_auth_error_without_a_login_storm(
@@ -74,14 +85,11 @@ async def test_a_policy_denial_is_an_auth_error_without_a_login_storm(
     token = policies.create_token(policies=["read-a"])
     config = vault_config(policies, tmp_path, token=token)
     before = len(policies.audit_requests("auth/token/lookup-self"))
-    vault = await open_backend("v", config, max_secret_bytes=4096)
-    try:
+    async with aclosing(await open_backend("v", config, max_secret_bytes=4096)) as vault:
         for _ in range(5):
             with pytest.raises(BackendAuthError, match="permission denied"):
                 await vault.fetch(SecretName("auth-b/x"))
         assert (await vault.fetch(SecretName("auth-a/x"))).version.version_id == "1"
-    finally:
-        await vault.aclose()
     # one lookup to log in, one to tell the denial from a dead token; none per retry
     assert len(policies.audit_requests("auth/token/lookup-self")) - before <= 2
 
@@ -89,8 +97,7 @@ async def test_a_policy_denial_is_an_auth_error_without_a_login_storm(
 async def test_a_changed_token_file_is_picked_up(policies: BaoServer, tmp_path: Path) -> None:
     config = vault_config(policies, tmp_path, token=policies.create_token(policies=["read-a"]))
     assert config.auth.method == "token"
-    vault = await open_backend("v", config, max_secret_bytes=4096)
-    try:
+    async with aclosing(await open_backend("v", config, max_secret_bytes=4096)) as vault:
         with pytest.raises(BackendAuthError):
             await vault.fetch(SecretName("auth-b/x"))
         replace_file(config.auth.token_file, policies.create_token(policies=["read-b"]) + "\n")
@@ -103,8 +110,6 @@ async def test_a_changed_token_file_is_picked_up(policies: BaoServer, tmp_path: 
                 assert time.monotonic() < deadline, "the new token was never read"
                 await asyncio.sleep(0.1)
         assert got.version.version_id == "1"
-    finally:
-        await vault.aclose()
 
 
 async def test_a_revoked_token_is_replaced_from_the_file_at_once(
@@ -113,32 +118,19 @@ async def test_a_revoked_token_is_replaced_from_the_file_at_once(
     old = policies.create_token(policies=["read-a"])
     config = vault_config(policies, tmp_path, token=old)
     assert config.auth.method == "token"
-    vault = await open_backend("v", config, max_secret_bytes=4096)
-    try:
+    async with aclosing(await open_backend("v", config, max_secret_bytes=4096)) as vault:
         await vault.fetch(SecretName("auth-a/x"))
         replace_file(config.auth.token_file, policies.create_token(policies=["read-a"]))
         policies.revoke_token(old)
         got = await vault.fetch(SecretName("auth-a/x"))  # 403 -> lookup-self 403 -> re-read
         assert got.version.version_id == "1"
-    finally:
-        await vault.aclose()
 
 
 async def test_a_refused_token_backs_off_instead_of_spinning(
     policies: BaoServer, tmp_path: Path
 ) -> None:
     config = vault_config(policies, tmp_path, token="s.not-a-real-token")
-    before = len(policies.audit_requests("auth/token/lookup-self"))
-    vault = await open_backend("v", config, max_secret_bytes=4096)
-    try:
-        with pytest.raises(BackendAuthError, match="refused"):
-            await vault.fetch(SecretName("auth-a/x"))
-        for _ in range(20):
-            with pytest.raises(BackendAuthError, match="next login attempt"):
-                await vault.fetch(SecretName("auth-a/x"))
-    finally:
-        await vault.aclose()
-    assert len(policies.audit_requests("auth/token/lookup-self")) - before <= 2
+    await refused_then_held_off(policies, config, "refused", "auth/token/lookup-self")
 
 
 async def test_an_unsafe_token_file_is_refused(policies: BaoServer, tmp_path: Path) -> None:
@@ -149,16 +141,13 @@ async def test_an_unsafe_token_file_is_refused(policies: BaoServer, tmp_path: Pa
         await open_backend("v", config, max_secret_bytes=4096)
 
     config.auth.token_file.chmod(0o600)
-    vault = await open_backend("v", config, max_secret_bytes=4096)
-    try:
+    async with aclosing(await open_backend("v", config, max_secret_bytes=4096)) as vault:
         await vault.fetch(SecretName("auth-a/x"))
         config.auth.token_file.unlink()
         os.symlink("/etc/hostname", config.auth.token_file)
         await asyncio.sleep(1.1)  # past the once-a-second file check
         # the old token keeps working; the unusable file is logged, not fatal
         assert (await vault.fetch(SecretName("auth-a/x"))).version.version_id == "1"
-    finally:
-        await vault.aclose()
 
 
 def approle_tokens(server: BaoServer, role: str) -> list[str]:
@@ -196,12 +185,9 @@ async def open_approle(server: BaoServer, tmp_path: Path, role: str, **ttl: str)
 
 async def test_approle_logs_in_and_reads(policies: BaoServer, tmp_path: Path) -> None:
     before = len(policies.audit_requests("auth/approle/login"))
-    vault = await open_approle(policies, tmp_path, "reader")
-    try:
+    async with aclosing(await open_approle(policies, tmp_path, "reader")) as vault:
         got = await vault.fetch(SecretName("auth-a/x"))
         assert got.version.version_id == "1"
-    finally:
-        await vault.aclose()
     assert len(policies.audit_requests("auth/approle/login")) - before == 1
 
 
@@ -214,7 +200,7 @@ async def test_approle_token_is_renewed_before_its_ttl_runs_out(
     async with renewing(opened) as vault:
         await vault.fetch(SecretName("auth-a/x"))
         started = time.monotonic()
-        await eventually(
+        await until(
             lambda: len(policies.audit_requests("auth/token/renew-self")) > renewals + 1,
             within=10.0,
             what="two renew-self calls",
@@ -230,7 +216,7 @@ async def test_approle_logs_in_again_near_the_max_ttl(policies: BaoServer, tmp_p
     logins = len(policies.audit_requests("auth/approle/login"))
     opened = await open_approle(policies, tmp_path, "capped", token_ttl="2s", token_max_ttl="3s")
     async with renewing(opened) as vault:
-        await eventually(
+        await until(
             lambda: len(policies.audit_requests("auth/approle/login")) >= logins + 3,
             within=12.0,
             what="repeated logins as the max TTL caps renewal",
@@ -239,8 +225,7 @@ async def test_approle_logs_in_again_near_the_max_ttl(policies: BaoServer, tmp_p
 
 
 async def test_approle_logs_in_again_after_a_403(policies: BaoServer, tmp_path: Path) -> None:
-    vault = await open_approle(policies, tmp_path, "revoked")
-    try:
+    async with aclosing(await open_approle(policies, tmp_path, "revoked")) as vault:
         await vault.fetch(SecretName("auth-a/x"))
         logins = len(policies.audit_requests("auth/approle/login"))
         for accessor in approle_tokens(policies, "revoked"):
@@ -248,24 +233,12 @@ async def test_approle_logs_in_again_after_a_403(policies: BaoServer, tmp_path: 
         got = await vault.fetch(SecretName("auth-a/x"))
         assert got.version.version_id == "1"
         assert len(policies.audit_requests("auth/approle/login")) == logins + 1
-    finally:
-        await vault.aclose()
 
 
 async def test_a_refused_approle_login_backs_off(policies: BaoServer, tmp_path: Path) -> None:
     role_id, _ = policies.approle("refused", policies=["read-a"])
     config = approle_config(policies, tmp_path, role_id, "00000000-0000-0000-0000-000000000000")
-    before = len(policies.audit_requests("auth/approle/login"))
-    vault = await open_backend("v", config, max_secret_bytes=4096)
-    try:
-        with pytest.raises(BackendAuthError, match="AppRole login refused"):
-            await vault.fetch(SecretName("auth-a/x"))
-        for _ in range(20):
-            with pytest.raises(BackendAuthError, match="next login attempt"):
-                await vault.fetch(SecretName("auth-a/x"))
-    finally:
-        await vault.aclose()
-    assert len(policies.audit_requests("auth/approle/login")) - before <= 2
+    await refused_then_held_off(policies, config, "AppRole login refused", "auth/approle/login")
 
 
 async def test_a_renewable_token_from_a_file_is_renewed(
@@ -278,7 +251,7 @@ async def test_a_renewable_token_from_a_file_is_renewed(
     )
     async with renewing(opened) as vault:
         await vault.fetch(SecretName("auth-a/x"))
-        await eventually(
+        await until(
             lambda: len(policies.audit_requests("auth/token/renew-self")) > renewals + 1,
             within=10.0,
             what="two renew-self calls",

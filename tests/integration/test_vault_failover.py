@@ -7,7 +7,6 @@ answers never move anything; a 5xx does."""
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -15,17 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from secretd.backends.base import Backend
-from secretd.backends.router import Router
 from secretd.backends.vault import VaultBackend, open_backend
-from secretd.cache.observer import NullObserver
-from secretd.cache.secret_cache import SecretCache, build_cache
-from secretd.clock import SystemClock
+from secretd.cache.secret_cache import SecretCache
 from secretd.config import CacheSection
 from secretd.config.schema import VaultBackendConfig
 from secretd.errors import BackendAuthError, NotFound
-from secretd.events import Hub
 from secretd.model import SecretName
+from tests.fakes.cache_rig import cache_over
 from tests.fakes.fault_proxy import Fault, FaultProxy
 from tests.servers.bao_server import ROOT_TOKEN, BaoServer, write_private
 
@@ -79,16 +74,7 @@ def replica_config(
 
 async def open_rig(config: VaultBackendConfig) -> Rig:
     backend = await open_backend("vault", config, max_secret_bytes=65536)
-    backends: dict[str, Backend] = {"vault": backend}
-    cache = build_cache(
-        router=Router(backends, {"vault": ""}),
-        hub=Hub(),
-        settings=CacheSection(refresh_interval="1m"),
-        max_secret_bytes=65536,
-        observer=NullObserver(),
-        clock=SystemClock(),
-        rng=random.Random(5),
-    )
+    cache = cache_over(backend, CacheSection(refresh_interval="1m"), seed=5)
     return Rig(backend, cache)
 
 

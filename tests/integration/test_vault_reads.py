@@ -4,7 +4,7 @@ fields, deletion, names, limits, namespaces and TLS."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,20 +12,11 @@ import pytest
 from secretd.backends.vault import VaultBackend, open_backend
 from secretd.errors import BackendUnavailable, BadBackendAnswer, ConfigError, NotFound
 from secretd.model import SecretName
-from tests.servers.bao_server import BaoServer, bao_server, vault_config
+from tests.servers.bao_server import BaoServer, bao_server, vault_backend, vault_config
 
-__all__ = ["bao_server"]
+__all__ = ["bao_server", "vault_backend"]
 
 pytestmark = pytest.mark.vault
-
-
-@pytest.fixture
-async def backend(bao_server: BaoServer, tmp_path: Path) -> AsyncIterator[VaultBackend]:
-    vault = await open_backend("v", vault_config(bao_server, tmp_path), max_secret_bytes=4096)
-    try:
-        yield vault
-    finally:
-        await vault.aclose()
 
 
 def value_of(fetched_value: bytes) -> dict[str, object]:
@@ -35,12 +26,12 @@ def value_of(fetched_value: bytes) -> dict[str, object]:
 
 
 async def test_current_is_the_latest_version_with_its_map_as_json(
-    bao_server: BaoServer, backend: VaultBackend
+    bao_server: BaoServer, vault_backend: VaultBackend
 ) -> None:
     bao_server.kv_put("reads/db", {"password": "s1", "user": "app"})
     bao_server.kv_put("reads/db", {"password": "s2", "user": "app", "port": 5432})
 
-    got = await backend.fetch(SecretName("reads/db"))
+    got = await vault_backend.fetch(SecretName("reads/db"))
 
     assert got.name == "reads/db"
     assert got.version.version_id == "2"
@@ -52,13 +43,15 @@ async def test_current_is_the_latest_version_with_its_map_as_json(
     assert got.version.created_at.isoformat().startswith(meta["created_time"][:26])
 
 
-async def test_previous_and_explicit_versions(bao_server: BaoServer, backend: VaultBackend) -> None:
+async def test_previous_and_explicit_versions(
+    bao_server: BaoServer, vault_backend: VaultBackend
+) -> None:
     for n in range(1, 4):
         bao_server.kv_put("reads/rot", {"n": str(n)})
 
-    previous = await backend.fetch(SecretName("reads/rot"), stage="previous")
-    first = await backend.fetch(SecretName("reads/rot"), version_id="1")
-    current = await backend.fetch(SecretName("reads/rot"), version_id="3")
+    previous = await vault_backend.fetch(SecretName("reads/rot"), stage="previous")
+    first = await vault_backend.fetch(SecretName("reads/rot"), version_id="1")
+    current = await vault_backend.fetch(SecretName("reads/rot"), version_id="3")
 
     assert previous.version.version_id == "2"
     assert previous.version.stages == frozenset({"previous"})
@@ -69,65 +62,65 @@ async def test_previous_and_explicit_versions(bao_server: BaoServer, backend: Va
 
 @pytest.mark.parametrize("version_id", ["4", "0", "-1", "abc", "1.0", "99999999999999999999", "١"])
 async def test_versions_that_cannot_exist_are_not_found(
-    bao_server: BaoServer, backend: VaultBackend, version_id: str
+    bao_server: BaoServer, vault_backend: VaultBackend, version_id: str
 ) -> None:
     bao_server.kv_put("reads/few", {"a": "b"})
     with pytest.raises(NotFound):
-        await backend.fetch(SecretName("reads/few"), version_id=version_id)
+        await vault_backend.fetch(SecretName("reads/few"), version_id=version_id)
 
 
 async def test_missing_secret_and_unknown_stage_are_not_found(
-    bao_server: BaoServer, backend: VaultBackend
+    bao_server: BaoServer, vault_backend: VaultBackend
 ) -> None:
     bao_server.kv_put("reads/one", {"a": "b"})
     with pytest.raises(NotFound):
-        await backend.fetch(SecretName("reads/absent"))
+        await vault_backend.fetch(SecretName("reads/absent"))
     with pytest.raises(NotFound):
-        await backend.fetch(SecretName("reads/one"), stage="previous")
+        await vault_backend.fetch(SecretName("reads/one"), stage="previous")
     with pytest.raises(NotFound):
-        await backend.fetch(SecretName("reads/one"), stage="pending")
+        await vault_backend.fetch(SecretName("reads/one"), stage="pending")
 
 
 async def test_soft_deleted_current_is_not_found_and_previous_skips_deleted(
-    bao_server: BaoServer, backend: VaultBackend
+    bao_server: BaoServer, vault_backend: VaultBackend
 ) -> None:
     for n in range(1, 5):
         bao_server.kv_put("reads/del", {"n": str(n)})
     bao_server.kv_delete("reads/del", [4, 3])
 
     with pytest.raises(NotFound):
-        await backend.fetch(SecretName("reads/del"))
+        await vault_backend.fetch(SecretName("reads/del"))
     with pytest.raises(NotFound):
-        await backend.fetch(SecretName("reads/del"), version_id="3")
-    previous = await backend.fetch(SecretName("reads/del"), stage="previous")
+        await vault_backend.fetch(SecretName("reads/del"), version_id="3")
+    previous = await vault_backend.fetch(SecretName("reads/del"), stage="previous")
     assert previous.version.version_id == "2"
-    assert await backend.current_versions([SecretName("reads/del")]) == {}
+    assert await vault_backend.current_versions([SecretName("reads/del")]) == {}
 
     bao_server.kv_undelete("reads/del", [4])
-    again = await backend.fetch(SecretName("reads/del"))
+    again = await vault_backend.fetch(SecretName("reads/del"))
     assert again.version.version_id == "4"
     assert value_of(again.version.value.reveal()) == {"n": "4"}
 
 
 async def test_destroyed_versions_are_not_found(
-    bao_server: BaoServer, backend: VaultBackend
+    bao_server: BaoServer, vault_backend: VaultBackend
 ) -> None:
     for n in range(1, 4):
         bao_server.kv_put("reads/gone", {"n": str(n)})
     bao_server.kv_destroy("reads/gone", [2])
 
     with pytest.raises(NotFound):
-        await backend.fetch(SecretName("reads/gone"), version_id="2")
-    previous = await backend.fetch(SecretName("reads/gone"), stage="previous")
+        await vault_backend.fetch(SecretName("reads/gone"), version_id="2")
+    previous = await vault_backend.fetch(SecretName("reads/gone"), stage="previous")
     assert previous.version.version_id == "1"
 
     bao_server.kv_delete_all("reads/gone")
     with pytest.raises(NotFound):
-        await backend.fetch(SecretName("reads/gone"))
+        await vault_backend.fetch(SecretName("reads/gone"))
 
 
 async def test_custom_stages_come_from_custom_metadata(
-    bao_server: BaoServer, backend: VaultBackend
+    bao_server: BaoServer, vault_backend: VaultBackend
 ) -> None:
     for n in range(1, 4):
         bao_server.kv_put("reads/staged", {"n": str(n)})
@@ -136,8 +129,8 @@ async def test_custom_stages_come_from_custom_metadata(
         {"stage:pending": "1", "stage:blue": "3", "stage:current": "1", "owner": "team-a"},
     )
 
-    pending = await backend.fetch(SecretName("reads/staged"), stage="pending")
-    current = await backend.fetch(SecretName("reads/staged"))
+    pending = await vault_backend.fetch(SecretName("reads/staged"), stage="pending")
+    current = await vault_backend.fetch(SecretName("reads/staged"))
 
     assert pending.version.version_id == "1"
     assert pending.version.stages == frozenset({"pending"})
@@ -146,7 +139,7 @@ async def test_custom_stages_come_from_custom_metadata(
 
 
 async def test_current_versions_reads_metadata_only(
-    bao_server: BaoServer, backend: VaultBackend
+    bao_server: BaoServer, vault_backend: VaultBackend
 ) -> None:
     names = [SecretName(f"reads/batch/{i}") for i in range(20)]
     for i, name in enumerate(names):
@@ -154,27 +147,27 @@ async def test_current_versions_reads_metadata_only(
             bao_server.kv_put(name, {"i": str(i)})
     before = len(bao_server.audit_requests("secret/data/reads/batch/0"))
 
-    versions = await backend.current_versions([*names, SecretName("reads/batch/none")])
+    versions = await vault_backend.current_versions([*names, SecretName("reads/batch/none")])
 
     assert versions == {name: str(i % 3 + 1) for i, name in enumerate(names)}
     assert len(bao_server.audit_requests("secret/data/reads/batch/0")) == before
 
 
 async def test_names_with_every_allowed_character(
-    bao_server: BaoServer, backend: VaultBackend
+    bao_server: BaoServer, vault_backend: VaultBackend
 ) -> None:
     name = "reads/odd+name=x@y.z-_A9"
     bao_server.kv_put(name.replace("+", "%2B").replace("@", "%40"), {"k": "v"})
-    got = await backend.fetch(SecretName(name))
+    got = await vault_backend.fetch(SecretName(name))
     assert value_of(got.version.value.reveal()) == {"k": "v"}
 
 
 async def test_a_value_over_the_limit_is_a_bad_answer(
-    bao_server: BaoServer, backend: VaultBackend
+    bao_server: BaoServer, vault_backend: VaultBackend
 ) -> None:
     bao_server.kv_put("reads/big", {"blob": "x" * 5000})
     with pytest.raises(BadBackendAnswer, match="max_secret_bytes"):
-        await backend.fetch(SecretName("reads/big"))
+        await vault_backend.fetch(SecretName("reads/big"))
 
 
 async def test_wrong_kv_mount_says_so(bao_server: BaoServer, tmp_path: Path) -> None:

@@ -83,28 +83,21 @@ async def test_millisecond_renewals_are_refused_not_repeated(
 async def test_the_agent_reports_a_short_lived_token_in_health(
     vault: HostileVault, tmp_path: Path
 ) -> None:
-    from tests.e2e.agent_proc import AgentProcess
+    from tests.e2e.agent_proc import running_agent
 
     vault.token_ttl = 0.001
     token = write_private(tmp_path / "t", TOKEN)
-    path = tmp_path / "secretd.toml"
-    path.write_text(
+    config = (
         f'[agent]\nsocket = "{tmp_path}/s.sock"\nstate_dir = "{tmp_path}/state"\n'
         'log_format = "json"\n\n'
         f'[backends.v]\ntype = "vault"\nmount = ""\naddress = "{vault.url}"\n'
         f'auth = {{ method = "token", token_file = "{token}" }}\ntimeout = "2s"\n\n'
         '[[secret]]\nname = "app/db"\n\n[[allow]]\nsecrets = ["**"]\nuids = [0]\n'
     )
-    path.chmod(0o600)
-    agent = AgentProcess(tmp_path, path)
-    agent.start()
-    try:
-        await agent.wait_ready()
+    async with running_agent(tmp_path, config) as agent:
         await asyncio.sleep(WINDOW)
         async with agent.session() as session, session.get("/v1/health") as response:
             health = await response.json()
-    finally:
-        agent.kill()
     error = health["backends"]["v"]["last_error"]
     assert health["backends"]["v"]["ok"] is False
     assert "floor" in error and TOKEN not in error, error

@@ -11,7 +11,8 @@ devices through the API, so it is declared in a -config file next to -dev).
     server.stop()
 
 `bao_server` is a module-scoped pytest fixture; tests that stop or pause the
-server start their own with `BaoServer.start`.
+server start their own with `BaoServer.start`. `vault_backend` is a Vault
+backend on it, authenticated with the root token.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from typing import Any
 import httpx
 import pytest
 
+from secretd.backends.vault import VaultBackend, open_backend
 from secretd.config.schema import VaultBackendConfig
 
 ROOT_TOKEN = "root-token-for-tests"
@@ -333,3 +336,10 @@ def bao_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def vault_backend(bao_server: BaoServer, tmp_path: Path) -> AsyncIterator[VaultBackend]:
+    config = vault_config(bao_server, tmp_path)
+    async with aclosing(await open_backend("v", config, max_secret_bytes=4096)) as backend:
+        yield backend

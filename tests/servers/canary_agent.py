@@ -176,6 +176,17 @@ def init_store(
     return store, key
 
 
+def file_store_config(*, agent: str = "", rest: str) -> str:
+    """A `running_agent` config template: the socket at $root/s.sock, state in
+    $root/state, `agent` (more `[agent]` keys), the store as backend `local`,
+    then `rest` (rules, templates)."""
+    return (
+        f'[agent]\nsocket = "$root/s.sock"\nstate_dir = "$root/state"\n{agent}\n'
+        '[backends.local]\ntype = "file"\npath = "$store"\nkey_file = "$key"\n\n'
+        f"{rest}"
+    )
+
+
 @contextmanager
 def running_agent(
     config_template: str, values: Sequence[tuple[str, bytes]], *, user: TestUser | None = None

@@ -19,11 +19,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from secretd.backends.aws import AwsBackend, open_backend
+from secretd.config.schema import AwsBackendConfig
 
 REGION = "us-east-1"
 TEST_ENV = {
@@ -146,3 +150,14 @@ def admin(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setenv(key, value)
     moto.reset()
     return moto.admin_client()
+
+
+@pytest.fixture
+async def aws_backend(moto: MotoServer, admin: Any) -> AsyncIterator[AwsBackend]:
+    """An AWS backend on a freshly reset moto. Its listings are never reused
+    (`versions_max_age = "0s"`): every check sees the server's state."""
+    config = AwsBackendConfig(
+        type="aws", region=REGION, endpoint_url=moto.url, versions_max_age="0s"
+    )
+    async with aclosing(await open_backend("aws", config, max_secret_bytes=4096)) as backend:
+        yield backend

@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 TEST_USER = "secretd-test"
 OTHER_USER = "secretd-test2"
 TEST_GROUP = "secretd-testgrp"  # a supplementary group neither user is in by default
@@ -54,6 +56,10 @@ class TestUser:
 def can_switch_users() -> bool:
     """Whether this process can run commands as other users (root with setpriv)."""
     return os.geteuid() == 0 and shutil.which("setpriv") is not None
+
+
+# Marks a test (or, as `pytestmark`, a module) that runs a client as another uid.
+needs_root = pytest.mark.skipif(not can_switch_users(), reason="needs root and setpriv")
 
 
 def ensure_group(name: str = TEST_GROUP) -> int:
@@ -174,6 +180,13 @@ def systemd_cgroup_root() -> Path | None:
         if (root / "cgroup.procs").exists() and os.access(root, os.W_OK):
             return root
     return None
+
+
+# Marks a test that puts a process in a systemd-looking unit cgroup.
+needs_cgroup = pytest.mark.skipif(
+    not can_switch_users() or systemd_cgroup_root() is None,
+    reason="needs root, setpriv and a writable systemd cgroup hierarchy",
+)
 
 
 @contextmanager

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
-from secretd.backends.base import Backend
-from secretd.backends.router import Router
-from secretd.cache.secret_cache import SecretCache, build_cache
+from secretd.cache.secret_cache import SecretCache
 from secretd.config import CacheSection
 from secretd.errors import BackendTimeout, BadBackendAnswer
-from secretd.events import Hub
 from secretd.model import Fetched, SecretName
-from tests.fakes.cache_rig import RecordingObserver, make_rig
+from tests.fakes.cache_rig import RecordingObserver, cache_over, make_rig
 from tests.fakes.fake_clock import FakeClock
 from tests.fakes.memory_backend import MemoryBackend
 
@@ -53,16 +49,8 @@ class JunkBackend:
 def _cache_over(backend: JunkBackend) -> tuple[SecretCache, FakeClock, RecordingObserver]:
     clock = FakeClock()
     observer = RecordingObserver()
-    backends: dict[str, Backend] = {backend.name: backend}
-    cache = build_cache(
-        router=Router(backends, {backend.name: ""}),
-        hub=Hub(),
-        settings=CacheSection(refresh_interval="1m"),
-        max_secret_bytes=65536,
-        observer=observer,
-        clock=clock,
-        rng=random.Random(3),
-    )
+    settings = CacheSection(refresh_interval="1m")
+    cache = cache_over(backend, settings, seed=3, clock=clock, observer=observer)
     return cache, clock, observer
 
 

@@ -43,7 +43,9 @@ from secretd.backends.file_marks import GenerationMarks
 from secretd.cache.entries import Entry
 from secretd.cache.persist_format import SUFFIX, Persisted, decode, encode, file_name
 from secretd.config import CacheSection
+from secretd.durable import fsync_dir, replace_file
 from secretd.errors import ConfigError, IntegrityError, KeyFileError, UnknownKeyId
+from secretd.fileperm import check_private_dir
 from secretd.model import SecretName
 from secretd.state import StateDir
 
@@ -161,8 +163,6 @@ class DiskPersister:
                 except OSError as exc:
                     log.warning("cache.entry_unsaved", secret=name, error=exc.strerror)
             if changed:
-                from secretd.store.keyfile import fsync_dir
-
                 with contextlib.suppress(OSError):
                     fsync_dir(self.directory)
             self._marks.flush()
@@ -172,21 +172,7 @@ class DiskPersister:
         data = encode(self._key, dataclasses.replace(item, generation=generation))
         target = file_name(item.name)
         tmp = self.directory / f"{_TMP}{secrets.token_hex(8)}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o600)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            tmp.rename(self.directory / target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        replace_file(tmp, self.directory / target, data)
         self._marks.note(item.name, generation)
         self._refused.pop(target, None)
         return True
@@ -296,7 +282,7 @@ def open_persister(
         return None
     key = load_persist_key(settings.persist_key_file)
     directory = settings.persist_dir
-    _check_directory(directory, create=True)
+    check_private_dir(directory, f"cache.persist_dir {directory}")
     marks = GenerationMarks(state, directory, kind="cache-persist")
     return DiskPersister(directory, key, marks, max_secret_bytes=max_secret_bytes)
 
@@ -307,7 +293,8 @@ def check_persist_settings(settings: CacheSection) -> None:
         return
     load_persist_key(settings.persist_key_file).wipe()
     if settings.persist_dir.exists():
-        _check_directory(settings.persist_dir, create=False)
+        where = f"cache.persist_dir {settings.persist_dir}"
+        check_private_dir(settings.persist_dir, where, create=False)
 
 
 def load_persist_key(path: Path) -> StoreKey:
@@ -319,20 +306,3 @@ def load_persist_key(path: Path) -> StoreKey:
         text = exc.message.replace("store key file", "cache.persist_key_file", 1)
         text = text.replace("`secretd store init`", "`secretd cache init-key`")
         raise ConfigError(text) from None
-
-
-def _check_directory(path: Path, *, create: bool) -> None:
-    where = f"cache.persist_dir {path}"
-    try:
-        if create:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = os.lstat(path)
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot create or open ({exc.strerror})") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise ConfigError(f"{where}: not a directory")
-    if st.st_uid not in (0, os.geteuid()):
-        raise ConfigError(f"{where}: owned by uid {st.st_uid}; chown it to this user")
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o022:
-        raise ConfigError(f"{where}: mode {mode:04o} lets others write it; chmod 0700 {path}")

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from secretd.cli.options import socket_option
+from secretd.durable import write_all
 from secretd.durations import parse_duration
 from secretd.errors import UsageError
 
@@ -180,9 +181,7 @@ def _write_stdout(data: bytes) -> int:
         return 0
     try:
         # os.write, not the buffered writer: it reports a reader that left mid-value.
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
     except BrokenPipeError:
         # Keep the interpreter's final flush from complaining about the dead pipe.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from secretd.cli.main import build_parser
+from secretd.refpage import table_cell, write_page
 
 WIDTH = 100
 
@@ -140,7 +140,7 @@ def _row(action: argparse.Action) -> str:
             flags += f" {action.metavar or action.dest.upper()}"
     else:
         flags = str(action.metavar or action.dest)
-    return f"| {flags} | {_default(action)} | {_escape(action.help or '')} |"
+    return f"| {flags} | {_default(action)} | {table_cell(action.help or '')} |"
 
 
 def _default(action: argparse.Action) -> str:
@@ -156,17 +156,8 @@ def _sentence(epilog: str) -> str:
     return text.replace(". environment:", ". **Environment:**")
 
 
-def _escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def main(argv: list[str]) -> int:
-    text = render()
-    if argv:
-        Path(argv[0]).write_text(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return write_page(render, argv)
 
 
 if __name__ == "__main__":

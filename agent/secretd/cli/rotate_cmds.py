@@ -159,19 +159,29 @@ def _print(outcome: dict[str, Any], *, as_json: bool) -> None:
 
 def fetch_rotations(socket: str) -> tuple[list[dict[str, Any]] | None, str | None]:
     """`GET /v1/rotation` for `secretd status`: (rows, None) or (None, why not)."""
-    import httpx
+    document, error = get_from_agent(socket, "/v1/rotation", timeout=10.0)
+    if document is None:
+        return None, error
+    rows = document.get("rotations")
+    return (rows, None) if isinstance(rows, list) else (None, "malformed answer")
+
+
+def get_from_agent(
+    socket: str, path: str, *, timeout: float
+) -> tuple[dict[str, Any] | None, str | None]:
+    """`GET path` from the agent: (its JSON document, None) or (None, why not)."""
+    import httpx  # here, not at the top: `secretd get` must not pay for it
 
     from secretd_client._transport import unix_transport
 
     try:
         with httpx.Client(
-            transport=unix_transport(socket), base_url="http://secretd", timeout=10.0
+            transport=unix_transport(socket), base_url="http://secretd", timeout=timeout
         ) as client:
-            response = client.get("/v1/rotation")
+            response = client.get(path)
     except httpx.HTTPError as exc:
-        return None, f"cannot ask the agent ({type(exc).__name__})"
+        return None, f"cannot ask the agent at {socket} ({type(exc).__name__})"
     try:
-        rows = _answer(response, socket).get("rotations")
+        return _answer(response, socket), None
     except AgentError as exc:
         return None, exc.message.removeprefix("rotate: ")
-    return (rows, None) if isinstance(rows, list) else (None, "malformed answer")

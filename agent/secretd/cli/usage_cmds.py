@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from secretd.cli.options import socket_option
 from secretd.durations import parse_duration
 from secretd.errors import SecretdError, UsageError
 
@@ -43,11 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"not read for at least this long (default {DEFAULT_WINDOW})",
     )
     unused.add_argument("--json", action="store_true", help="machine-readable output")
-    unused.add_argument(
-        "--socket",
-        metavar="PATH",
-        help="the agent's socket (default: $SECRETD_SOCKET, else the default socket path)",
-    )
+    socket_option(unused)
     unused.set_defaults(run=run_unused)
 
 
@@ -82,22 +79,9 @@ def run_unused(args: argparse.Namespace) -> int:
 
 def fetch_usage(socket: str) -> tuple[dict[str, Any] | None, str | None]:
     """`GET /v1/usage`: (document, None) or (None, why not)."""
-    import httpx  # here, not at the top: `secretd get` must not pay for it
+    from secretd.cli.rotate_cmds import get_from_agent
 
-    from secretd.cli.rotate_cmds import AgentError, _answer
-    from secretd_client._transport import unix_transport
-
-    try:
-        with httpx.Client(
-            transport=unix_transport(socket), base_url="http://secretd", timeout=30.0
-        ) as client:
-            response = client.get("/v1/usage")
-    except httpx.HTTPError as exc:
-        return None, f"cannot ask the agent at {socket} ({type(exc).__name__})"
-    try:
-        return _answer(response, socket), None
-    except AgentError as exc:
-        return None, exc.message.removeprefix("rotate: ")
+    return get_from_agent(socket, "/v1/usage", timeout=30.0)
 
 
 def reads_by_name(document: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:

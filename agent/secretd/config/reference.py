@@ -26,6 +26,7 @@ from pydantic_core import PydanticUndefined
 from secretd.config import types as config_types
 from secretd.config.schema import RESTART_ONLY, Config
 from secretd.durations import format_duration
+from secretd.refpage import table_cell, write_page
 
 INTRO = """\
 # Configuration reference
@@ -113,7 +114,7 @@ def section(table: Table) -> str:
             type_name(field),
             default_of(field),
             "restart" if _restart_only(key) else "yes",
-            _escape(field.description or ""),
+            table_cell(field.description or ""),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -156,7 +157,7 @@ def _type_of(annotation: Any) -> str:
 def default_of(field: FieldInfo) -> str:
     if field.default_factory is not None:
         doc = (field.default_factory.__doc__ or "").strip().splitlines()
-        return _escape(doc[0].rstrip(".")) if doc else "computed"
+        return table_cell(doc[0].rstrip(".")) if doc else "computed"
     value = field.default
     if value is PydanticUndefined:
         return "required"
@@ -222,24 +223,15 @@ def _tag(model: type[BaseModel]) -> str:
 
 def _doc(model: type[BaseModel]) -> str:
     doc = (model.__doc__ or "").strip()
-    return _escape(doc.splitlines()[0]) if doc else ""
+    return table_cell(doc.splitlines()[0]) if doc else ""
 
 
 def _plural(kind: str) -> str:
     return {"integer": "integers", "string": "strings", "path": "paths"}.get(kind, kind)
 
 
-def _escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def main(argv: list[str]) -> int:
-    text = render()
-    if argv:
-        Path(argv[0]).write_text(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return write_page(render, argv)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from secretd.durable import write_all
 from secretd.errors import RenderError
 from secretd.render.dirs import open_trusted_directory
 
@@ -167,7 +168,7 @@ def _write_temp(dir_fd: int, spec: FileSpec, data: bytes) -> str:
                     fd, -1 if spec.uid is None else spec.uid, -1 if spec.gid is None else spec.gid
                 )
             os.fchmod(fd, spec.mode)  # after chown: chown may clear set-id bits
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -175,15 +176,6 @@ def _write_temp(dir_fd: int, spec: FileSpec, data: bytes) -> str:
         _discard(dir_fd, temp)
         raise _failure(spec.path, "cannot write", exc) from None
     return temp
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:  # pragma: no cover - os.write raises rather than return 0
-            raise OSError(0, "write made no progress")
-        view = view[written:]
 
 
 def _discard(dir_fd: int, temp: str) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from secretd.durable import fsync_dir
 from secretd.errors import KeyFileError, UnknownKeyId
 from secretd.fileperm import open_private_file
 
@@ -129,15 +130,6 @@ def create_key_file(path: Path) -> StoreKey:
         os.close(fd)
     fsync_dir(path.parent)
     return StoreKey(material, source=str(path))
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or create in `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Keyring:

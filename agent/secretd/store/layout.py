@@ -24,9 +24,9 @@ from pathlib import Path
 
 import orjson
 
+from secretd.durable import fsync_dir, replace_file
 from secretd.errors import IntegrityError, StoreError
 from secretd.store.format import RECORD_SUFFIX, record_filename
-from secretd.store.keyfile import fsync_dir
 
 META_NAME = "store.json"
 LOCK_NAME = ".lock"
@@ -139,24 +139,13 @@ class StoreLayout:
         directory = path.parent
         mode, uid, gid = self._new_file_attrs(directory)
         tmp = directory / f"{_TMP_PREFIX}{secrets.token_hex(8)}-{path.name}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o600)
-        try:
-            try:
-                with contextlib.suppress(PermissionError):
-                    os.fchown(fd, uid, gid)
-                os.fchmod(fd, mode)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            tmp.rename(path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+
+        def own(fd: int) -> None:
+            with contextlib.suppress(PermissionError):
+                os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
+
+        replace_file(tmp, path, data, prepare=own)
         fsync_dir(directory)
 
     def make_dirs(self) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from secretd.durable import fsync_dir
 from secretd.errors import IntegrityError, NotFound, StoreError, TooLarge
 from secretd.model import CURRENT, SecretName, SecretValue, Version, utc_now
 from secretd.store import versions
@@ -29,13 +30,7 @@ from secretd.store.format import (
     peek_name,
     record_filename,
 )
-from secretd.store.keyfile import (
-    Keyring,
-    StoreKey,
-    create_key_file,
-    fsync_dir,
-    load_key_file,
-)
+from secretd.store.keyfile import Keyring, StoreKey, create_key_file, load_key_file
 from secretd.store.layout import StoreLayout, StoreMeta, read_bounded
 
 DEFAULT_MAX_SECRET_BYTES = 65536
