@@ -115,11 +115,23 @@ def test_rekey_with_explicit_old_key_and_wrong_old_key(store_dir: Path, tmp_path
     ]
 
 
+def _blocked_writing_to_a_pipe(pid: int) -> bool:
+    """The process sleeps in a pipe write (between records, not in one)."""
+    try:
+        return "pipe_write" in Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
+
+
 def _wait_for_full_pipe(read_fd: int, size: int, proc: subprocess.Popen[bytes]) -> None:
+    # A nearly full pipe alone is not enough: the line that filled it may have
+    # fitted, and the kill would land in the next record's write (leaving its
+    # temp file). Wait until rekey is actually blocked on its output.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         buffered = fcntl.ioctl(read_fd, termios.FIONREAD, b"\0\0\0\0")
-        if int.from_bytes(buffered, "little") >= size - 64:
+        full = int.from_bytes(buffered, "little") >= size - 64
+        if full and _blocked_writing_to_a_pipe(proc.pid):
             return
         assert proc.poll() is None, "rekey finished before it could be stopped midway"
         time.sleep(0.02)
