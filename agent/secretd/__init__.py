@@ -1,3 +1,3 @@
 """secretd: a per-host secrets agent."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -33,7 +33,7 @@ from secretd_client._models import BackendHealth, Health, Secret, SecretInfo, Te
 from secretd_client._socket import resolve_socket, socket_candidates
 from secretd_client._wire import Backoff
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AgentUnavailable",

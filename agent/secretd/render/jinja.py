@@ -112,14 +112,16 @@ def build_environment() -> SecretSandbox:
 def compile_template(env: SecretSandbox, source: str, *, origin: str) -> CompiledTemplate:
     """Parse `source`. A syntax error is a ConfigError naming `origin` and the line."""
     try:
-        template = env.from_string(source)
         tree = env.parse(source)
         literals = _literals(env, tree)
+        # Parsed once: the reads are found on the optimised tree (constants
+        # folded, as the compiler folds them), which is then compiled as it is.
+        reads, computed = _literal_reads(optimize(tree, env))
+        template = env.from_string(tree)
     except TemplateSyntaxError as exc:
         raise ConfigError(f"{origin}:{exc.lineno}: template syntax error: {exc.message}") from None
     template.name = origin
     template.filename = origin
-    reads, computed = _literal_reads(optimize(tree, env))
     return CompiledTemplate(origin, template, literals, reads, computed)
 
 
