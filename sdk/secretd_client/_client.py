@@ -10,18 +10,16 @@ decisions (`_wire`) and each call's limits (`_Agent`); each only does the I/O.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Generator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from secretd_client import _wire
-from secretd_client._cache import ThreadedCache, WatchCache
 from secretd_client._errors import SecretdClientError
 from secretd_client._models import Health, Secret, SecretInfo
 from secretd_client._socket import resolve_socket, socket_candidates
@@ -35,6 +33,9 @@ from secretd_client._transport import (
     mapped_errors,
     unix_transport,
 )
+
+if TYPE_CHECKING:  # asyncio and the caches are imported by the code that uses them
+    from secretd_client._cache import ThreadedCache, WatchCache
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -92,6 +93,8 @@ class Client(_Agent):
         )
         self._cache: ThreadedCache | None = None
         if cache:
+            from secretd_client._cache import ThreadedCache  # starts an event loop thread
+
             self._cache = ThreadedCache(self._async_twin(transport), timeout=timeout)
 
     def _async_twin(self, transport: httpx.BaseTransport | None) -> Callable[[], AsyncClient]:
@@ -218,7 +221,12 @@ class AsyncClient(_Agent):
             base_url=BASE_URL,
             timeout=timeout,
         )
-        self._cache = WatchCache(self) if cache else None
+        if cache:
+            from secretd_client._cache import WatchCache
+
+            self._cache: WatchCache | None = WatchCache(self)
+        else:
+            self._cache = None
 
     async def get(
         self,
@@ -262,6 +270,8 @@ class AsyncClient(_Agent):
     async def _follow(self, loop: _wire.WatchLoop) -> AsyncGenerator[Secret, None]:
         """The watch loop; `on_error` hears each retried failure (the cache
         marks its entry stale)."""
+        import asyncio  # here, not at the top: `secretd get` (Client) never needs it
+
         while True:
             started = time.monotonic()
             params, wait = loop.request()
@@ -284,6 +294,8 @@ class AsyncClient(_Agent):
         self, path: str, params: dict[str, str], wait: float | None, *, listing: bool = False
     ) -> httpx.Response:
         """One call, whole within `timeout` (a long-poll: `wait` + `timeout`)."""
+        import asyncio
+
         total, limit, timeout = self._limits(wait, listing)
         with mapped_errors(self.socket, self._tried):
             async with asyncio.timeout(total):

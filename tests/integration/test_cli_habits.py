@@ -77,6 +77,8 @@ def test_client_commands_load_no_schema_templates_or_aws(tmp_path: Path, argv: l
     heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
     assert not heavy, f"`secretd {argv[0]}` imported {heavy}"
     assert not any(m.startswith(("secretd.config", "secretd.store")) for m in loaded)
+    if argv[0] == "get":  # the blocking client: no event loop (about 20 ms of start-up)
+        assert "asyncio" not in loaded
 
 
 def test_debug_is_accepted_after_the_subcommand(tmp_path: Path) -> None:
