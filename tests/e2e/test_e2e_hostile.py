@@ -280,8 +280,11 @@ async def test_slow_readers_are_aborted_and_others_are_served(
         assert report["connected"] == SLOW_READERS and report["refused_503"] == 0, report
         loop = asyncio.get_running_loop()
         started = loop.time()
-        async with asyncio.timeout(10):  # a bound, not a speed target
-            answer = await agent.raw(close_get(b"/v1/secrets/app/k"), timeout=10)
+        # A bound, not a speed target: root is served, not locked out. (Its wait
+        # is the flood's queued work: about 3 s on a quiet 2-core machine, more
+        # beside the other tiers; docs/security.md, connection limits.)
+        async with asyncio.timeout(30):
+            answer = await agent.raw(close_get(b"/v1/secrets/app/k"), timeout=30)
         assert status_of(answer) == 200
         print(f"read beside {SLOW_READERS} slow readers: {loop.time() - started:.3f}s")
         peak = vm_rss_kib(agent.proc.pid)
