@@ -11,7 +11,7 @@ pending value between our read and our write.
 `fail_at` makes one step fail, `block_at` parks a step until released.
 
 `MemoryRig` puts them together for one secret on a `FakeClock`; `backend_rotation`
-rotates a real backend's secret instead.
+and `start_blocked` rotate a real backend's secret instead.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from secretd.model import CURRENT, PENDING, PREVIOUS, SecretName, SecretValue, V
 from secretd.rotation.engine import Checkpoint, Rotation, new_token
 from secretd.rotation.errors import RotationError, RotationTestFailed
 from secretd.rotation.journal import Journal
-from secretd.rotation.model import Context
+from secretd.rotation.model import Context, Outcome
 from secretd.rotation.state import StateDir
 from secretd.rotation.target import BackendTarget
 from tests.fakes.fake_clock import FakeClock
@@ -221,6 +221,18 @@ def backend_rotation(
         timeout=30.0,
     )
     return rotation, audit
+
+
+async def start_blocked(
+    backend: Backend, name: str, rotator: RecordingRotator, state_dir: Path, *, at: str
+) -> tuple[asyncio.Task[Outcome], ListAudit]:
+    """A rotation of `name` running until it is parked at step `at`; it goes on
+    once `rotator.unblock` is set."""
+    rotator.block_at = at
+    rotation, audit = backend_rotation(backend, name, rotator, state_dir)
+    running = asyncio.create_task(rotation.run())
+    await asyncio.wait_for(rotator.blocked.wait(), 15)
+    return running, audit
 
 
 class MemoryRig:
