@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.e2e.agent_proc import BIN, AgentProcess, Store, config_text
+from tests.e2e.agent_proc import BIN, AgentProcess, Store, config_text, running_agent
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
 
 
@@ -50,21 +50,13 @@ async def test_a_live_agents_socket_is_never_stolen(
 
 async def test_a_dead_agents_socket_is_replaced(workdir: Path, store: Store) -> None:
     store.put("app/k", b"v")
-    config = workdir / "secretd.toml"
-    config.write_text(config_text(workdir, store, allow=ALLOW_ROOT))
-    config.chmod(0o600)
-    crashed = AgentProcess(workdir, config)
-    crashed.start()
-    await crashed.wait_ready()
-    crashed.kill()  # SIGKILL: the socket file stays behind
+    config = config_text(workdir, store, allow=ALLOW_ROOT)
+    async with running_agent(workdir, config) as crashed:
+        crashed.kill()  # SIGKILL: the socket file stays behind
     assert crashed.socket.exists()
-    again = AgentProcess(workdir, config)
-    try:
-        again.start()
-        await again.wait_ready()
+    async with running_agent(workdir, config) as again:
         async with again.session() as http:
             assert (await http.get("/v1/secrets/app/k")).status == 200
-    finally:
         again.stop()
 
 
