@@ -35,6 +35,7 @@ import hvac
 from tests.bench.bench_vault import (
     READY_WITHIN,
     ReadFigures,
+    agent_section,
     bao_agent,
     bao_agent_config,
     bao_bench,
@@ -57,12 +58,7 @@ def secretd_config(work: Path, server: BaoServer, port: int) -> Path:
     tcp_token = write_private(work / "tcp.token", TCP_TOKEN)
     decls = "".join(f'[[secret]]\nname = "{n}"\n' for n in NAMES)
     text = f"""
-[agent]
-socket = "{work}/sd.sock"
-state_dir = "{work}/state"
-socket_mode = "0600"
-log_level = "warning"
-
+{agent_section(work)}
 [tcp]
 listen = "127.0.0.1:{port}"
 token_file = "{tcp_token}"
