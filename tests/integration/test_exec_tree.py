@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.agent_proc import short_tmp
 from tests.fakes.api_server import FakeAgent
 from tests.integration.waits import eventually
 
@@ -26,8 +26,8 @@ TREE = 'echo "$$" >> "$LOG"; sleep 3171 & wait'
 
 @pytest.fixture
 def tmp() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="ext-", dir="/tmp") as name:
-        yield Path(name)
+    with short_tmp("ext-") as path:
+        yield path
 
 
 @pytest.fixture
