@@ -164,6 +164,28 @@ def run_python_as(
     )
 
 
+# Runs as the user: one GET of argv[2] over the Unix socket argv[1]; writes the raw answer.
+RAW_GET = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(20)
+s.connect(sys.argv[1])
+head = "GET " + sys.argv[2] + " HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"
+s.sendall(head.encode())
+out = b""
+while chunk := s.recv(65536):
+    out += chunk
+sys.stdout.buffer.write(out)
+"""
+
+
+def raw_get_as(user: TestUser, socket_path: str, target: str) -> bytes:
+    """The agent's whole answer to `GET target` from `user` (b"" when it closes without one)."""
+    done = run_python_as(user, RAW_GET, socket_path, target)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout
+
+
 def _child_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     """A small environment: no HOME of root's, no inherited secrets."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
