@@ -10,11 +10,11 @@ import pytest
 from tests.e2e.agent_proc import BIN, Store
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
 from tests.servers.second_user import (
-    RAW_GET,
+    RAW_REQUEST,
     TestUser,
     ensure_test_user,
     needs_root,
-    raw_get_as,
+    raw_request_as,
     run_as,
     run_python_as,
 )
@@ -23,7 +23,7 @@ pytestmark = needs_root
 
 
 def get_as(user: TestUser, socket_path: str, target: str) -> tuple[int, bytes]:
-    head, _, body = raw_get_as(user, socket_path, target).partition(b"\r\n\r\n")
+    head, _, body = raw_request_as(user, socket_path, f"GET {target}").partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
 
 
@@ -71,7 +71,9 @@ async def test_socket_mode_keeps_others_out(store: Store, start_agent: StartAgen
     store.put("app/k", b"v")
     agent = await start_agent(allow=ALLOW_ROOT)
     agent.socket.chmod(0o600)
-    done = await asyncio.to_thread(run_python_as, user, RAW_GET, str(agent.socket), "/v1/health")
+    done = await asyncio.to_thread(
+        run_python_as, user, RAW_REQUEST, str(agent.socket), "GET /v1/health"
+    )
     assert done.returncode != 0
     assert b"PermissionError" in done.stderr
 

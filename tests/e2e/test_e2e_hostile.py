@@ -32,7 +32,7 @@ from tests.servers.second_user import (
     TestUser,
     ensure_test_user,
     needs_root,
-    raw_get_as,
+    raw_request_as,
     spawn_as,
 )
 
@@ -319,7 +319,7 @@ class Hostile:
 
     async def status_as(self, user: TestUser, target: str) -> str:
         """The status code of `GET target` from `user`, or "closed"."""
-        out = await asyncio.to_thread(raw_get_as, user, str(self.agent.socket), target)
+        out = await asyncio.to_thread(raw_request_as, user, str(self.agent.socket), f"GET {target}")
         return out.split(b" ", 2)[1].decode() if out else "closed"
 
 

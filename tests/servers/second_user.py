@@ -164,13 +164,15 @@ def run_python_as(
     )
 
 
-# Runs as the user: one GET of argv[2] over the Unix socket argv[1]; writes the raw answer.
-RAW_GET = """
+# Runs as the user: one request, argv[2] ("METHOD /target"), over the Unix socket
+# argv[1]; writes the raw answer.
+RAW_REQUEST = """
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(20)
 s.connect(sys.argv[1])
-head = "GET " + sys.argv[2] + " HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"
+end = "\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n"
+head = sys.argv[2] + " HTTP/1.1\\r\\nHost: x" + end
 s.sendall(head.encode())
 out = b""
 while chunk := s.recv(65536):
@@ -179,9 +181,10 @@ sys.stdout.buffer.write(out)
 """
 
 
-def raw_get_as(user: TestUser, socket_path: str, target: str) -> bytes:
-    """The agent's whole answer to `GET target` from `user` (b"" when it closes without one)."""
-    done = run_python_as(user, RAW_GET, socket_path, target)
+def raw_request_as(user: TestUser, socket_path: str, line: str) -> bytes:
+    """The agent's whole answer to `line` ("GET /v1/health") from `user`
+    (b"" when it closes without one)."""
+    done = run_python_as(user, RAW_REQUEST, socket_path, line)
     assert done.returncode == 0, done.stderr.decode()
     return done.stdout
 
