@@ -193,6 +193,16 @@ log_level = "warning"
 """
 
 
+def vault_section(work: Path, server: BaoServer, *, mount: str, extra: str = "") -> str:
+    """secretd's [backends.vault] table for `server` (its root token in
+    work/secretd.token), with `extra` lines."""
+    token = write_private(work / "secretd.token", server.token)
+    return (
+        f'[backends.vault]\ntype = "vault"\nmount = "{mount}"\naddress = "{server.address}"\n'
+        f'{extra}auth = {{ method = "token", token_file = "{token}" }}\n'
+    )
+
+
 def secretd_config(
     work: Path,
     server: BaoServer,
@@ -201,7 +211,7 @@ def secretd_config(
     *,
     refresh: str = "100ms",
 ) -> Path:
-    token = write_private(work / "secretd.token", server.token)
+    backend = vault_section(work, server, mount="vault/", extra="max_concurrency = 32\n")
     decls = "".join(f'[[secret]]\nname = "vault/{n}"\n' for n in names)
     body = "".join(f"{{{{ secret('vault/{n}', field='password') }}}}\\n" for n in template_names)
     text = f"""
@@ -213,13 +223,7 @@ max_stale = "1h"
 [limits]
 max_connections = 4096
 
-[backends.vault]
-type = "vault"
-mount = "vault/"
-address = "{server.address}"
-max_concurrency = 32
-auth = {{ method = "token", token_file = "{token}" }}
-
+{backend}
 {decls}
 [[allow]]
 secrets = ["vault/**"]
