@@ -160,13 +160,9 @@ async def _next_version(client: AsyncClient, after: str, *, within: float) -> st
 
 @pytest.mark.timeout(120)
 async def test_a_refused_new_role_leaves_current_untouched_and_is_reported(
-    workdir: Path,
-    store: Store,
-    start_agent: StartAgent,
-    postgres_server: PostgresServer,
-    app: AppDatabase,
+    workdir: Path, store: Store, start_agent: StartAgent, app: AppDatabase
 ) -> None:
-    await postgres_server.execute(f"ALTER ROLE {app.role_b} NOLOGIN")
+    await app.server.execute(f"ALTER ROLE {app.role_b} NOLOGIN")
     agent = await _agent(workdir, start_agent, app)
     async with AsyncClient(str(agent.socket)) as client:
         before = await client.get("db/app")
@@ -195,7 +191,7 @@ async def test_a_refused_new_role_leaves_current_untouched_and_is_reported(
 
     # Once the database takes the role again, the next run resumes the same
     # pending value from `set` and finishes.
-    await postgres_server.execute(f"ALTER ROLE {app.role_b} LOGIN")
+    await app.server.execute(f"ALTER ROLE {app.role_b} LOGIN")
     out = secretd("rotate", "db/app", "--socket", str(agent.socket), "--json")
     outcome = json.loads(out)
     assert outcome["resumed"] is True
@@ -209,11 +205,7 @@ async def test_a_refused_new_role_leaves_current_untouched_and_is_reported(
 
 @pytest.mark.timeout(120)
 async def test_no_generated_password_reaches_the_server_log(
-    workdir: Path,
-    store: Store,
-    start_agent: StartAgent,
-    postgres_server: PostgresServer,
-    app: AppDatabase,
+    workdir: Path, store: Store, start_agent: StartAgent, app: AppDatabase
 ) -> None:
     """log_statement = 'all': the ALTER ROLE statements are logged, with the
     SCRAM verifier secretd computed, never the password."""
@@ -223,7 +215,7 @@ async def test_no_generated_password_reaches_the_server_log(
         assert status == 200, outcome
     passwords = {v["password"] for v in store_values(store.root, "db/app")}
     assert len(passwords) == 4
-    log = postgres_server.log_text()
+    log = app.server.log_text()
     assert f'ALTER ROLE "{app.role_b}" PASSWORD \'SCRAM-SHA-256$4096:' in log
     assert f'ALTER ROLE "{app.role_a}" PASSWORD \'SCRAM-SHA-256$4096:' in log
     for password in passwords:
