@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from tests.bench.figures import record
-from tests.e2e.agent_proc import BIN, AgentProcess, Store, config_text
+from tests.e2e.agent_proc import BIN, Store, config_text, running_agent
 
 ALLOW = '[[allow]]\nsecrets = ["**"]\nuids = [0]\n'
 
@@ -44,20 +44,13 @@ async def main(args: argparse.Namespace) -> None:
     try:
         store = Store.create(work)
         store.put("app/cli", b"cli-value")
-        config = work / "c.toml"
-        config.write_text(config_text(work, store, allow=ALLOW))
-        config.chmod(0o600)
-        agent = AgentProcess(work, config)
-        agent.start()
-        await agent.wait_ready()
-        try:
+        async with running_agent(work, config_text(work, store, allow=ALLOW)) as agent:
             get = [str(BIN), "get", "app/cli", "--socket", str(agent.socket)]
             found = {
                 "get_ms": summary(timed(get, args.runs)),
                 "version_ms": summary(timed([str(BIN), "--version"], args.runs)),
                 "python_ms": summary(timed([sys.executable, "-c", "pass"], args.runs)),
             }
-        finally:
             agent.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -143,12 +143,17 @@ def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
         yield proc
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc)
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def secretd_agent(config: Path, log: Path) -> contextlib.AbstractContextManager[object]:
@@ -178,6 +183,26 @@ def bao_bench(prefix: str) -> Iterator[tuple[Path, BaoServer]]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def agent_section(work: Path) -> str:
+    """secretd's [agent] table for a bench: its socket and state in `work`, quiet."""
+    return f"""[agent]
+socket = "{work}/sd.sock"
+state_dir = "{work}/state"
+socket_mode = "0600"
+log_level = "warning"
+"""
+
+
+def vault_section(work: Path, server: BaoServer, *, mount: str, extra: str = "") -> str:
+    """secretd's [backends.vault] table for `server` (its root token in
+    work/secretd.token), with `extra` lines."""
+    token = write_private(work / "secretd.token", server.token)
+    return (
+        f'[backends.vault]\ntype = "vault"\nmount = "{mount}"\naddress = "{server.address}"\n'
+        f'{extra}auth = {{ method = "token", token_file = "{token}" }}\n'
+    )
+
+
 def secretd_config(
     work: Path,
     server: BaoServer,
@@ -186,16 +211,11 @@ def secretd_config(
     *,
     refresh: str = "100ms",
 ) -> Path:
-    token = write_private(work / "secretd.token", server.token)
+    backend = vault_section(work, server, mount="vault/", extra="max_concurrency = 32\n")
     decls = "".join(f'[[secret]]\nname = "vault/{n}"\n' for n in names)
     body = "".join(f"{{{{ secret('vault/{n}', field='password') }}}}\\n" for n in template_names)
     text = f"""
-[agent]
-socket = "{work}/sd.sock"
-state_dir = "{work}/state"
-socket_mode = "0600"
-log_level = "warning"
-
+{agent_section(work)}
 [cache]
 refresh_interval = "{refresh}"
 max_stale = "1h"
@@ -203,13 +223,7 @@ max_stale = "1h"
 [limits]
 max_connections = 4096
 
-[backends.vault]
-type = "vault"
-mount = "vault/"
-address = "{server.address}"
-max_concurrency = 32
-auth = {{ method = "token", token_file = "{token}" }}
-
+{backend}
 {decls}
 [[allow]]
 secrets = ["vault/**"]
@@ -355,12 +369,7 @@ def ready_after(argv: list[str], work: Path, log: Path) -> float:
                 pass
             return time.perf_counter() - started
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc)
 
 
 def bench_startup(work: Path, server: BaoServer, count: int, runs: int) -> dict[str, object]:

@@ -35,6 +35,7 @@ import hvac
 from tests.bench.bench_vault import (
     READY_WITHIN,
     ReadFigures,
+    agent_section,
     bao_agent,
     bao_agent_config,
     bao_bench,
@@ -42,6 +43,7 @@ from tests.bench.bench_vault import (
     read_load,
     secretd_agent,
     seed,
+    vault_section,
     wait_for,
 )
 from tests.e2e.vault_api_clients import bao_env
@@ -53,16 +55,10 @@ TCP_TOKEN = "bench-tcp-token-0123456789abcdef"
 
 
 def secretd_config(work: Path, server: BaoServer, port: int) -> Path:
-    vault_token = write_private(work / "vault.token", server.token)
     tcp_token = write_private(work / "tcp.token", TCP_TOKEN)
     decls = "".join(f'[[secret]]\nname = "{n}"\n' for n in NAMES)
     text = f"""
-[agent]
-socket = "{work}/sd.sock"
-state_dir = "{work}/state"
-socket_mode = "0600"
-log_level = "warning"
-
+{agent_section(work)}
 [tcp]
 listen = "127.0.0.1:{port}"
 token_file = "{tcp_token}"
@@ -74,12 +70,7 @@ max_connections = 4096
 backend_rate = 100000.0
 backend_burst = 100000
 
-[backends.vault]
-type = "vault"
-mount = ""
-address = "{server.address}"
-auth = {{ method = "token", token_file = "{vault_token}" }}
-
+{vault_section(work, server, mount="")}
 {decls}
 [[allow]]
 secrets = ["bench/**"]

@@ -37,6 +37,20 @@ def secretd(*args: str, stdin: bytes | None = None, check: bool = True) -> str:
     return done.stdout.decode()
 
 
+def check_config(
+    config: Path, *, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`secretd check -c CONFIG` run to its end, whatever its exit status (text output)."""
+    return subprocess.run(
+        [str(BIN), "check", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+
+
 @contextmanager
 def short_tmp(prefix: str) -> Iterator[Path]:
     """A new directory under /tmp, removed after: short, since Unix socket paths

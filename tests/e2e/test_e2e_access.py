@@ -9,28 +9,21 @@ import pytest
 
 from tests.e2e.agent_proc import BIN, Store
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
-from tests.servers.second_user import TestUser, ensure_test_user, needs_root, run_as, run_python_as
+from tests.servers.second_user import (
+    RAW_REQUEST,
+    TestUser,
+    ensure_test_user,
+    needs_root,
+    raw_request_as,
+    run_as,
+    run_python_as,
+)
 
 pytestmark = needs_root
 
-# Runs as the second user: one GET over the Unix socket, prints the raw answer.
-CLIENT = """
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-head = "GET " + sys.argv[2] + " HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"
-s.sendall(head.encode())
-out = b""
-while chunk := s.recv(65536):
-    out += chunk
-sys.stdout.buffer.write(out)
-"""
-
 
 def get_as(user: TestUser, socket_path: str, target: str) -> tuple[int, bytes]:
-    done = run_python_as(user, CLIENT, socket_path, target)
-    assert done.returncode == 0, done.stderr.decode()
-    head, _, body = done.stdout.partition(b"\r\n\r\n")
+    head, _, body = raw_request_as(user, socket_path, f"GET {target}").partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
 
 
@@ -78,7 +71,9 @@ async def test_socket_mode_keeps_others_out(store: Store, start_agent: StartAgen
     store.put("app/k", b"v")
     agent = await start_agent(allow=ALLOW_ROOT)
     agent.socket.chmod(0o600)
-    done = await asyncio.to_thread(run_python_as, user, CLIENT, str(agent.socket), "/v1/health")
+    done = await asyncio.to_thread(
+        run_python_as, user, RAW_REQUEST, str(agent.socket), "GET /v1/health"
+    )
     assert done.returncode != 0
     assert b"PermissionError" in done.stderr
 

@@ -32,7 +32,7 @@ from tests.servers.second_user import (
     TestUser,
     ensure_test_user,
     needs_root,
-    run_python_as,
+    raw_request_as,
     spawn_as,
 )
 
@@ -310,20 +310,6 @@ MAX_CONNECTIONS = 40  # a share of 10 per uid, 2 slots kept for root
 FLOOD = 45
 SHARE = MAX_CONNECTIONS // 4
 
-# Runs as another user: one GET over the Unix socket; prints the status code.
-GET_AS = """
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(20)
-s.connect(sys.argv[1])
-head = "GET " + sys.argv[2] + " HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"
-s.sendall(head.encode())
-out = b""
-while chunk := s.recv(65536):
-    out += chunk
-print(out.split(b" ", 2)[1].decode() if out else "closed")
-"""
-
 
 @dataclass
 class Hostile:
@@ -335,9 +321,9 @@ class Hostile:
     other: TestUser
 
     async def status_as(self, user: TestUser, target: str) -> str:
-        done = await asyncio.to_thread(run_python_as, user, GET_AS, str(self.agent.socket), target)
-        assert done.returncode == 0, done.stderr.decode()
-        return done.stdout.decode().strip()
+        """The status code of `GET target` from `user`, or "closed"."""
+        out = await asyncio.to_thread(raw_request_as, user, str(self.agent.socket), f"GET {target}")
+        return out.split(b" ", 2)[1].decode() if out else "closed"
 
 
 StartHostile = Callable[..., Awaitable[Hostile]]

@@ -8,7 +8,14 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.e2e.agent_proc import BIN, AgentProcess, Store, config_text
+from tests.e2e.agent_proc import (
+    BIN,
+    AgentProcess,
+    Store,
+    check_config,
+    config_text,
+    running_agent,
+)
 from tests.e2e.conftest import ALLOW_ROOT, StartAgent
 
 
@@ -50,35 +57,21 @@ async def test_a_live_agents_socket_is_never_stolen(
 
 async def test_a_dead_agents_socket_is_replaced(workdir: Path, store: Store) -> None:
     store.put("app/k", b"v")
-    config = workdir / "secretd.toml"
-    config.write_text(config_text(workdir, store, allow=ALLOW_ROOT))
-    config.chmod(0o600)
-    crashed = AgentProcess(workdir, config)
-    crashed.start()
-    await crashed.wait_ready()
-    crashed.kill()  # SIGKILL: the socket file stays behind
+    config = config_text(workdir, store, allow=ALLOW_ROOT)
+    async with running_agent(workdir, config) as crashed:
+        crashed.kill()  # SIGKILL: the socket file stays behind
     assert crashed.socket.exists()
-    again = AgentProcess(workdir, config)
-    try:
-        again.start()
-        await again.wait_ready()
+    async with running_agent(workdir, config) as again:
         async with again.session() as http:
             assert (await http.get("/v1/secrets/app/k")).status == 200
-    finally:
         again.stop()
-
-
-def check(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN), "check", "-c", str(config)], capture_output=True, text=True, timeout=30
-    )
 
 
 def test_check_prints_a_summary(workdir: Path, store: Store) -> None:
     config = workdir / "ok.toml"
     config.write_text(config_text(workdir, store, allow=ALLOW_ROOT, declared=("app/k",)))
     config.chmod(0o600)
-    done = check(config)
+    done = check_config(config)
     assert done.returncode == 0, done.stderr
     assert "backend    local: file" in done.stdout
     assert "1 declared: app/k" in done.stdout
@@ -98,7 +91,7 @@ def test_check_exits_2_naming_the_fault(workdir: Path, store: Store) -> None:
         config = workdir / "bad.toml"
         config.write_text(text)
         config.chmod(0o600)
-        done = check(config)
+        done = check_config(config)
         assert done.returncode == 2, (label, done.stdout, done.stderr)
         assert done.stderr.startswith("secretd: "), label
         assert "Traceback" not in done.stderr, label
@@ -106,7 +99,7 @@ def test_check_exits_2_naming_the_fault(workdir: Path, store: Store) -> None:
     config = workdir / "loose-key.toml"
     config.write_text(good)
     config.chmod(0o600)
-    done = check(config)
+    done = check_config(config)
     assert done.returncode == 2
     assert str(store.key) in done.stderr
 

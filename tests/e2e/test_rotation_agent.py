@@ -17,29 +17,13 @@ from tests.e2e.agent_proc import BIN, AgentProcess, Store, secretd
 from tests.e2e.conftest import StartAgent
 from tests.servers.moto_server import free_port
 from tests.servers.pg_app import store_values
-from tests.servers.second_user import TestUser, ensure_test_user, needs_root, run_python_as
+from tests.servers.second_user import TestUser, ensure_test_user, needs_root, raw_request_as
 
 ALLOW = '[[allow]]\nsecrets = ["app/**", "svc/*"]\nuids = [0]\n\n'
 
-# Runs as another uid: one request over the Unix socket, prints the raw answer.
-CLIENT = """
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-end = "\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n"
-head = sys.argv[2] + " HTTP/1.1\\r\\nHost: x" + end
-s.sendall(head.encode())
-out = b""
-while chunk := s.recv(65536):
-    out += chunk
-sys.stdout.buffer.write(out)
-"""
-
 
 def request_as(user: TestUser, sock: Path, line: str) -> tuple[int, dict[str, object]]:
-    done = run_python_as(user, CLIENT, str(sock), line)
-    assert done.returncode == 0, done.stderr.decode()
-    head, _, body = done.stdout.partition(b"\r\n\r\n")
+    head, _, body = raw_request_as(user, str(sock), line).partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), orjson.loads(body)
 
 

@@ -32,6 +32,14 @@ __all__ = ["postgres_server"]
 ALLOW = '[[allow]]\nsecrets = ["db/*"]\nuids = [0]\n\n'
 
 
+@pytest.fixture
+async def app(store: Store, postgres_server: PostgresServer) -> AppDatabase:
+    """The application's database and two roles, its first credential in the store as db/app."""
+    database = await AppDatabase.create(postgres_server)
+    seed_store(store.root, database)
+    return database
+
+
 async def _agent(
     workdir: Path, start_agent: StartAgent, app: AppDatabase, **rotation: str
 ) -> AgentProcess:
@@ -54,10 +62,8 @@ async def _current(client: AsyncClient) -> dict[str, Any]:
 
 @pytest.mark.timeout(240)
 async def test_an_app_that_follows_the_secret_sees_no_auth_failure_in_20_rotations(
-    workdir: Path, store: Store, start_agent: StartAgent, postgres_server: PostgresServer
+    workdir: Path, store: Store, start_agent: StartAgent, app: AppDatabase
 ) -> None:
-    app = await AppDatabase.create(postgres_server)
-    seed_store(store.root, app)
     agent = await _agent(workdir, start_agent, app, grace="500ms")
     stop = asyncio.Event()
     done: list[str] = []
@@ -103,13 +109,11 @@ async def test_an_app_that_follows_the_secret_sees_no_auth_failure_in_20_rotatio
 
 @pytest.mark.timeout(120)
 async def test_pooled_connections_keep_working_through_a_rotation_interval(
-    workdir: Path, store: Store, start_agent: StartAgent, postgres_server: PostgresServer
+    workdir: Path, store: Store, start_agent: StartAgent, app: AppDatabase
 ) -> None:
     """The schedule rotates every 6 s. A pool opened with the first credential
     keeps serving - held connections and new logins alike - for the whole
     interval after the first rotation; a held connection outlives both."""
-    app = await AppDatabase.create(postgres_server)
-    seed_store(store.root, app)
     first = app.credential()
     held = await app.connect(first)
     pool = await asyncpg.create_pool(
@@ -156,11 +160,9 @@ async def _next_version(client: AsyncClient, after: str, *, within: float) -> st
 
 @pytest.mark.timeout(120)
 async def test_a_refused_new_role_leaves_current_untouched_and_is_reported(
-    workdir: Path, store: Store, start_agent: StartAgent, postgres_server: PostgresServer
+    workdir: Path, store: Store, start_agent: StartAgent, app: AppDatabase
 ) -> None:
-    app = await AppDatabase.create(postgres_server)
-    seed_store(store.root, app)
-    await postgres_server.execute(f"ALTER ROLE {app.role_b} NOLOGIN")
+    await app.server.execute(f"ALTER ROLE {app.role_b} NOLOGIN")
     agent = await _agent(workdir, start_agent, app)
     async with AsyncClient(str(agent.socket)) as client:
         before = await client.get("db/app")
@@ -189,7 +191,7 @@ async def test_a_refused_new_role_leaves_current_untouched_and_is_reported(
 
     # Once the database takes the role again, the next run resumes the same
     # pending value from `set` and finishes.
-    await postgres_server.execute(f"ALTER ROLE {app.role_b} LOGIN")
+    await app.server.execute(f"ALTER ROLE {app.role_b} LOGIN")
     out = secretd("rotate", "db/app", "--socket", str(agent.socket), "--json")
     outcome = json.loads(out)
     assert outcome["resumed"] is True
@@ -203,19 +205,17 @@ async def test_a_refused_new_role_leaves_current_untouched_and_is_reported(
 
 @pytest.mark.timeout(120)
 async def test_no_generated_password_reaches_the_server_log(
-    workdir: Path, store: Store, start_agent: StartAgent, postgres_server: PostgresServer
+    workdir: Path, store: Store, start_agent: StartAgent, app: AppDatabase
 ) -> None:
     """log_statement = 'all': the ALTER ROLE statements are logged, with the
     SCRAM verifier secretd computed, never the password."""
-    app = await AppDatabase.create(postgres_server)
-    seed_store(store.root, app)
     agent = await _agent(workdir, start_agent, app)
     for _ in range(3):
         status, outcome = await _rotate(agent)
         assert status == 200, outcome
     passwords = {v["password"] for v in store_values(store.root, "db/app")}
     assert len(passwords) == 4
-    log = postgres_server.log_text()
+    log = app.server.log_text()
     assert f'ALTER ROLE "{app.role_b}" PASSWORD \'SCRAM-SHA-256$4096:' in log
     assert f'ALTER ROLE "{app.role_a}" PASSWORD \'SCRAM-SHA-256$4096:' in log
     for password in passwords:

@@ -9,12 +9,16 @@ pending value between our read and our write.
 `RecordingRotator` makes values "v1", "v2", ..., applies them to a
 `FakeService` (the thing whose password changes) and tests them against it;
 `fail_at` makes one step fail, `block_at` parks a step until released.
+
+`MemoryRig` puts them together for one secret on a `FakeClock`; `backend_rotation`
+and `start_blocked` rotate a real backend's secret instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,12 +30,13 @@ from secretd.backends.rotatable import Pending, stager_for
 from secretd.clock import SystemClock
 from secretd.errors import BackendUnavailable, Conflict
 from secretd.model import CURRENT, PENDING, PREVIOUS, SecretName, SecretValue, Version
-from secretd.rotation.engine import Rotation
+from secretd.rotation.engine import Checkpoint, Rotation, new_token
 from secretd.rotation.errors import RotationError, RotationTestFailed
 from secretd.rotation.journal import Journal
-from secretd.rotation.model import Context
+from secretd.rotation.model import Context, Outcome
 from secretd.rotation.state import StateDir
 from secretd.rotation.target import BackendTarget
+from tests.fakes.fake_clock import FakeClock
 
 
 @dataclass
@@ -216,3 +221,50 @@ def backend_rotation(
         timeout=30.0,
     )
     return rotation, audit
+
+
+async def start_blocked(
+    backend: Backend, name: str, rotator: RecordingRotator, state_dir: Path, *, at: str
+) -> tuple[asyncio.Task[Outcome], ListAudit]:
+    """A rotation of `name` running until it is parked at step `at`; it goes on
+    once `rotator.unblock` is set."""
+    rotator.block_at = at
+    rotation, audit = backend_rotation(backend, name, rotator, state_dir)
+    running = asyncio.create_task(rotation.run())
+    await asyncio.wait_for(rotator.blocked.wait(), 15)
+    return running, audit
+
+
+class MemoryRig:
+    """One secret, `name`, in memory: its MemoryTarget (value b"v0", `age_days`
+    old), the FakeService a RecordingRotator changes, a state dir, an audit and
+    metrics that keep everything, all on one FakeClock."""
+
+    def __init__(
+        self, name: SecretName, state_dir: Path, *, age_days: float = 60, grace: float = 0.0
+    ) -> None:
+        self.name = name
+        self.clock = FakeClock()
+        created = self.clock.now() - timedelta(days=age_days)
+        self.target = MemoryTarget.with_value(b"v0", created_at=created)
+        self.service = FakeService()
+        self.rotator = RecordingRotator(self.service, grace=grace)
+        self.state = StateDir(state_dir)
+        self.audit = ListAudit()
+        self.metrics = CountingMetrics()
+
+    def new_rotation(
+        self, *, checkpoint: Checkpoint | None = None, token: Callable[[], str] = new_token
+    ) -> Rotation:
+        """A Rotation over this rig's parts (read when called: a test may swap them)."""
+        return Rotation(
+            self.name,
+            self.target,
+            self.rotator,
+            state=self.state,
+            journal=Journal(self.audit, self.metrics),
+            clock=self.clock,
+            timeout=30.0,
+            checkpoint=checkpoint,
+            token=token,
+        )

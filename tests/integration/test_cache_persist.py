@@ -79,6 +79,19 @@ async def first_run(tmp_path: Path, clock: FakeClock, key: StoreKey) -> tuple[Ho
     return host, vid
 
 
+async def restore(host: Host) -> tuple[int, int]:
+    """Restore `host`'s cache: how many entries it took back, how many it refused."""
+    restored = await host.cache.restore()
+    return restored, host.cache.persist_refused()
+
+
+async def checked_again(host: Host, clock: FakeClock) -> None:
+    """Past the refresh interval: app/db checked with the backend, the answer persisted."""
+    clock.advance(61)
+    await host.cache.refresh_target.check("memory", [SecretName("app/db")])
+    await host.flush()
+
+
 def entry_file(tmp_path: Path, name: str) -> Path:
     return tmp_path / "persist" / file_name(name)
 
@@ -180,8 +193,7 @@ async def test_a_tampered_entry_is_refused_and_reported(tmp_path: Path, key: Sto
     down = MemoryBackend("memory", clock=clock)
     down.fail = BackendUnavailable("down")
     host = start(tmp_path, clock, key, down)
-    assert await host.cache.restore() == 0
-    assert host.cache.persist_refused() == 1
+    assert await restore(host) == (0, 1)
     with pytest.raises(BackendUnavailable):
         await host.cache.read(SecretName("app/db"))
 
@@ -195,8 +207,7 @@ async def test_a_changed_confirmation_time_is_tampering(tmp_path: Path, key: Sto
     end_of = text.index(",", start_of)
     path.write_text(text[:start_of] + "99999999999" + text[end_of:])
     host = start(tmp_path, clock, key)
-    assert await host.cache.restore() == 0
-    assert host.cache.persist_refused() == 1
+    assert await restore(host) == (0, 1)
 
 
 async def test_an_entry_sealed_with_another_key_is_refused_as_foreign(
@@ -206,8 +217,7 @@ async def test_an_entry_sealed_with_another_key_is_refused_as_foreign(
     await first_run(tmp_path, clock, key)
     other = create_key_file(tmp_path / "other.key")
     host = start(tmp_path, clock, other)
-    assert await host.cache.restore() == 0
-    assert host.cache.persist_refused() == 1
+    assert await restore(host) == (0, 1)
 
 
 async def test_an_entry_copied_under_another_name_is_refused(tmp_path: Path, key: StoreKey) -> None:
@@ -215,8 +225,7 @@ async def test_an_entry_copied_under_another_name_is_refused(tmp_path: Path, key
     await first_run(tmp_path, clock, key)
     entry_file(tmp_path, "app/other").write_bytes(entry_file(tmp_path, "app/db").read_bytes())
     host = start(tmp_path, clock, key)
-    assert await host.cache.restore() == 1  # the genuine one only
-    assert host.cache.persist_refused() == 1
+    assert await restore(host) == (1, 1)  # the genuine one taken back, the copy refused
 
 
 async def test_an_older_entry_put_back_is_refused_as_rolled_back(
@@ -226,13 +235,10 @@ async def test_an_older_entry_put_back_is_refused_as_rolled_back(
     first, _ = await first_run(tmp_path, clock, key)
     old = entry_file(tmp_path, "app/db").read_bytes()
     newer = first.backend.put("app/db", b"rotated-value-42")
-    clock.advance(61)
-    await first.cache.refresh_target.check("memory", [SecretName("app/db")])
-    await first.flush()
+    await checked_again(first, clock)
     entry_file(tmp_path, "app/db").write_bytes(old)  # an authentic, older file
     host = start(tmp_path, clock, key, first.backend)
-    assert await host.cache.restore() == 0
-    assert host.cache.persist_refused() == 1
+    assert await restore(host) == (0, 1)
     # the next answer of the backend replaces it, and the refusal with it
     assert (await host.cache.read(SecretName("app/db"))).version.version_id == newer
     await host.flush()
@@ -246,14 +252,11 @@ async def test_a_deleted_secret_is_removed_and_cannot_be_put_back(
     first, _ = await first_run(tmp_path, clock, key)
     old = entry_file(tmp_path, "app/db").read_bytes()
     first.backend.delete("app/db")
-    clock.advance(61)
-    await first.cache.refresh_target.check("memory", [SecretName("app/db")])
-    await first.flush()
+    await checked_again(first, clock)
     assert not entry_file(tmp_path, "app/db").exists()
     entry_file(tmp_path, "app/db").write_bytes(old)
     host = start(tmp_path, clock, key)
-    assert await host.cache.restore() == 0
-    assert host.cache.persist_refused() == 1
+    assert await restore(host) == (0, 1)
 
 
 async def test_an_entry_of_a_backend_no_longer_serving_the_name_is_dropped(
@@ -262,8 +265,7 @@ async def test_an_entry_of_a_backend_no_longer_serving_the_name_is_dropped(
     clock = FakeClock()
     await first_run(tmp_path, clock, key)
     host = start(tmp_path, clock, key, backend_name="elsewhere")
-    assert await host.cache.restore() == 0
-    assert host.cache.persist_refused() == 0
+    assert await restore(host) == (0, 0)
     assert not entry_file(tmp_path, "app/db").exists()
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.e2e.agent_proc import check_config
 from tests.servers.bao_server import write_private
 
 SECRETD = Path(sys.executable).parent / "secretd"
@@ -29,14 +30,7 @@ def check(tmp_path: Path, backends: str) -> subprocess.CompletedProcess[str]:
     # No AWS settings from this machine's environment or home directory.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["HOME"] = str(tmp_path)
-    return subprocess.run(
-        [str(SECRETD), "check", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
+    return check_config(config, env=env)
 
 
 def test_an_aws_backend_is_checked_too(tmp_path: Path) -> None:

@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.agent_proc import short_tmp
 from tests.fakes.api_server import FakeAgent
 from tests.integration.waits import eventually
 
@@ -45,8 +45,8 @@ for _ in range(600):
 
 @pytest.fixture
 def tmp() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="cli-", dir="/tmp") as name:
-        yield Path(name)
+    with short_tmp("cli-") as path:
+        yield path
 
 
 @pytest.fixture

@@ -8,23 +8,10 @@ process; ownership by another user is real (a second local uid)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.e2e.agent_proc import check_config
 from tests.servers.second_user import ensure_test_user
-
-SECRETD = Path(sys.executable).parent / "secretd"
-
-
-def check(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SECRETD), "check", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def configmap(mount: Path, tmp_path: Path) -> Path:
@@ -47,7 +34,7 @@ def configmap(mount: Path, tmp_path: Path) -> Path:
 
 def test_a_kubernetes_configmap_mount_is_accepted(tmp_path: Path) -> None:
     config = configmap(tmp_path / "etc-secretd", tmp_path)
-    done = check(config)
+    done = check_config(config)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{config}: ok")
 
@@ -56,7 +43,7 @@ def test_a_link_into_a_directory_another_user_owns_is_refused(tmp_path: Path) ->
     config = configmap(tmp_path / "etc-secretd", tmp_path)
     stamp = next((tmp_path / "etc-secretd").glob("..2026*"))
     os.chown(stamp, ensure_test_user().uid, -1)  # they could replace secretd.toml in it
-    done = check(config)
+    done = check_config(config)
     assert done.returncode == 2
     assert f"config file {config}: reached through a symlink, and directory {stamp}" in (
         done.stderr
@@ -72,7 +59,7 @@ def test_a_link_another_user_made_in_a_sticky_directory_is_refused(tmp_path: Pat
     link = sticky / "secretd.toml"
     link.symlink_to(config)
     os.lchown(link, ensure_test_user().uid, -1)
-    done = check(link)
+    done = check_config(link)
     assert done.returncode == 2
     assert f"symlink {link} is owned by uid" in done.stderr
 
@@ -83,6 +70,6 @@ def test_a_link_in_a_directory_others_can_write_is_refused(tmp_path: Path) -> No
     shared.mkdir()
     shared.chmod(0o777)
     (shared / "secretd.toml").symlink_to(config)
-    done = check(shared / "secretd.toml")
+    done = check_config(shared / "secretd.toml")
     assert done.returncode == 2
     assert f"directory {shared} is writable by group or others (mode 0777)" in done.stderr

@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.agent_proc import short_tmp
 from tests.fakes.api_server import FakeAgent
 from tests.integration.waits import eventually
 
@@ -26,8 +26,8 @@ TREE = 'echo "$$" >> "$LOG"; sleep 3171 & wait'
 
 @pytest.fixture
 def tmp() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="ext-", dir="/tmp") as name:
-        yield Path(name)
+    with short_tmp("ext-") as path:
+        yield path
 
 
 @pytest.fixture
@@ -107,6 +107,21 @@ def seen(proc: subprocess.Popen[bytes]) -> None:
     STARTED.update(descendants(proc.pid))
 
 
+def first_tree(proc: subprocess.Popen[bytes], tmp: Path) -> tuple[int, set[int]]:
+    """The first shell `proc` ran and every process below `proc`, once both the
+    shell and its background sleep run (all of them seen, for `cleanup`; the
+    shell's group is cleaned up here when they do not)."""
+    eventually(lambda: len(shells(tmp / "log")) == 1)
+    child = shells(tmp / "log")[0]
+    try:
+        eventually(lambda: len(descendants(proc.pid)) == 2)
+    except BaseException:
+        cleanup(child)
+        raise
+    seen(proc)
+    return child, descendants(proc.pid)
+
+
 def cleanup(*groups: int) -> None:
     """Kill whatever a failing test left behind, by the pids it saw."""
     for pgid in groups:
@@ -135,11 +150,8 @@ def test_a_restart_leaves_no_grandchild_with_the_old_value(agent: FakeAgent, tmp
     proc = start(agent, tmp, "--restart", "--grace", "2s")
     groups: list[int] = []
     try:
-        eventually(lambda: len(shells(tmp / "log")) == 1)
-        groups.append(shells(tmp / "log")[0])
-        eventually(lambda: len(descendants(proc.pid)) == 2)
-        first = descendants(proc.pid)
-        seen(proc)
+        child, first = first_tree(proc, tmp)
+        groups.append(child)
         agent.secrets.rotate("db/app", json.dumps({"password": "two"}))
         eventually(lambda: len(shells(tmp / "log")) == 2)
         groups.append(shells(tmp / "log")[1])
@@ -154,12 +166,8 @@ def test_a_restart_leaves_no_grandchild_with_the_old_value(agent: FakeAgent, tmp
 
 def test_stopping_the_supervisor_ends_the_whole_tree(agent: FakeAgent, tmp: Path) -> None:
     proc = start(agent, tmp)
+    child, tree = first_tree(proc, tmp)
     try:
-        eventually(lambda: len(shells(tmp / "log")) == 1)
-        child = shells(tmp / "log")[0]
-        eventually(lambda: len(descendants(proc.pid)) == 2)
-        tree = descendants(proc.pid)
-        seen(proc)
         proc.send_signal(signal.SIGTERM)
         finish(proc)
         eventually(lambda: all(stat_of(pid) is None for pid in tree), within=5)
@@ -172,12 +180,8 @@ def test_a_child_ignoring_sigterm_is_killed_after_grace_on_stop(
 ) -> None:
     stubborn = "trap '' TERM; " + TREE
     proc = start(agent, tmp, "--grace", "500ms", script=stubborn)
+    child, tree = first_tree(proc, tmp)
     try:
-        eventually(lambda: len(shells(tmp / "log")) == 1)
-        child = shells(tmp / "log")[0]
-        eventually(lambda: len(descendants(proc.pid)) == 2)
-        tree = descendants(proc.pid)
-        seen(proc)
         proc.send_signal(signal.SIGTERM)
         code = finish(proc, timeout=15)  # before: waited for the child forever
         assert code == 128 + signal.SIGKILL

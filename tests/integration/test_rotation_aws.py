@@ -31,6 +31,7 @@ from tests.fakes.rotation_target import (
     ListAudit,
     RecordingRotator,
     backend_rotation,
+    start_blocked,
 )
 from tests.servers.moto_server import REGION, TEST_ENV, MotoServer, admin, aws_backend, moto
 
@@ -59,10 +60,7 @@ async def test_awspending_then_awscurrent_with_the_token_as_version(
 ) -> None:
     first = admin.create_secret(Name="rot/a", SecretString="v0")["VersionId"]
     rotator = RecordingRotator(FakeService(b"v0"))
-    rotator.block_at = "test"
-    rotation, _ = backend_rotation(aws_backend, "rot/a", rotator, tmp_path / "host")
-    running = asyncio.create_task(rotation.run())
-    await asyncio.wait_for(rotator.blocked.wait(), 15)
+    running, _ = await start_blocked(aws_backend, "rot/a", rotator, tmp_path / "host", at="test")
 
     pending = holder(admin, "rot/a", "AWSPENDING")
     assert pending is not None and pending != first
@@ -86,12 +84,8 @@ async def test_two_hosts_cannot_both_rotate(
     service = FakeService(b"v0")
     first = RecordingRotator(service, prefix="first-")
     second = RecordingRotator(service, prefix="second-")
-    first.block_at = "set"
-    host_a, _ = backend_rotation(aws_backend, "rot/b", first, tmp_path / "a")
+    running, _ = await start_blocked(aws_backend, "rot/b", first, tmp_path / "a", at="set")
     host_b, _ = backend_rotation(aws_backend, "rot/b", second, tmp_path / "b")
-
-    running = asyncio.create_task(host_a.run())
-    await asyncio.wait_for(first.blocked.wait(), 15)
     outcome_b = await asyncio.wait_for(host_b.run(), 15)
     assert outcome_b.resumed
     assert [value for step, value in second.calls if step == "set"] == [b"first-1"]
@@ -166,10 +160,7 @@ async def test_a_new_current_during_the_rotation_is_not_overwritten(
 ) -> None:
     admin.create_secret(Name="rot/d", SecretString="v0")
     rotator = RecordingRotator(FakeService(b"v0"))
-    rotator.block_at = "test"
-    rotation, _ = backend_rotation(aws_backend, "rot/d", rotator, tmp_path / "host")
-    running = asyncio.create_task(rotation.run())
-    await asyncio.wait_for(rotator.blocked.wait(), 15)
+    running, _ = await start_blocked(aws_backend, "rot/d", rotator, tmp_path / "host", at="test")
     admin.put_secret_value(SecretId="rot/d", SecretString="from-the-operator")
     rotator.unblock.set()
     with pytest.raises(RotationError, match="at step finish"):

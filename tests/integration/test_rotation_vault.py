@@ -15,7 +15,12 @@ import pytest
 from secretd.backends.vault import VaultBackend
 from secretd.model import SecretName
 from secretd.rotation.errors import RotationError
-from tests.fakes.rotation_target import FakeService, RecordingRotator, backend_rotation
+from tests.fakes.rotation_target import (
+    FakeService,
+    RecordingRotator,
+    backend_rotation,
+    start_blocked,
+)
 from tests.servers.bao_server import BaoServer, bao_server, vault_backend
 
 __all__ = ["bao_server", "vault_backend"]
@@ -39,10 +44,9 @@ async def test_readers_see_pending_only_after_finish_and_previous_follows(
 ) -> None:
     bao_server.kv_put("rot/a", {"key": "v0"})
     rotator = RecordingRotator(FakeService(), as_json=True)
-    rotator.block_at = "test"
-    rotation, audit = backend_rotation(vault_backend, "rot/a", rotator, tmp_path / "host")
-    running = asyncio.create_task(rotation.run())
-    await asyncio.wait_for(rotator.blocked.wait(), 15)
+    running, audit = await start_blocked(
+        vault_backend, "rot/a", rotator, tmp_path / "host", at="test"
+    )
 
     current = await vault_backend.fetch(SecretName("rot/a"))
     assert (current.version.version_id, json.loads(current.version.value.reveal())) == (
@@ -70,12 +74,8 @@ async def test_two_hosts_cannot_both_rotate(
     service = FakeService()
     first = RecordingRotator(service, prefix="first-", as_json=True)
     second = RecordingRotator(service, prefix="second-", as_json=True)
-    first.block_at = "set"
-    host_a, _ = backend_rotation(vault_backend, "rot/b", first, tmp_path / "a")
+    running, _ = await start_blocked(vault_backend, "rot/b", first, tmp_path / "a", at="set")
     host_b, _ = backend_rotation(vault_backend, "rot/b", second, tmp_path / "b")
-
-    running = asyncio.create_task(host_a.run())
-    await asyncio.wait_for(first.blocked.wait(), 15)
     # Host B starts while A's value is staged: its own value is never staged;
     # it finds A's and finishes that rotation instead.
     outcome_b = await asyncio.wait_for(host_b.run(), 15)
@@ -98,10 +98,7 @@ async def test_a_write_during_the_rotation_wins_over_finish(
 ) -> None:
     bao_server.kv_put("rot/c", {"key": "v0"})
     rotator = RecordingRotator(FakeService(), as_json=True)
-    rotator.block_at = "test"
-    rotation, _ = backend_rotation(vault_backend, "rot/c", rotator, tmp_path / "host")
-    running = asyncio.create_task(rotation.run())
-    await asyncio.wait_for(rotator.blocked.wait(), 15)
+    running, _ = await start_blocked(vault_backend, "rot/c", rotator, tmp_path / "host", at="test")
     bao_server.kv_put("rot/c", {"key": "from-the-operator"})
     rotator.unblock.set()
     with pytest.raises(RotationError, match=r"at step finish: .*was written"):

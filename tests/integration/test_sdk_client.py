@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import secretd_client as sc
+from tests.e2e.agent_proc import short_tmp
 from tests.fakes.api_server import FakeAgent
 
 FAST = sc.Backoff(initial=0.01, maximum=0.05)
@@ -20,8 +20,8 @@ FAST = sc.Backoff(initial=0.01, maximum=0.05)
 
 @pytest.fixture
 def sock_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="sdk-", dir="/tmp") as tmp:
-        yield Path(tmp)
+    with short_tmp("sdk-") as path:
+        yield path
 
 
 @pytest.fixture

@@ -4,14 +4,12 @@ the key at fault, exit status 2, no token printed, an unreachable server no erro
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.agent_proc import check_config
 from tests.servers.bao_server import write_private
-
-SECRETD = Path(sys.executable).parent / "secretd"
 
 
 def check(tmp_path: Path, backend: str) -> subprocess.CompletedProcess[str]:
@@ -26,13 +24,7 @@ mount = "vault/"
 {backend}
 """
     config = write_private(tmp_path / "secretd.toml", text)
-    return subprocess.run(
-        [str(SECRETD), "check", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return check_config(config)
 
 
 def token_file(tmp_path: Path, mode: int = 0o600) -> Path:

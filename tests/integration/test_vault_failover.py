@@ -106,6 +106,17 @@ def requests_for(server: BaoServer, name: str) -> int:
     return len(server.audit_requests(f"secret/metadata/{name}"))
 
 
+async def reading_from_primary(
+    rigs: list[Rig], tmp_path: Path, pair: tuple[BaoServer, BaoServer]
+) -> Rig:
+    """A rig over both servers, primary first, that has read app/db from the primary."""
+    primary, replica = pair
+    rig = await start_rig(rigs, tmp_path, [primary.address, replica.address])
+    assert await read(rig, "app/db") == '{"password":"pw-of-app/db"}'
+    assert rig.backend.replicas.endpoint == primary.address
+    return rig
+
+
 async def until_serving(rig: Rig, address: str, within: float = 30.0) -> None:
     async with asyncio.timeout(within):
         while rig.backend.replicas.endpoint != address:
@@ -123,9 +134,7 @@ async def test_a_hung_primary_moves_reads_to_the_replica_then_is_taken_back(
     pair: tuple[BaoServer, BaoServer], tmp_path: Path, rigs: list[Rig]
 ) -> None:
     primary, replica = pair
-    rig = await start_rig(rigs, tmp_path, [primary.address, replica.address])
-    assert await read(rig, "app/db") == '{"password":"pw-of-app/db"}'
-    assert rig.backend.replicas.endpoint == primary.address
+    rig = await reading_from_primary(rigs, tmp_path, pair)
 
     primary.pause()  # SIGSTOP: it accepts connections and never answers
     try:
@@ -160,8 +169,7 @@ async def test_a_refusing_primary_moves_reads_at_once_and_a_restarted_one_is_tak
     pair: tuple[BaoServer, BaoServer], tmp_path: Path, rigs: list[Rig]
 ) -> None:
     primary, replica = pair
-    rig = await start_rig(rigs, tmp_path, [primary.address, replica.address])
-    assert await read(rig, "app/db") == '{"password":"pw-of-app/db"}'
+    rig = await reading_from_primary(rigs, tmp_path, pair)
     primary.stop()  # SIGTERM: connections are refused
     assert await read(rig, "app/cold") == '{"password":"pw-of-app/cold"}'
     assert await read(rig, "app/db", refresh=True) == '{"password":"pw-of-app/db"}'

@@ -37,6 +37,7 @@ import pytest
 
 from secretd.backends.vault import VaultBackend, open_backend
 from secretd.config.schema import VaultBackendConfig
+from tests.servers import first_ready
 
 ROOT_TOKEN = "root-token-for-tests"
 START_TIMEOUT = 30.0
@@ -100,20 +101,10 @@ class BaoServer:
         config.write_text(
             f'audit "file" "file" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
         )
-        last_error = ""
-        for _ in range(3):
-            chosen = port or free_port_pair()
-            server = cls._spawn(binary, chosen, workdir, config, audit_log, tls)
-            try:
-                server._wait_ready()
-                return server
-            except RuntimeError as exc:
-                last_error = str(exc)
-                server.stop()
-            except BaseException:
-                server.stop()  # never leave a server behind
-                raise
-        raise RuntimeError(f"bao server did not start: {last_error}")
+        return first_ready(
+            lambda: cls._spawn(binary, port or free_port_pair(), workdir, config, audit_log, tls),
+            "bao server",
+        )
 
     @classmethod
     def _spawn(
@@ -139,7 +130,7 @@ class BaoServer:
         log.close()
         return cls(process=process, port=port, workdir=workdir, audit_log=audit_log, tls=tls)
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -36,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from tests.servers import first_ready
 from tests.servers.moto_server import free_port
 from tests.servers.second_user import TestUser, as_user, ensure_test_user
 
@@ -85,19 +86,9 @@ class PostgresServer:
         directory.chmod(0o755)
         password = secrets.token_urlsafe(18)
         _initdb(bin_dir, directory, password, runner)
-        last = ""
-        for _ in range(3):  # the free port may be taken between probe and bind
-            server = cls._spawn(bin_dir, directory, free_port(), password, runner)
-            try:
-                server._wait_ready()
-                return server
-            except RuntimeError as exc:
-                last = str(exc)
-                server.stop()
-            except BaseException:
-                server.stop()
-                raise
-        raise RuntimeError(f"postgres did not start: {last}")
+        return first_ready(
+            lambda: cls._spawn(bin_dir, directory, free_port(), password, runner), "postgres"
+        )
 
     @classmethod
     def _spawn(
@@ -134,7 +125,7 @@ class PostgresServer:
         log.close()
         return cls(process, directory, port, password, runner)
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -164,6 +164,31 @@ def run_python_as(
     )
 
 
+# Runs as the user: one request, argv[2] ("METHOD /target"), over the Unix socket
+# argv[1]; writes the raw answer.
+RAW_REQUEST = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(20)
+s.connect(sys.argv[1])
+end = "\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n"
+head = sys.argv[2] + " HTTP/1.1\\r\\nHost: x" + end
+s.sendall(head.encode())
+out = b""
+while chunk := s.recv(65536):
+    out += chunk
+sys.stdout.buffer.write(out)
+"""
+
+
+def raw_request_as(user: TestUser, socket_path: str, line: str) -> bytes:
+    """The agent's whole answer to `line` ("GET /v1/health") from `user`
+    (b"" when it closes without one)."""
+    done = run_python_as(user, RAW_REQUEST, socket_path, line)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout
+
+
 def _child_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     """A small environment: no HOME of root's, no inherited secrets."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}

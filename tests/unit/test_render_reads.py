@@ -15,10 +15,15 @@ from tests.fakes.dict_reader import DictReader
 NAME = SecretName("db/app")
 
 
-async def test_concurrent_reads_share_one_call() -> None:
-    reader = DictReader(delay=0.05)
+def seeded(delay: float = 0.0) -> tuple[DictReader, ReadMemo]:
+    """A reader holding NAME = "v1" (each read taking `delay` s) and a memo over it."""
+    reader = DictReader(delay=delay)
     reader.put(NAME, "v1", publish=False)
-    memo = ReadMemo(reader)
+    return reader, ReadMemo(reader)
+
+
+async def test_concurrent_reads_share_one_call() -> None:
+    reader, memo = seeded(delay=0.05)
     values = await asyncio.gather(*(memo.value(NAME) for _ in range(10)))
     assert {v.reveal() for v in values} == {b"v1"}
     assert reader.reads[NAME] == 1
@@ -27,9 +32,7 @@ async def test_concurrent_reads_share_one_call() -> None:
 
 
 async def test_invalidate_reads_again() -> None:
-    reader = DictReader()
-    reader.put(NAME, "v1", publish=False)
-    memo = ReadMemo(reader)
+    reader, memo = seeded()
     await memo.value(NAME)
     reader.put(NAME, "v2", publish=False)
     assert (await memo.value(NAME)).reveal() == b"v1"
@@ -40,9 +43,7 @@ async def test_invalidate_reads_again() -> None:
 
 
 async def test_invalidation_during_a_read_is_not_undone() -> None:
-    reader = DictReader(delay=0.05)
-    reader.put(NAME, "v1", publish=False)
-    memo = ReadMemo(reader)
+    reader, memo = seeded(delay=0.05)
     first = asyncio.create_task(memo.value(NAME))
     await asyncio.sleep(0.01)
     reader.put(NAME, "v2", publish=False)
@@ -67,9 +68,7 @@ async def test_failures_are_not_kept() -> None:
 
 
 async def test_one_cancelled_waiter_does_not_cancel_the_shared_read() -> None:
-    reader = DictReader(delay=0.05)
-    reader.put(NAME, "v1", publish=False)
-    memo = ReadMemo(reader)
+    reader, memo = seeded(delay=0.05)
     impatient = asyncio.create_task(memo.value(NAME))
     patient = asyncio.create_task(memo.value(NAME))
     await asyncio.sleep(0.01)

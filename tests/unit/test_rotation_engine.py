@@ -6,7 +6,6 @@ rules and the grace period."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,46 +13,22 @@ import pytest
 from secretd.model import CURRENT, PENDING, PREVIOUS, Caller, SecretName, SecretValue
 from secretd.rotation.engine import Rotation
 from secretd.rotation.errors import RotationBusy, RotationError, RotationTestFailed
-from secretd.rotation.journal import Journal
 from secretd.rotation.model import Step
-from secretd.rotation.state import StateDir
-from tests.fakes.fake_clock import FakeClock
-from tests.fakes.rotation_target import (
-    CountingMetrics,
-    FakeService,
-    ListAudit,
-    MemoryTarget,
-    RecordingRotator,
-)
+from tests.fakes.rotation_target import MemoryRig
 
 NAME = SecretName("svc/key")
 
 
-class Rig:
+class Rig(MemoryRig):
+    """A MemoryRig whose rotations take the tokens t1, t2, ... in turn."""
+
     def __init__(self, tmp_path: Path, *, grace: float = 0.0) -> None:
-        self.clock = FakeClock()
-        self.target = MemoryTarget.with_value(
-            b"v0", created_at=self.clock.now() - timedelta(days=60)
-        )
-        self.service = FakeService()
-        self.rotator = RecordingRotator(self.service, grace=grace)
-        self.state = StateDir(tmp_path)
-        self.audit = ListAudit()
-        self.metrics = CountingMetrics()
+        super().__init__(NAME, tmp_path, grace=grace)
         self.tokens = iter(f"t{i}" for i in range(1, 100))
         self.rotation = self.make()
 
     def make(self) -> Rotation:
-        return Rotation(
-            NAME,
-            self.target,
-            self.rotator,
-            state=self.state,
-            journal=Journal(self.audit, self.metrics),
-            clock=self.clock,
-            timeout=30.0,
-            token=lambda: next(self.tokens),
-        )
+        return self.new_rotation(token=lambda: next(self.tokens))
 
     def audited(self) -> list[tuple[object, object]]:
         return [(line["step"], line["result"]) for line in self.audit.lines]
@@ -205,17 +180,7 @@ async def test_a_run_that_stopped_after_promoting_is_not_rotated_again(tmp_path:
         if step is Step.FINISH and phase == "applied":
             raise KeyboardInterrupt  # a stop between promoting and recording it
 
-    rotation = Rotation(
-        NAME,
-        rig.target,
-        rig.rotator,
-        state=rig.state,
-        journal=Journal(rig.audit, rig.metrics),
-        clock=rig.clock,
-        timeout=30.0,
-        checkpoint=crash,
-        token=lambda: "t1",
-    )
+    rotation = rig.new_rotation(checkpoint=crash, token=lambda: "t1")
     with pytest.raises(KeyboardInterrupt):
         await rotation.run()
     assert rig.target.value(CURRENT) == b"v1"

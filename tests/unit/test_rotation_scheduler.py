@@ -14,31 +14,21 @@ import pytest
 
 from secretd.config.rotation import RandomRotation
 from secretd.model import CURRENT, SecretName
-from secretd.rotation.engine import Rotation
 from secretd.rotation.errors import NotRotated
-from secretd.rotation.journal import Journal
 from secretd.rotation.scheduler import Scheduler
 from secretd.rotation.state import RotationState, StateDir
 from tests.fakes.fake_clock import FakeClock
-from tests.fakes.rotation_target import (
-    CountingMetrics,
-    FakeService,
-    ListAudit,
-    MemoryTarget,
-    RecordingRotator,
-)
+from tests.fakes.rotation_target import MemoryRig
 
 NAME = SecretName("svc/key")
 DAY = 86400.0
 
 
-class Rig:
+class Rig(MemoryRig):
+    """A MemoryRig of NAME, rotated every `every` by a Scheduler on its clock."""
+
     def __init__(self, tmp_path: Path, *, age_days: float, every: str = "30d") -> None:
-        self.clock = FakeClock()
-        created = self.clock.now() - timedelta(days=age_days)
-        self.target = MemoryTarget.with_value(b"v0", created_at=created)
-        self.rotator = RecordingRotator(FakeService())
-        self.state = StateDir(tmp_path)
+        super().__init__(NAME, tmp_path, age_days=age_days)
         self.entry = RandomRotation(secret=NAME, rotator="random", every=every, jitter="1h")
         self.task: asyncio.Task[None] | None = None
         self.refreshed: list[SecretName] = []
@@ -47,17 +37,8 @@ class Rig:
         self.refreshed.append(name)
 
     def scheduler(self, seed: int = 1) -> Scheduler:
-        rotation = Rotation(
-            NAME,
-            self.target,
-            self.rotator,
-            state=self.state,
-            journal=Journal(ListAudit(), CountingMetrics()),
-            clock=self.clock,
-            timeout=30.0,
-        )
         return Scheduler(
-            {NAME: rotation},
+            {NAME: self.new_rotation()},
             {NAME: self.entry},
             state=self.state,
             clock=self.clock,
@@ -76,21 +57,31 @@ class Rig:
                 await self.task
 
 
+class Rigs:
+    """The rigs a test started; every one is stopped at its end."""
+
+    def __init__(self) -> None:
+        self.started: list[Rig] = []
+
+    async def start(self, rig: Rig, seed: int = 1) -> Scheduler:
+        """A new scheduler of `rig`, running until it first sleeps."""
+        self.started.append(rig)
+        scheduler = rig.scheduler(seed)
+        await rig.start(scheduler)
+        return scheduler
+
+
 @pytest.fixture
-async def rigs() -> AsyncIterator[list[Rig]]:
-    made: list[Rig] = []
+async def rigs() -> AsyncIterator[Rigs]:
+    made = Rigs()
     yield made
-    for rig in made:
+    for rig in made.started:
         await rig.stop()
 
 
-async def test_a_secret_older_than_every_is_rotated_at_start(
-    tmp_path: Path, rigs: list[Rig]
-) -> None:
+async def test_a_secret_older_than_every_is_rotated_at_start(tmp_path: Path, rigs: Rigs) -> None:
     rig = Rig(tmp_path, age_days=45)
-    rigs.append(rig)
-    scheduler = rig.scheduler()
-    await rig.start(scheduler)
+    scheduler = await rigs.start(rig)
     assert rig.target.value(CURRENT) == b"v1"
     [row] = scheduler.status()
     assert row.last_rotated_at == rig.clock.now() and row.last_result == "rotated"
@@ -99,13 +90,9 @@ async def test_a_secret_older_than_every_is_rotated_at_start(
     assert 30 * DAY <= wait < 30 * DAY + 3600  # every + an offset within the jitter
 
 
-async def test_a_young_secret_waits_for_its_age_to_reach_every(
-    tmp_path: Path, rigs: list[Rig]
-) -> None:
+async def test_a_young_secret_waits_for_its_age_to_reach_every(tmp_path: Path, rigs: Rigs) -> None:
     rig = Rig(tmp_path, age_days=10)
-    rigs.append(rig)
-    scheduler = rig.scheduler()
-    await rig.start(scheduler)
+    scheduler = await rigs.start(rig)
     assert rig.target.value(CURRENT) == b"v0"
     [row] = scheduler.status()
     assert row.last_rotated_at is None and row.next_at is not None
@@ -116,10 +103,9 @@ async def test_a_young_secret_waits_for_its_age_to_reach_every(
     assert rig.target.value(CURRENT) == b"v1"
 
 
-async def test_a_restart_does_not_rotate_again(tmp_path: Path, rigs: list[Rig]) -> None:
+async def test_a_restart_does_not_rotate_again(tmp_path: Path, rigs: Rigs) -> None:
     first = Rig(tmp_path, age_days=45)
-    rigs.append(first)
-    await first.start(first.scheduler(seed=1))
+    await rigs.start(first, seed=1)
     await first.stop()
     assert first.target.value(CURRENT) == b"v1"
 
@@ -128,21 +114,17 @@ async def test_a_restart_does_not_rotate_again(tmp_path: Path, rigs: list[Rig]) 
     again.target = first.target
     again.clock = first.clock
     again.clock.advance(3600)
-    rigs.append(again)
-    scheduler = again.scheduler(seed=2)
-    await again.start(scheduler)
+    scheduler = await rigs.start(again, seed=2)
     assert again.target.value(CURRENT) == b"v1"
     assert again.rotator.calls == []
     [row] = scheduler.status()
     assert row.next_at is not None and (row.next_at - again.clock.now()).total_seconds() > 29 * DAY
 
 
-async def test_failures_are_retried_with_backoff_not_every(tmp_path: Path, rigs: list[Rig]) -> None:
+async def test_failures_are_retried_with_backoff_not_every(tmp_path: Path, rigs: Rigs) -> None:
     rig = Rig(tmp_path, age_days=45)
     rig.rotator.fail_at = "set"
-    rigs.append(rig)
-    scheduler = rig.scheduler()
-    await rig.start(scheduler)
+    scheduler = await rigs.start(rig)
     [row] = scheduler.status()
     assert row.last_result == "failed" and row.failures == 1
     assert row.next_at == rig.clock.now() + timedelta(seconds=60)
@@ -160,12 +142,10 @@ async def test_failures_are_retried_with_backoff_not_every(tmp_path: Path, rigs:
 
 
 async def test_rotate_now_runs_at_once_and_refuses_unknown_names(
-    tmp_path: Path, rigs: list[Rig]
+    tmp_path: Path, rigs: Rigs
 ) -> None:
     rig = Rig(tmp_path, age_days=1)
-    rigs.append(rig)
-    scheduler = rig.scheduler()
-    await rig.start(scheduler)
+    scheduler = await rigs.start(rig)
     outcome = await scheduler.rotate_now(NAME)
     assert outcome.rotated and rig.target.value(CURRENT) == b"v1"
     assert rig.refreshed == [NAME]  # the agent's cache is told to read it again
@@ -177,14 +157,12 @@ async def test_rotate_now_runs_at_once_and_refuses_unknown_names(
 
 
 async def test_an_unwritable_state_dir_does_not_make_the_schedule_spin(
-    tmp_path: Path, rigs: list[Rig]
+    tmp_path: Path, rigs: Rigs
 ) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     rig = Rig(blocker, age_days=45)  # <state_dir>/rotation cannot be created
-    rigs.append(rig)
-    scheduler = rig.scheduler()
-    await rig.start(scheduler)
+    await rigs.start(rig)
     assert rig.rotator.calls == []
     assert rig.clock.slept[-1] == 60.0  # tried once, then waits: no busy loop
     rig.clock.advance(60)
