@@ -28,12 +28,12 @@ AGENT_STEPS = [
     ("the file store: cryptography", "import secretd.store.store"),
     ("the file watcher: watchfiles (anyio)", "import watchfiles"),
 ]
+# `secretd get`: no asyncio, pydantic or config models (the blocking client;
+# tests/integration/test_cli_habits.py holds the import set).
 GET_STEPS = [
     ("the CLI entry point", "import secretd.cli.main"),
-    ("asyncio", "import asyncio"),
-    ("the duration parser (secretd.durations)", "import secretd.durations"),
     ("httpx and the SDK", "import secretd_client"),
-    ("the client commands", "import secretd.cli.client_cmds"),
+    ("the client commands (and the duration parser)", "import secretd.cli.client_cmds"),
 ]
 
 PROBE = """
