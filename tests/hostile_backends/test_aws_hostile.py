@@ -67,3 +67,24 @@ class TestAwsHostile(HostileBackendCases):
                 yield AwsRig(fake, backend)
             finally:
                 await backend.aclose()
+
+
+async def test_a_redirect_is_not_followed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real Secrets Manager never redirects: a 307 is refused where it stands,
+    and the signed request is not sent on to where it points."""
+    for key, value in TEST_ENV.items():
+        monkeypatch.setenv(key, value)
+    async with HostileAws() as fake:
+        fake.put(str(AwsRig.name), GOOD)
+        raw = {"type": "aws", "region": REGION, "endpoint_url": fake.url, "timeout": "2s"}
+        config = AwsBackendConfig.model_validate(raw)
+        backend = await open_backend("aws", config, max_secret_bytes=MAX_SECRET_BYTES)
+        try:
+            fake.misbehave("redirect", only=AwsRig.name)
+            with pytest.raises(BackendError) as caught:
+                await backend.fetch(AwsRig.name)
+            assert "redirect" in str(caught.value)
+            assert REDIRECTED not in str(caught.value)
+            assert fake.hits["elsewhere"] == 0
+        finally:
+            await backend.aclose()

@@ -15,11 +15,16 @@ sized from `limits.max_secret_bytes`:
 
 An answer over its cap is cut off (the connection is closed, not drained),
 a body that ends before its Content-Length is "cut short", a success whose
-body is not JSON is "truncated or malformed", and an answer that came
-through a redirect is not used; each raises an `AnswerRefused` that
+body is not JSON is "truncated or malformed", and a redirect is neither
+followed nor used (real Secrets Manager never redirects; following one would
+send the signed request elsewhere); each raises an `AnswerRefused` that
 aws_errors.map_error turns into BadBackendAnswer. Only then does botocore
-see the body. (aiobotocore lets aiohttp follow the redirect itself, so the
-request does reach the redirect's target; only its answer is refused.)
+see the body.
+
+aiobotocore's session calls aiohttp's `ClientSession.request`, which follows
+redirects unless told otherwise; `_get_session` is the one place it hands out
+that session, so the session it returns here asks for every request not to
+be redirected.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ def capped_session_class(max_secret_bytes: int) -> type[AIOHTTPSession]:
     caps = body_caps(max_secret_bytes)
 
     class CappedSession(AIOHTTPSession):  # type: ignore[misc]
+        async def _get_session(self, proxy_url: Any) -> _NoRedirects:
+            return _NoRedirects(await super()._get_session(proxy_url))
+
         async def send(self, request: Any) -> Any:
             if request.stream_output:  # no Secrets Manager operation streams
                 return await super().send(request)
@@ -60,11 +68,9 @@ def capped_session_class(max_secret_bytes: int) -> type[AIOHTTPSession]:
             finally:
                 request.stream_output = False
             op = _operation(request)
-            if response.raw.history:
-                # aiohttp follows redirects before a session sees the answer; real
-                # Secrets Manager never redirects, so whatever came back is not used.
+            if 300 <= response.status_code < 400 or response.raw.history:
                 response.raw.close()
-                raise AnswerRefused(f"AWS's {op} answer came through a redirect; not used")
+                raise AnswerRefused(f"AWS's {op} answer was a redirect; not followed")
             limit = caps.get(op, OTHER_CAP)
             body = await read_capped(response.raw, op, limit, max_secret_bytes)
             if 200 <= response.status_code < 300:
@@ -98,6 +104,17 @@ async def read_capped(raw: aiohttp.ClientResponse, op: str, limit: int, max_byte
         raise
     raw.release()
     return bytes(body)
+
+
+class _NoRedirects:
+    """The aiohttp session aiobotocore sends through, with redirects never followed."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def request(self, *args: Any, **kwargs: Any) -> aiohttp.ClientResponse:
+        kwargs["allow_redirects"] = False
+        return await self._session.request(*args, **kwargs)
 
 
 class _Buffered:
