@@ -25,7 +25,9 @@ from typing import cast
 import structlog
 
 from secretd.audit import AuditSink
+from secretd.clock import Clock, SystemClock
 from secretd.config.schema import CredentialConfig
+from secretd.denials import DenyLimiter
 from secretd.errors import SecretdError
 from secretd.model import Caller, SecretReader
 from secretd.usage import UsageSink
@@ -68,11 +70,15 @@ class CredentialService:
         reader: SecretReader,
         audit: AuditSink,
         usage: UsageSink | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._credentials = tuple(credentials)
         self._reader = reader
         self._audit = audit
         self._usage = usage
+        # The audit log bounds these denials per caller; the log (stderr, the
+        # journal) gets the same bound, and the count held back in the next line.
+        self._log_gate = DenyLimiter(clock or SystemClock())
 
     def match(self, request: CredentialRequest) -> CredentialConfig | None:
         for entry in self._credentials:
@@ -119,7 +125,10 @@ class CredentialService:
         return value.reveal()
 
     def _deny(self, caller: Caller, secret: str | None, result: str, extra: dict[str, str]) -> None:
-        log.warning("credential.refused", reason=result, uid=caller.uid, **extra)
+        if self._log_gate.admit("credential", result, caller, secret):
+            held = sum(s.count for s in self._log_gate.drain())
+            more = {"refusals_not_logged": held} if held else {}
+            log.warning("credential.refused", reason=result, uid=caller.uid, **extra, **more)
         self._audit.record(
             "credential", secret=secret, version_id=None, caller=caller, result=result, **extra
         )

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import structlog
 import uvloop
 from aiohttp import web
 
@@ -39,7 +40,8 @@ from secretd.credentials import (
     CredentialService,
     parse_peer_address,
 )
-from secretd.model import SecretName
+from secretd.denials import DENY_BURST
+from secretd.model import Caller, SecretName
 from tests.fakes.api_deps import CountingMetrics, ListAudit
 from tests.fakes.credential_client import SCRIPT, load_credential
 from tests.fakes.dict_reader import DictReader
@@ -209,3 +211,24 @@ def test_a_half_closed_request_is_answered_on_both_sockets(loop: str) -> None:
 )
 def test_parse_peer_address(peer: object, expected: CredentialRequest | None) -> None:
     assert parse_peer_address(peer) == expected
+
+
+async def test_refusals_of_one_peer_log_a_bounded_number_of_lines() -> None:
+    """Any local user can pose as systemd as fast as it can connect; the log
+    (stderr, the journal) gets a burst of `credential.refused` lines, then the
+    rest are counted into the next line that is written."""
+    service = _service(ListAudit())
+    hostile = Caller(uid=1000, gid=1000, pid=1)
+    request = CredentialRequest(unit="app.service", id="db-password")
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(200):
+            assert await service.answer(request, hostile) is None
+    refused = [line for line in logs if line["event"] == "credential.refused"]
+    assert 1 <= len(refused) <= DENY_BURST
+    assert all(line["reason"] == "forbidden_peer" for line in refused)
+    # root's refusals are not held back by another peer's flood, and the next
+    # line written says how many were not
+    with structlog.testing.capture_logs() as logs:
+        assert await service.answer(CredentialRequest("other.service", "x"), Caller(uid=0)) is None
+    assert [line["reason"] for line in logs] == ["no_match"]
+    assert logs[0]["refusals_not_logged"] == 200 - len(refused)
