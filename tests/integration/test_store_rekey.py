@@ -177,9 +177,13 @@ def test_rekey_killed_midway_leaves_everything_readable(store_dir: Path, tmp_pat
     assert meta["key_file"] == str(new_key)
     assert meta["old_key_files"] == [str(store_dir.with_name("store.key"))]
     assert all_values(store_dir, names) == before
-    # ... and running rekey again finishes the job.
+    # ... and running rekey again finishes the job, including the temp file a
+    # kill in the middle of a record's write would have left.
+    stale = store_dir / "secrets" / ".tmp-0123456789abcdef-half-written.secret"
+    stale.write_bytes(b'{"versions": [')
     out = ok("store", "rekey", store_dir, "--key", new_key)
     assert "re-wrapped" in out
+    assert not [p for p in (store_dir / "secrets").iterdir() if p.name.startswith(".")]
     assert all(s == {new_id} for s in key_ids_on_disk(store_dir))
     assert json.loads((store_dir / "store.json").read_text())["old_key_files"] == []
     assert all_values(store_dir, names) == before

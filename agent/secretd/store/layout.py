@@ -119,6 +119,19 @@ class StoreLayout:
             if entry.name.endswith(RECORD_SUFFIX) and not entry.name.startswith(".")
         )
 
+    def remove_stale_temps(self) -> int:
+        """Remove the temp files writers killed mid-write left behind; how many.
+        Only under `locked()`: no writer is running then, so none is in use."""
+        try:
+            entries = list(self.secrets_dir.iterdir())
+        except FileNotFoundError:
+            return 0
+        stale = [entry for entry in entries if entry.name.startswith(_TMP_PREFIX)]
+        for entry in stale:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        return len(stale)
+
     def _new_file_attrs(self, directory: Path) -> tuple[int, int, int]:
         """(mode, uid, gid) for a new file in `directory`, following the directory."""
         st = directory.stat()

@@ -329,13 +329,15 @@ class FileStore:
         Crash-safe: the metadata first records the new key as active and the old
         ones as decrypt-only, then each record is replaced atomically, then the
         old keys are forgotten. Killed midway, every record verifies under the
-        recorded keyring, and running rekey again finishes the job.
+        recorded keyring, and running rekey again finishes the job (and removes
+        the temp file a kill in the middle of a record's write leaves).
         Returns (records re-wrapped, records already under the new key).
         """
         old_paths = tuple(Path(k.source) for k in _keys_of(keyring) if k.key_id != new_key.key_id)
         full = Keyring(new_key, _keys_of(keyring))
         done = skipped = 0
         with self.layout.locked():
+            self.layout.remove_stale_temps()
             self.layout.write_meta(StoreMeta(new_key_file, old_paths))
             for path in self.layout.record_files():
                 name = self.name_of(path)
