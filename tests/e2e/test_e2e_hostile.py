@@ -281,8 +281,9 @@ async def test_slow_readers_are_aborted_and_others_are_served(
         loop = asyncio.get_running_loop()
         started = loop.time()
         # A bound, not a speed target: root is served, not locked out. (Its wait
-        # is the flood's queued work: about 3 s on a quiet 2-core machine, more
-        # beside the other tiers; docs/security.md, connection limits.)
+        # is its turn beside the flood's work: well under a second on a quiet
+        # 2-core machine - 3 s while uvloop accepted one connection per loop
+        # turn (api/accept.py) - and more beside the other tiers.)
         async with asyncio.timeout(30):
             answer = await agent.raw(close_get(b"/v1/secrets/app/k"), timeout=30)
         assert status_of(answer) == 200

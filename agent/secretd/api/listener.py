@@ -34,6 +34,7 @@ from typing import Any, cast
 import structlog
 from aiohttp import web
 
+from secretd.api.accept import Acceptor
 from secretd.api.connections import ConnectionLimits, ConnectionTracker, Peer, peer_of
 from secretd.api.deadline import HeadDeadline
 from secretd.api.errors import JsonErrorHandler
@@ -294,7 +295,7 @@ class Serving:
 
     def __init__(self, runner: web.AppRunner) -> None:
         self.runner = runner
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[Acceptor] = []
 
     async def listen(
         self,
@@ -327,12 +328,10 @@ class Serving:
         def factory() -> asyncio.Protocol:
             return _Gate(connection, tracker, divert)
 
-        backlog = max(MIN_BACKLOG, tracker.max_connections)
-        if unix:
-            accepted = await loop.create_unix_server(factory, sock=sock, backlog=backlog)
-        else:
-            accepted = await loop.create_server(factory, sock=sock, backlog=backlog)
-        self._servers.append(accepted)
+        sock.listen(max(MIN_BACKLOG, tracker.max_connections))
+        # Not loop.create_server: uvloop would accept one connection per turn of
+        # a busy loop (api/accept.py).
+        self._servers.append(Acceptor(sock, factory, loop))
 
     async def cleanup(self) -> None:
         """Stop accepting, then let the runner close the connections and the app."""
