@@ -46,6 +46,7 @@ import structlog
 from aiohttp import web
 
 from secretd.access.identity import peer_caller
+from secretd.api.accept import Acceptor
 from secretd.api.app import build_app
 from secretd.api.listener import (
     ConnectionLimits,
@@ -244,7 +245,7 @@ class Doors:
 
     def __init__(self) -> None:
         self.serving: Serving | None = None
-        self.credentials: asyncio.AbstractServer | None = None
+        self.credentials: Acceptor | None = None
 
     async def open(self, agent: Agent, app: web.Application, socks: list[socket.socket]) -> None:
         # Clients that connected earlier wait in the backlog until now.

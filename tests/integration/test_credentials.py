@@ -171,7 +171,6 @@ async def _ask_both_sockets(directory: Path) -> dict[str, list[bytes]]:
             ]
     finally:
         dedicated.close()
-        await dedicated.wait_closed()
         await runner.cleanup()
         api.close()
         creds.close()

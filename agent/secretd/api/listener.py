@@ -249,10 +249,10 @@ class DivertOnly(asyncio.Protocol):
         return self._inner.eof_received() if self._inner is not None else None
 
 
-async def serve_diverted(sock: socket.socket, divert: Divert) -> asyncio.AbstractServer:
-    """Serve `sock` with `DivertOnly` connections; close the returned server to stop."""
-    loop = asyncio.get_running_loop()
-    return await loop.create_unix_server(lambda: DivertOnly(divert), sock=sock, backlog=MIN_BACKLOG)
+async def serve_diverted(sock: socket.socket, divert: Divert) -> Acceptor:
+    """Serve `sock` with `DivertOnly` connections; close the returned acceptor to stop."""
+    sock.listen(MIN_BACKLOG)
+    return Acceptor(sock, lambda: DivertOnly(divert), asyncio.get_running_loop())
 
 
 class _Refuse(asyncio.Protocol):
