@@ -1,4 +1,5 @@
-"""Process hardening at start-up (SECURITY.md: leaks into core dumps and swap).
+"""Process hardening at start-up (docs/security.md, "Process hardening": leaks
+into core dumps and swap).
 
 `harden_process(mlock=...)` makes the process non-dumpable
 (`prctl(PR_SET_DUMPABLE, 0)`: no core dumps, no same-user ptrace, /proc/PID

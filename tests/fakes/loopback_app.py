@@ -15,6 +15,7 @@ so (the fake backends hostile_aws and hostile_vault).
 from __future__ import annotations
 
 import socket
+from abc import ABC, abstractmethod
 from typing import Self
 
 from aiohttp import web
@@ -28,7 +29,7 @@ def listening_socket() -> socket.socket:
     return sock
 
 
-class LoopbackServer:
+class LoopbackServer(ABC):
     """Serves on 127.0.0.1:`port` between `start()` and `stop()`; `async with` does both."""
 
     port = 0  # set by start()
@@ -37,11 +38,13 @@ class LoopbackServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @abstractmethod
     async def start(self) -> None:
-        raise NotImplementedError
+        """Listen; sets `port`."""
 
+    @abstractmethod
     async def stop(self) -> None:
-        raise NotImplementedError
+        """Stop listening and drop what is open."""
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -58,9 +61,9 @@ class LoopbackApp(LoopbackServer):
         self._runner: web.AppRunner | None = None
         self._sock: socket.socket | None = None
 
+    @abstractmethod
     def application(self) -> web.Application:
         """The app with its routes; each fake adds its own."""
-        raise NotImplementedError
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.application(), handle_signals=False, shutdown_timeout=0.5)

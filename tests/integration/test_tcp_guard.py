@@ -390,7 +390,7 @@ def test_bind_tcp_listens_on_loopback_only() -> None:
 
 
 def test_the_guard_holds_with_the_pure_python_http_parser() -> None:
-    """aiohttp has a C and a pure-Python HTTP parser (SECURITY.md): run this
+    """aiohttp has a C and a pure-Python HTTP parser (docs/security.md): run this
     file again on the other one, in a child process."""
     if os.environ.get("AIOHTTP_NO_EXTENSIONS"):
         pytest.skip("this run already uses the pure-Python parser")

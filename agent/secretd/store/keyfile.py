@@ -7,8 +7,8 @@ without revealing anything about it, and a wrong key shows up as an unknown id.
 
 Key material lives in a `bytearray` that `StoreKey.wipe()` zeroes; the keyring
 wipes every key it holds when closed. Python may still hold transient copies
-inside cryptography's own contexts: see SECURITY.md on what a Python daemon
-can honestly claim.
+inside cryptography's own contexts: see docs/security.md, "Memory: what a
+Python daemon can honestly promise".
 """
 
 from __future__ import annotations
