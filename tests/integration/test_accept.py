@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
+import resource
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import structlog
 import uvloop
 
-from secretd.api.accept import Acceptor
+from secretd.api.accept import RETRY_DELAY, Acceptor
 from tests.e2e.agent_proc import short_tmp
 
 BURST = 300
@@ -99,3 +102,42 @@ def test_close_stops_accepting_and_closes_the_socket() -> None:
 
     with short_tmp("sdacc") as tmp:
         uvloop.run(scenario(tmp / "c.sock"))
+
+
+def test_out_of_descriptors_it_pauses_then_accepts_what_waited() -> None:
+    """EMFILE: no busy loop on a socket it cannot accept from; once descriptors
+    are free again (after RETRY_DELAY) the connections that waited are made."""
+
+    async def scenario(path: Path) -> None:
+        listening = socket.socket(socket.AF_UNIX)
+        listening.bind(str(path))
+        listening.listen(16)
+        clients = [socket.socket(socket.AF_UNIX) for _ in range(4)]
+        made: list[asyncio.BaseTransport] = []
+        acceptor = Acceptor(listening, lambda: Counted(made), asyncio.get_running_loop())
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        lowest_free = os.open(os.devnull, os.O_RDONLY)  # the next descriptor accept would get
+        os.close(lowest_free)
+        try:
+            with structlog.testing.capture_logs() as logs:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+                for client in clients:
+                    client.connect(str(path))
+                await asyncio.sleep(0.3)
+                assert made == []
+                paused = [line for line in logs if line["event"] == "connection.accept_paused"]
+                assert len(paused) == 1  # once, not once per readiness event
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            async with asyncio.timeout(RETRY_DELAY + 5):
+                while len(made) < len(clients):
+                    await asyncio.sleep(0.05)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            acceptor.close()
+            for transport in made:
+                transport.close()
+            for client in clients:
+                client.close()
+
+    with short_tmp("sdacc") as tmp:
+        uvloop.run(scenario(tmp / "d.sock"))

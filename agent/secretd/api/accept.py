@@ -69,11 +69,16 @@ class Acceptor:
             self._start(conn)
 
     def _start(self, conn: socket.socket) -> None:
-        task: asyncio.Task[object] = self._loop.create_task(
-            self._loop.connect_accepted_socket(self._factory, sock=conn)
-        )
+        task: asyncio.Task[object] = self._loop.create_task(self._connect(conn))
         self._starting.add(task)
         task.add_done_callback(self._started)
+
+    async def _connect(self, conn: socket.socket) -> object:
+        try:
+            return await self._loop.connect_accepted_socket(self._factory, sock=conn)
+        except BaseException:
+            conn.close()  # never handed over (a failure, or close() cancelled it)
+            raise
 
     def _started(self, task: asyncio.Task[object]) -> None:
         self._starting.discard(task)
